@@ -1,0 +1,42 @@
+# Interphone — two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-pg lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## run: the whole system on http://127.0.0.1:5000 (embedded Redis and SQLite by default)
+run: $(STAMP)
+	$(BIN)/interphone dev serve --port $${PORT:-5000}
+
+## test: the whole suite (REDIS_URL / DATABASE_URL pick real servers, else embedded)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## test-pg: the suite against the machine's PostgreSQL and Redis
+test-pg: $(STAMP)
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check interphone tests migrations
+	$(BIN)/ruff format --check interphone tests migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/interphone bench queue --json
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,179 @@
+"""Case data: CSV import from the préfecture's systems, and synthetic demo cases."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import transaction
+from .models import CASE_STATUSES, Case
+from .privacy import InvalidPhoneNumber, hash_birth_date, normalize_file_number, to_e164
+
+REQUIRED = ("file_number", "birth_date", "status", "status_changed_at")
+OPTIONAL = ("api_valid_until", "phone", "language")
+MAX_ROWS = 500_000
+
+
+class CaseDataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    file_number: str
+    birth_date: date
+    status: str
+    status_changed_at: datetime
+    api_valid_until: date | None = None
+    phone: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "rejected": [{"line": line, "error": error} for line, error in self.rejected],
+        }
+
+
+def parse_record(row: dict[str, str], *, region: str = "FR") -> CaseRecord:
+    """Validate one row; raises :class:`CaseDataError` naming the bad field."""
+
+    def text(name: str) -> str:
+        return (row.get(name) or "").strip()
+
+    file_number = normalize_file_number(text("file_number"))
+    if not file_number or len(file_number) > 32:
+        raise CaseDataError("file_number: 1 to 32 letters or digits")
+    birth_date = _date("birth_date", text("birth_date"))
+    if not date(1900, 1, 1) <= birth_date <= date.today():
+        raise CaseDataError("birth_date: not a plausible date of birth")
+    status = text("status")
+    if status not in CASE_STATUSES:
+        raise CaseDataError(f"status: {status!r} is not one of {', '.join(CASE_STATUSES)}")
+    changed = _datetime("status_changed_at", text("status_changed_at"))
+    api_raw = text("api_valid_until")
+    api = _date("api_valid_until", api_raw) if api_raw else None
+    if status == "api_issued" and api is None:
+        raise CaseDataError("api_valid_until: required when status is api_issued")
+    phone_raw = text("phone")
+    try:
+        phone = to_e164(phone_raw, region) if phone_raw else None
+    except InvalidPhoneNumber as exc:
+        raise CaseDataError(f"phone: {exc}") from None
+    language = text("language").lower() or None
+    if language is not None and (len(language) > 8 or not language.isalpha()):
+        raise CaseDataError("language: a short code such as fr, en, ar")
+    return CaseRecord(file_number, birth_date, status, changed, api, phone, language)
+
+
+def read_csv(stream: Iterable[str], *, region: str = "FR") -> tuple[list[CaseRecord], ImportReport]:
+    """Parse a whole file; good rows are returned, bad ones reported by line number."""
+    report = ImportReport()
+    reader = csv.DictReader(stream)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [name for name in REQUIRED if name not in header]
+    if missing:
+        raise CaseDataError(f"line 1: missing column(s) {', '.join(missing)}")
+    reader.fieldnames = header
+    records: dict[str, tuple[int, CaseRecord]] = {}
+    for row in reader:
+        line = reader.line_num
+        if line > MAX_ROWS:
+            raise CaseDataError(f"more than {MAX_ROWS} rows; split the file")
+        if None in row:
+            report.rejected.append((line, "too many fields"))
+            continue
+        try:
+            record = parse_record(row, region=region)
+        except CaseDataError as exc:
+            report.rejected.append((line, str(exc)))
+            continue
+        records[record.file_number] = (line, record)  # a later line for one file wins
+    return [r for _, r in records.values()], report
+
+
+def import_records(
+    sessions: sessionmaker[Session], records: list[CaseRecord], key: str, report: ImportReport
+) -> ImportReport:
+    """Create or update cases in one transaction: all good rows land, or none."""
+    with transaction(sessions) as s:
+        existing = {
+            c.file_number: c
+            for c in s.scalars(
+                select(Case).where(Case.file_number.in_([r.file_number for r in records]))
+            )
+        }
+        for r in records:
+            case = existing.get(r.file_number)
+            if case is None:
+                case = Case(file_number=r.file_number)
+                s.add(case)
+                report.created += 1
+            else:
+                report.updated += 1
+            case.birth_date_hash = hash_birth_date(key, r.file_number, r.birth_date)
+            case.status = r.status
+            case.status_changed_at = r.status_changed_at
+            case.api_valid_until = r.api_valid_until
+            case.phone = r.phone
+            case.language = r.language
+    return report
+
+
+def import_csv(
+    sessions: sessionmaker[Session], text: str, key: str, *, region: str = "FR"
+) -> ImportReport:
+    records, report = read_csv(io.StringIO(text), region=region)
+    return import_records(sessions, records, key, report)
+
+
+def demo_records(count: int, *, seed: int | None = None, today: date | None = None) -> list[CaseRecord]:
+    """Synthetic cases with every status; file numbers are 10 digits (keypad friendly)."""
+    rng = random.Random(seed)
+    today = today or date.today()
+    records = []
+    used: set[str] = set()
+    for i in range(count):
+        while True:
+            file_number = f"63{rng.randrange(10**8):08d}"
+            if file_number not in used:
+                used.add(file_number)
+                break
+        status = CASE_STATUSES[i % len(CASE_STATUSES)]
+        birth = date(1960, 1, 1) + timedelta(days=rng.randrange(365 * 45))
+        changed = datetime.combine(today - timedelta(days=rng.randrange(1, 200)),
+                                   datetime.min.time(), UTC)
+        api = today + timedelta(days=rng.randrange(-5, 90)) if status == "api_issued" else None
+        language = rng.choice(["fr", "en", "ar", "es"])
+        records.append(CaseRecord(file_number, birth, status, changed, api, None, language))
+    return records
+
+
+def _date(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CaseDataError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _datetime(name: str, value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise CaseDataError(f"{name}: {value!r} is not an ISO 8601 date or time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

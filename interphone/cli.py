@@ -1,0 +1,321 @@
+"""The ``interphone`` command line. Each command builds a runtime and calls a service."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import ConfigError
+from .runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _runtime(ctx: click.Context) -> Runtime:
+    rt = ctx.find_object(Runtime)
+    if rt is None:
+        try:
+            rt = Runtime()
+        except ConfigError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+        ctx.obj = rt
+        ctx.call_on_close(rt.close)
+    return rt
+
+
+def _fail_cleanly(error_types: tuple[type[Exception], ...]) -> Callable[[F], F]:
+    """Turn domain errors into a one-line message and exit status 1, never a traceback."""
+
+    def decorate(fn: F) -> F:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except error_types as exc:
+                raise click.ClickException(str(exc)) from None
+
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _domain_errors() -> tuple[type[Exception], ...]:
+    from .accounts import AccountError
+    from .cases import CaseDataError
+    from .queue.exceptions import QueueError
+    from .sites import SiteError
+
+    return (ConfigError, AccountError, CaseDataError, QueueError, SiteError)
+
+
+@click.group()
+def main() -> None:
+    """Interphone: IVR, door intercom and call queue of a préfecture's foreigners' service."""
+
+
+# -- db ------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply Alembic migrations up to the latest."""
+    from . import db as dbmod
+
+    dbmod.upgrade(_runtime(ctx).database_url)
+    click.echo("database is up to date")
+
+
+# -- sites ---------------------------------------------------------------------------------
+@main.group()
+def sites() -> None:
+    """Sites (préfecture, sous-préfectures)."""
+
+
+@sites.command("add")
+@click.argument("code")
+@click.option("--name", help="Display name")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def sites_add(ctx: click.Context, code: str, name: str | None) -> None:
+    from .sites import ensure_site
+
+    site = ensure_site(_runtime(ctx).sessions, code, name)
+    click.echo(f"site {site.code}: {site.name}")
+
+
+# -- cases ---------------------------------------------------------------------------------
+@main.group()
+def cases() -> None:
+    """Case data (application status)."""
+
+
+@cases.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def cases_import(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Import FILE.csv: file_number,birth_date,status,status_changed_at[,api_valid_until,
+    phone,language]. Good rows are kept (re-import updates), bad rows reported by line."""
+    from .cases import CaseDataError, import_records, read_csv
+
+    rt = _runtime(ctx)
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as stream:
+            records, report = read_csv(stream, region=rt.settings.default_region)
+    except UnicodeDecodeError:
+        raise CaseDataError("the file is not UTF-8 text") from None
+    import_records(rt.sessions, records, rt.settings.birthdate_key, report)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        click.echo(f"{report.created} created, {report.updated} updated, "
+                   f"{len(report.rejected)} rejected")
+        for line, error in report.rejected:
+            click.echo(f"  line {line}: {error}", err=True)
+    if report.rejected:
+        ctx.exit(1)
+
+
+@cases.command("demo")
+@click.option("--count", default=50, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--seed", type=int, default=None, help="Make the data reproducible")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def cases_demo(ctx: click.Context, count: int, seed: int | None) -> None:
+    """Create COUNT synthetic cases and print a few to try on the phone."""
+    from .cases import ImportReport, demo_records, import_records
+
+    rt = _runtime(ctx)
+    records = demo_records(count, seed=seed)
+    report = import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())
+    click.echo(f"{report.created} demo cases created, {report.updated} updated. To try:")
+    for r in records[:9]:
+        click.echo(f"  file {r.file_number}  born {r.birth_date:%d%m%Y}  status {r.status}")
+
+
+# -- users ---------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Agents, supervisors and administrators."""
+
+
+@users.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["agent", "supervisor", "admin"]), default="agent")
+@click.option("--name", help="Full name shown on screens")
+@click.option("--site", "site_code", help="Site code (default: INTERPHONE_SITE)")
+@click.option("--languages", default="fr", show_default=True, help="Comma-separated codes")
+@click.option("--phone", help="Phone to ring for this agent's calls")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def users_add(
+    ctx: click.Context,
+    email: str,
+    role: str,
+    name: str | None,
+    site_code: str | None,
+    languages: str,
+    phone: str | None,
+) -> None:
+    """Add a user; the password is asked for, or read from standard input."""
+    from .accounts import add_user
+
+    rt = _runtime(ctx)
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    agent = add_user(
+        rt.sessions,
+        email,
+        password,
+        role=role,
+        name=name,
+        site_code=site_code or rt.settings.default_site,
+        languages=languages.split(","),
+        phone=phone,
+        region=rt.settings.default_region,
+    )
+    click.echo(f"{agent.role} {agent.email} created (id {agent.id})")
+
+
+# -- queue ---------------------------------------------------------------------------------
+@main.group("queue")
+def queue_group() -> None:
+    """The call queue in Redis."""
+
+
+@queue_group.command("rebuild")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def queue_rebuild(ctx: click.Context) -> None:
+    """Restore the Redis queue from SQL (after Redis data loss), in the same order."""
+    counts = _runtime(ctx).queue.rebuild()
+    click.echo(json.dumps(counts))
+
+
+@queue_group.command("list")
+@click.option("--site", "site_code", help="Site code (default: INTERPHONE_SITE)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def queue_list(ctx: click.Context, site_code: str | None, as_json: bool) -> None:
+    """Waiting contacts in dispatch order (phone numbers masked)."""
+    rt = _runtime(ctx)
+    rows = rt.queue.list_waiting(site_code or rt.settings.default_site)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row.as_json(), ensure_ascii=False))
+        else:
+            click.echo(f"{row.position:>5}  #{row.id:<7} {row.kind:<8} {row.language:<3} "
+                       f"{row.priority:<7} {row.arrived_at}  {row.phone}")
+
+
+@queue_group.command("sweep")
+@click.pass_context
+def queue_sweep(ctx: click.Context) -> None:
+    """Expire offers and wrap-ups and dispatch, once."""
+    click.echo(json.dumps(_runtime(ctx).queue.sweep()))
+
+
+# -- bench ---------------------------------------------------------------------------------
+@main.group()
+def bench() -> None:
+    """Benchmarks that print numbers."""
+
+
+@bench.command("queue")
+@click.option("--contacts", default=100_000, show_default=True, type=click.IntRange(1))
+@click.option("--agents", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--samples", default=5_000, show_default=True, type=click.IntRange(10))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.pass_context
+def bench_queue(ctx: click.Context, contacts: int, agents: int, samples: int,
+                as_json: bool) -> None:
+    """Enqueue, dispatch and position latency against the configured Redis."""
+    from .queue import bench as benchmod
+
+    result = benchmod.run(_runtime(ctx).redis, contacts=contacts, agents=agents,
+                          samples=samples)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>28}: {value}")
+
+
+# -- development -----------------------------------------------------------------------------
+@main.group()
+def dev() -> None:
+    """Development helpers used by ``make run``."""
+
+
+DEMO_AGENT = "agent@demo.interphone.local"
+DEMO_PASSWORD = "demo-password-2026"
+
+
+@dev.command("seed")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def dev_seed(ctx: click.Context) -> None:
+    """Demo site, demo cases and a demo agent (idempotent)."""
+    from sqlalchemy import select
+
+    from .accounts import add_user
+    from .cases import ImportReport, demo_records, import_records
+    from .models import Agent
+    from .sites import ensure_site
+
+    rt = _runtime(ctx)
+    ensure_site(rt.sessions, rt.settings.default_site, "Préfecture (démo)")
+    records = demo_records(40, seed=63)
+    import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())
+    with rt.sessions() as s:
+        exists = s.scalar(select(Agent.id).where(Agent.email == DEMO_AGENT)) is not None
+    if not exists:
+        add_user(rt.sessions, DEMO_AGENT, DEMO_PASSWORD, role="supervisor", name="Agent démo",
+                 site_code=rt.settings.default_site, languages=["fr", "en", "ar"])
+    click.echo(f"demo agent: {DEMO_AGENT} / {DEMO_PASSWORD}")
+    click.echo("demo cases to try (file number, birth date DDMMYYYY, status):")
+    for r in records[:5]:
+        click.echo(f"  {r.file_number}  {r.birth_date:%d%m%Y}  {r.status}")
+
+
+@dev.command("serve")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.pass_context
+def dev_serve(ctx: click.Context, port: int) -> None:
+    """Migrate, seed, then run web + worker (and the embedded Redis) with honcho."""
+    from . import db as dbmod
+
+    rt = _runtime(ctx)
+    env = dict(os.environ)
+    env["REDIS_URL"] = rt.redis_url  # starts the embedded server when REDIS_URL is unset
+    env["DATABASE_URL"] = rt.database_url
+    env.setdefault("SECRET_KEY", rt.settings.secret_key)
+    env["PORT"] = str(port)
+    env.setdefault("HOST", "127.0.0.1")
+    dbmod.upgrade(rt.database_url)
+    ctx.invoke(dev_seed)
+    procfile = Path(__file__).resolve().parent.parent / "Procfile"
+    click.echo(f"\nInterphone is starting on http://127.0.0.1:{port}  (Ctrl-C stops it)\n")
+    bindir = str(Path(sys.executable).parent)  # gunicorn, rq and honcho live beside python
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    honcho = str(Path(bindir) / "honcho")
+    os.execve(honcho, [honcho, "start", "-f", str(procfile), "web", "worker"], env)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,185 @@
+"""Settings, read from the environment in this one module.
+
+Every variable is parsed strictly: a bad value stops start-up with a
+:class:`ConfigError` that names the variable. Secrets may also come from a file
+named by ``NAME_FILE`` (e.g. ``SECRET_KEY_FILE=/run/secrets/key``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The tunable rules of the call queue (SPEC §7). Durations in seconds."""
+
+    offer_timeout_s: float = 20.0
+    wrap_up_s: float = 30.0
+    promote_after_s: float = 1800.0
+    language_relax_s: float = 120.0
+    callback_retry_delay_s: float = 600.0
+    callback_max_attempts: int = 3
+    missed_offers_pause: int = 2
+    urgent_within_days: int = 15
+    dispatch_scan: int = 50
+    sweep_interval_s: float = 2.0
+    default_handle_time_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    redis_url: str | None = None
+    database_url: str | None = None
+    secret_key: str = ""
+    birthdate_key: str = ""
+    public_base_url: str = "http://127.0.0.1:5000"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_key: str | None = None
+    twilio_api_secret: str | None = None
+    vosk_models_dir: Path | None = None
+    instance_path: Path = Path("instance")
+    default_site: str = "prefecture"
+    default_region: str = "FR"
+    queue: QueueSettings = field(default_factory=QueueSettings)
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+class _Env:
+    """Typed, strict accessors over one environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        file_name = self.environ.get(f"{name}_FILE")
+        if file_name:
+            try:
+                return Path(file_name).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{name}_FILE: cannot read {file_name!r} ({exc})") from exc
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(name, default) or default
+        if value not in choices:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a number") from None
+        if value != value or value < minimum:  # NaN or below the floor
+            raise ConfigError(f"{name}: {raw!r} must be a number >= {minimum:g}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: {raw!r} must be >= {minimum}")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.str(name)
+        if value is None:
+            return None
+        scheme = value.split(":", 1)[0].lower()
+        if ":" not in value or scheme not in schemes:
+            raise ConfigError(f"{name}: {value!r} must start with one of {', '.join(schemes)}")
+        return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: ``os.environ``)."""
+
+    env = _Env(os.environ if environ is None else environ)
+    mode = env.choice("INTERPHONE_ENV", ENVIRONMENTS, "development")
+
+    secret_key = env.str("SECRET_KEY")
+    if secret_key is None:
+        if mode == "production":
+            raise ConfigError("SECRET_KEY: required in production")
+        secret_key = secrets.token_hex(32)
+    elif mode == "production" and len(secret_key) < 32:
+        raise ConfigError("SECRET_KEY: must be at least 32 characters in production")
+
+    birthdate_key = env.str("BIRTHDATE_HASH_KEY")
+    if birthdate_key is None:
+        if mode == "production":
+            raise ConfigError("BIRTHDATE_HASH_KEY: required in production")
+        # Development and tests: a fixed key so that imported demo data keeps matching.
+        birthdate_key = "interphone-development-only-key"
+
+    twilio_sid = env.str("TWILIO_ACCOUNT_SID")
+    if twilio_sid is not None and not (twilio_sid.startswith("AC") and len(twilio_sid) == 34):
+        raise ConfigError("TWILIO_ACCOUNT_SID: expected 'AC' followed by 32 hex characters")
+
+    vosk_dir = env.str("VOSK_MODELS_DIR")
+    public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
+
+    queue = QueueSettings(
+        offer_timeout_s=env.number("OFFER_TIMEOUT_S", 20.0, minimum=1),
+        wrap_up_s=env.number("WRAP_UP_S", 30.0),
+        promote_after_s=env.number("PROMOTE_AFTER_S", 1800.0, minimum=1),
+        language_relax_s=env.number("LANGUAGE_RELAX_S", 120.0),
+        callback_retry_delay_s=env.number("CALLBACK_RETRY_DELAY_S", 600.0),
+        callback_max_attempts=env.integer("CALLBACK_MAX_ATTEMPTS", 3, minimum=1),
+        missed_offers_pause=env.integer("MISSED_OFFERS_PAUSE", 2, minimum=1),
+        urgent_within_days=env.integer("URGENT_WITHIN_DAYS", 15),
+        dispatch_scan=env.integer("DISPATCH_SCAN", 50, minimum=1),
+        sweep_interval_s=env.number("SWEEP_INTERVAL_S", 2.0, minimum=0.1),
+        default_handle_time_s=env.number("DEFAULT_HANDLE_TIME_S", 300.0, minimum=1),
+    )
+
+    return Settings(
+        env=mode,
+        redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
+        database_url=env.url(
+            "DATABASE_URL", ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
+        ),
+        secret_key=secret_key,
+        birthdate_key=birthdate_key,
+        public_base_url=public_base_url.rstrip("/"),
+        twilio_account_sid=twilio_sid,
+        twilio_auth_token=env.str("TWILIO_AUTH_TOKEN"),
+        twilio_api_key=env.str("TWILIO_API_KEY"),
+        twilio_api_secret=env.str("TWILIO_API_SECRET"),
+        vosk_models_dir=Path(vosk_dir) if vosk_dir else None,
+        instance_path=Path(env.str("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
+        default_site=env.str("INTERPHONE_SITE", "prefecture") or "prefecture",
+        default_region=env.str("DEFAULT_REGION", "FR") or "FR",
+        queue=queue,
+    )

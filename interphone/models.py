@@ -1,0 +1,200 @@
+"""Durable records (SQLAlchemy 2.0 typed models). The schema is owned by Alembic."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CASE_STATUSES = (
+    "filed",
+    "incomplete",
+    "under_review",
+    "api_issued",
+    "favourable",
+    "card_in_production",
+    "card_ready",
+    "refused",
+    "closed",
+)
+CONTACT_KINDS = ("live", "callback")
+CONTACT_STATES = (
+    "waiting",
+    "offered",
+    "on_call",
+    "completed",
+    "abandoned",
+    "cancelled",
+    "unreachable",
+)
+ACTIVE_CONTACT_STATES = ("waiting", "offered", "on_call")
+ROLES = ("agent", "supervisor", "admin")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    phone_numbers: Mapped[list[str]] = mapped_column(default=list)
+    intercom_identities: Mapped[list[str]] = mapped_column(default=list)
+    languages: Mapped[list[str]] = mapped_column(default=lambda: ["fr", "en", "ar", "es"])
+    # {"mon": [["09:00", "12:00"], ["13:30", "16:30"]], ...}; missing day = closed
+    opening_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    callback_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    holiday_region: Mapped[str] = mapped_column(String(16), default="FR")
+    extra_closures: Mapped[list[str]] = mapped_column(default=list)  # ISO dates
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_number: Mapped[str] = mapped_column(String(32), unique=True)
+    birth_date_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    status_changed_at: Mapped[datetime]
+    api_valid_until: Mapped[date | None] = mapped_column(Date)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str | None] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    languages: Mapped[list[str]] = mapped_column(default=lambda: ["fr"])
+    phone: Mapped[str | None] = mapped_column(String(20))
+    client_identity: Mapped[str | None] = mapped_column(String(64))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # presence as last set by the agent or a supervisor, for ``queue rebuild``
+    presence: Mapped[str] = mapped_column(String(16), default="offline")
+    presence_reason: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contact(Base):
+    """A live call waiting in line or a callback request: one place in the queue."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (Index("ix_contacts_site_state", "site_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(String(12), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), default="phone")
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    file_number: Mapped[str | None] = mapped_column(String(32))
+    priority_class: Mapped[int] = mapped_column(Integer, default=1)
+    arrived_ms: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    call_sid: Mapped[str | None] = mapped_column(String(64))
+    # Set while the callback is active, NULL afterwards: the unique index is the
+    # one-active-request-per-number rule, enforced by the database under races.
+    active_phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    active_file: Mapped[str | None] = mapped_column(String(32), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    direction: Mapped[str] = mapped_column(String(16))  # inbound / outbound
+    channel: Mapped[str] = mapped_column(String(16), default="phone")  # phone/intercom/browser
+    from_number: Mapped[str | None] = mapped_column(String(64))
+    to_number: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="ringing")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+
+
+class Event(Base):
+    """Append-only log of every state change: the source of statistics and audit."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_site_at", "site_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,78 @@
+"""RQ jobs of the queue: dispatch on events, and the periodic sweep.
+
+Dispatch is triggered by what changes the queue (a new contact, an agent becoming free,
+an offer returned) and by a sweep every few seconds that expires offers and wrap-ups.
+The sweep re-schedules itself through RQ's scheduler (``rq worker --with-scheduler``);
+a heartbeat key lets the web process restart the chain if it ever breaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SWEEP_JOB_ID = "interphone-sweep"
+SWEEP_HEARTBEAT = "ip:sweep:heartbeat"
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """One runtime per worker process, built on first use from the environment."""
+    global _runtime
+    if _runtime is None:
+        from ..runtime import Runtime
+
+        _runtime = Runtime()
+    return _runtime
+
+
+def enqueue_dispatch(queue: Queue, site: str) -> None:
+    # Deterministic id: a burst of triggers for one site collapses into few runs.
+    queue.enqueue(dispatch_site, site, job_id=f"dispatch-{site}", result_ttl=0,
+                  failure_ttl=3600)
+
+
+def dispatch_site(site: str) -> int:
+    offers = runtime().queue.dispatch(site)
+    return len(offers)
+
+
+def sweep() -> dict[str, Any]:
+    rt = runtime()
+    try:
+        counts = rt.queue.sweep()
+    finally:
+        schedule_sweep(rt.rq_queue, rt.settings.queue.sweep_interval_s)
+    return counts
+
+
+def schedule_sweep(queue: Queue, interval_s: float) -> None:
+    """Schedule the next sweep. Its id names its time slot, so two chains that ever
+    started side by side merge into one instead of doubling the work."""
+    connection = queue.connection
+    connection.set(SWEEP_HEARTBEAT, "1", px=int(max(interval_s * 5, 10) * 1000))
+    slot = int(time.time() / interval_s) + 1
+    try:
+        queue.enqueue_in(timedelta(seconds=interval_s), sweep, job_id=f"{SWEEP_JOB_ID}-{slot}",
+                         unique=True, result_ttl=0, failure_ttl=3600)
+    except DuplicateJobError:
+        pass
+
+
+def ensure_sweep(queue: Queue, interval_s: float) -> bool:
+    """Start the sweep chain unless it is alive. Returns True if it was (re)started."""
+    if queue.connection.set(SWEEP_HEARTBEAT, "1", nx=True,
+                            px=int(max(interval_s * 5, 10) * 1000)):
+        schedule_sweep(queue, interval_s)
+        return True
+    return False

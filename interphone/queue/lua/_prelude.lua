@@ -1,0 +1,57 @@
+-- Shared helpers, prepended to every script by interphone.queue.scripts.
+-- Keys are computed here from ids and the prefix: Interphone runs on one Redis primary (with Sentinel
+-- for fail-over), not on Redis Cluster. Times are milliseconds passed in ARGV, never
+-- Redis TIME, so that a virtual clock can drive the same scripts.
+local P = KEYS[1]  -- key prefix, 'ip:' in production
+local function fmt(n) return string.format('%.0f', n) end
+local function ckey(cid) return P .. 'contact:' .. cid end
+local function akey(aid) return P .. 'agent:' .. aid end
+local function skey(site, name) return P .. 'site:' .. site .. ':' .. name end
+local function split(s)
+  local t = {}
+  if s and s ~= '' then
+    for w in string.gmatch(s, '[^,]+') do t[#t + 1] = w end
+  end
+  return t
+end
+local function bump(key)
+  return redis.call('HINCRBY', key, 'v', 1)
+end
+local function agent_leave_pool(aid)
+  local a = redis.call('HMGET', akey(aid), 'site', 'langs')
+  if not a[1] then return end
+  redis.call('ZREM', skey(a[1], 'avail'), aid)
+  for _, l in ipairs(split(a[2])) do redis.call('ZREM', skey(a[1], 'avail:' .. l), aid) end
+  redis.call('ZREM', P .. 'wrapups', aid)
+end
+local function agent_set(aid, state, now, reason)
+  agent_leave_pool(aid)
+  redis.call('HSET', akey(aid), 'state', state, 'since', fmt(now), 'offer', '',
+    'reason', reason or '')
+  local a = redis.call('HMGET', akey(aid), 'site', 'langs')
+  if state == 'offline' or state == 'paused' then
+    redis.call('SREM', skey(a[1], 'staffed'), aid)
+  else
+    redis.call('SADD', skey(a[1], 'staffed'), aid)
+  end
+  if state == 'available' then
+    redis.call('ZADD', skey(a[1], 'avail'), now, aid)
+    for _, l in ipairs(split(a[2])) do redis.call('ZADD', skey(a[1], 'avail:' .. l), now, aid) end
+  end
+  return bump(akey(aid))
+end
+-- Put a contact back at its own place: same score, so the same position as before.
+local function contact_requeue(cid)
+  local c = redis.call('HMGET', ckey(cid), 'site', 'score', 'not_before')
+  redis.call('ZREM', P .. 'offers', cid)
+  redis.call('HSET', ckey(cid), 'state', 'waiting', 'agent', '', 'deadline', '')
+  redis.call('ZADD', skey(c[1], 'waiting'), c[2], cid)
+  return bump(ckey(cid))
+end
+-- Take a contact out of every index (it keeps its hash until the caller deletes it).
+local function contact_unindex(cid)
+  local site = redis.call('HGET', ckey(cid), 'site')
+  redis.call('ZREM', skey(site, 'waiting'), cid)
+  redis.call('ZREM', skey(site, 'delayed'), cid)
+  redis.call('ZREM', P .. 'offers', cid)
+end

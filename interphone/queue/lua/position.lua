@@ -1,0 +1,11 @@
+-- ARGV: cid. Returns {state, position (1-based, 0 if not waiting), site, kind, not_before}.
+-- A contact held back by a retry delay reports the place it will take when it returns.
+local cid = ARGV[1]
+local c = redis.call('HMGET', ckey(cid), 'state', 'site', 'score', 'kind', 'not_before', 'agent')
+if not c[1] then return false end
+if c[1] ~= 'waiting' then return {c[1], 0, c[2], c[4], c[5], c[6]} end
+local rank = redis.call('ZRANK', skey(c[2], 'waiting'), cid)
+if not rank then
+  rank = redis.call('ZCOUNT', skey(c[2], 'waiting'), '-inf', '(' .. c[3])
+end
+return {c[1], rank + 1, c[2], c[4], c[5], c[6]}

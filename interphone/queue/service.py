@@ -1,0 +1,754 @@
+"""Queue rules with durable records: SQL first, then Redis, then an event.
+
+The :class:`QueueService` is what the IVR, the agent screens, the CLI and the jobs call.
+An accepted contact is committed to SQL before it is put in Redis and acknowledged, so
+``queue rebuild`` can always restore the line. Every change appends an :class:`Event`.
+Records are updated under the Redis version of the contact or agent, so a late writer
+can never overwrite a newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import QueueSettings
+from ..db import transaction
+from ..models import (
+    ACTIVE_CONTACT_STATES,
+    Agent,
+    Case,
+    Contact,
+    Event,
+    Site,
+    utcnow,
+)
+from ..privacy import InvalidPhoneNumber, mask_phone, normalize_file_number, to_e164
+from .clock import Clock, from_ms, to_ms
+from .estimate import wait_for_position
+from .exceptions import Conflict, InvalidInput, UnknownAgent, UnknownContact, UnknownSite
+from .store import NORMAL, URGENT, Offer, RedisQueue
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = {
+    # outcome code -> does the callback go back in line for another attempt?
+    "resolved": False,
+    "call_back_later": False,
+    "needs_appointment": False,
+    "wrong_number": False,
+    "information_given": False,
+    "no_answer": True,
+    "busy": True,
+    "voicemail": True,
+}
+LANGUAGE_MAX = 8
+REASON_MAX = 200
+REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+THROUGHPUT_WINDOW_S = 1800.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the caller is told: their place, and an honest estimate."""
+
+    contact_id: int
+    reference: str
+    kind: str
+    state: str
+    position: int
+    wait_s: float | None
+    created: bool
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True)
+class WaitingContact:
+    id: int
+    kind: str
+    state: str
+    position: int
+    arrived_at: str
+    language: str
+    phone: str
+    channel: str
+    priority: str
+    attempts: int
+
+    def as_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class QueueService:
+    def __init__(
+        self,
+        store: RedisQueue,
+        sessions: sessionmaker[Session],
+        settings: QueueSettings,
+        clock: Clock,
+        *,
+        region: str = "FR",
+        trigger: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.region = region
+        self._trigger = trigger
+
+    # -- intake ------------------------------------------------------------------------
+    def enqueue_live(
+        self,
+        site: str,
+        *,
+        language: str,
+        phone: str | None = None,
+        channel: str = "phone",
+        reason: str | None = None,
+        file_number: str | None = None,
+        call_sid: str | None = None,
+        arrived_ms: int | None = None,
+    ) -> Ticket:
+        """A caller who chose to wait on the line for an agent."""
+        return self._intake(
+            "live",
+            site,
+            language=language,
+            phone=phone,
+            channel=channel,
+            reason=reason,
+            file_number=file_number,
+            call_sid=call_sid,
+            arrived_ms=arrived_ms,
+        )
+
+    def request_callback(
+        self,
+        site: str,
+        *,
+        phone: str,
+        language: str,
+        channel: str = "phone",
+        reason: str | None = None,
+        file_number: str | None = None,
+        arrived_ms: int | None = None,
+        not_before_ms: int = 0,
+    ) -> Ticket:
+        """A callback request. ``arrived_ms`` is when the call that made it began, so the
+        request keeps that call's place. A second request for the same number or file
+        returns the first one (``created`` is False)."""
+        if not phone:
+            raise InvalidInput("a callback needs a phone number")
+        return self._intake(
+            "callback",
+            site,
+            language=language,
+            phone=phone,
+            channel=channel,
+            reason=reason,
+            file_number=file_number,
+            call_sid=None,
+            arrived_ms=arrived_ms,
+            not_before_ms=not_before_ms,
+        )
+
+    def convert_to_callback(self, contact_id: int, *, phone: str | None = None) -> Ticket:
+        """A live caller pressed ``*``: same contact, same place, now a callback."""
+        with transaction(self.sessions) as s:
+            contact = s.get(Contact, contact_id)
+            if contact is None:
+                raise UnknownContact("no such contact", contact_id=contact_id)
+            if contact.kind == "callback":
+                return self._ticket(contact, created=False)
+            if contact.state != "waiting":
+                raise Conflict("only a caller still waiting can switch to a callback")
+            number = self._phone(phone) if phone else contact.phone
+            if number is None:
+                raise InvalidInput("a callback needs a phone number")
+            duplicate = self._active_duplicate(s, number, contact.file_number)
+            if duplicate is not None:
+                return self._ticket(duplicate, created=False)
+            version = self.store.convert_to_callback(contact_id)
+            contact.kind = "callback"
+            contact.phone = number
+            contact.active_phone = number
+            contact.active_file = contact.file_number
+            contact.version = max(contact.version, version)
+            self._event(s, "contact.converted", contact)
+        return self._ticket(contact, created=False)
+
+    def _intake(
+        self,
+        kind: str,
+        site_code: str,
+        *,
+        language: str,
+        phone: str | None,
+        channel: str,
+        reason: str | None,
+        file_number: str | None,
+        call_sid: str | None,
+        arrived_ms: int | None,
+        not_before_ms: int = 0,
+    ) -> Ticket:
+        language = self._language(language)
+        number = self._phone(phone) if phone else None
+        file_no = normalize_file_number(file_number) if file_number else None
+        if file_number is not None and not file_no:
+            raise InvalidInput("the file number has no letters or digits")
+        if reason is not None and len(reason) > REASON_MAX:
+            raise InvalidInput(f"reason is longer than {REASON_MAX} characters")
+        if channel not in ("phone", "intercom", "browser"):
+            raise InvalidInput("channel must be phone, intercom or browser")
+        now = to_ms(self.clock.now())
+        arrived = now if arrived_ms is None else min(int(arrived_ms), now)
+        if arrived <= 0:
+            raise InvalidInput("arrival time must be a positive epoch in milliseconds")
+
+        try:
+            with transaction(self.sessions) as s:
+                site = self._site(s, site_code)
+                if kind == "callback":
+                    duplicate = self._active_duplicate(s, number, file_no)
+                    if duplicate is not None:
+                        return self._ticket(duplicate, created=False)
+                contact = Contact(
+                    reference=_reference(),
+                    kind=kind,
+                    channel=channel,
+                    site_id=site.id,
+                    phone=number,
+                    language=language,
+                    reason=reason,
+                    file_number=file_no,
+                    priority_class=self._priority_for(s, file_no),
+                    arrived_ms=arrived,
+                    state="waiting",
+                    not_before_ms=not_before_ms,
+                    call_sid=call_sid,
+                    active_phone=number if kind == "callback" else None,
+                    active_file=file_no if kind == "callback" else None,
+                )
+                s.add(contact)
+                s.flush()
+                self._event(s, "contact.created", contact, data={"kind": kind, "channel": channel})
+        except IntegrityError:
+            # a concurrent request for the same number or file won the race: answer with it
+            with self.sessions() as s2:
+                duplicate = self._active_duplicate(s2, number, file_no)
+            if duplicate is None:
+                raise Conflict("the request could not be recorded; please try again") from None
+            return self._ticket(duplicate, created=False)
+        # committed: the contact survives whatever happens to Redis from here on
+        _, version = self.store.enqueue(
+            contact.id,
+            site=site_code,
+            kind=kind,
+            language=language,
+            priority_class=contact.priority_class,
+            arrived_ms=arrived,
+            not_before_ms=not_before_ms,
+        )
+        self._bump_contact(contact.id, version)
+        log.info(
+            "contact %s queued: %s at %s, %s, phone %s",
+            contact.id,
+            kind,
+            site_code,
+            language,
+            mask_phone(number),
+        )
+        self.trigger(site_code)
+        return self._ticket(contact, created=True)
+
+    # -- questions ---------------------------------------------------------------------
+    def ticket(self, contact_id: int) -> Ticket:
+        with self.sessions() as s:
+            contact = s.get(Contact, contact_id)
+            if contact is None:
+                raise UnknownContact("no such contact", contact_id=contact_id)
+            return self._ticket(contact, created=False)
+
+    def _ticket(self, contact: Contact, *, created: bool) -> Ticket:
+        pos = self.store.position(contact.id)
+        position = pos.position if pos else 0
+        state = pos.state if pos else contact.state
+        site = pos.site if pos else None
+        wait = self.estimate_wait(site, position) if site and position else None
+        return Ticket(
+            contact_id=contact.id,
+            reference=contact.reference,
+            kind=pos.kind if pos else contact.kind,
+            state=state,
+            position=position,
+            wait_s=wait,
+            created=created,
+            not_before_ms=pos.not_before_ms if pos else contact.not_before_ms,
+        )
+
+    def estimate_wait(self, site: str, position: int) -> float | None:
+        now = to_ms(self.clock.now())
+        return wait_for_position(
+            position,
+            staffed_agents=self.store.staffed_count(site),
+            completions=self.store.completions_since(site, now - int(THROUGHPUT_WINDOW_S * 1000)),
+            window_s=THROUGHPUT_WINDOW_S,
+            default_handle_time_s=self.settings.default_handle_time_s,
+        )
+
+    def list_waiting(self, site: str, limit: int = 1000) -> list[WaitingContact]:
+        """Waiting contacts in dispatch order, then callbacks held back by a retry delay."""
+        with self.sessions() as s:
+            self._site(s, site)
+            ready = self.store.waiting_ids(site, 0, limit - 1)
+            held = self.store.delayed_ids(site)
+            ids = ready + held
+            rows = {c.id: c for c in s.scalars(select(Contact).where(Contact.id.in_(ids)))}
+        out = []
+        for index, cid in enumerate(ids):
+            c = rows.get(cid)
+            if c is None:
+                continue
+            live = self.store.contact(cid)
+            out.append(
+                WaitingContact(
+                    id=cid,
+                    kind=live.get("kind", c.kind),
+                    state="waiting" if index < len(ready) else "retry_pending",
+                    position=index + 1 if index < len(ready) else 0,
+                    arrived_at=from_ms(c.arrived_ms).isoformat(),
+                    language=c.language,
+                    phone=mask_phone(c.phone),
+                    channel=c.channel,
+                    priority="urgent" if live.get("cls", "1") == "0" else "normal",
+                    attempts=int(live.get("attempts", c.attempts) or 0),
+                )
+            )
+        return out
+
+    # -- agents ------------------------------------------------------------------------
+    def set_presence(
+        self, agent_id: int, state: str, reason: str = "", *, actor: str | None = None
+    ) -> str:
+        if state == "paused" and not reason:
+            reason = "break"
+        if len(reason) > 64:
+            raise InvalidInput("pause reason is longer than 64 characters")
+        with transaction(self.sessions) as s:
+            agent = self._agent(s, agent_id)
+            site = s.get(Site, agent.site_id)
+            assert site is not None
+            version, returned, contact_version = self.store.set_presence(
+                agent.id, site=site.code, languages=agent.languages, state=state, reason=reason
+            )
+            if version > agent.version:
+                agent.presence = state
+                agent.presence_reason = reason or None
+                agent.version = version
+            self._event_raw(
+                s,
+                "agent.presence",
+                site_id=site.id,
+                agent_id=agent.id,
+                actor=actor,
+                data={"state": state, "reason": reason},
+            )
+            if returned is not None:
+                self._set_contact(s, returned, contact_version, state="waiting", agent_id=None)
+                self._event_raw(
+                    s, "offer.withdrawn", site_id=site.id, contact_id=returned, agent_id=agent.id
+                )
+        if state == "available" or returned is not None:
+            self.trigger(site.code)
+        return state
+
+    # -- dispatch ----------------------------------------------------------------------
+    def dispatch(self, site: str) -> list[Offer]:
+        """Offer waiting contacts to free agents until no pair matches."""
+        offers: list[Offer] = []
+        settings = self.settings
+        while True:
+            result = self.store.dispatch(
+                site,
+                offer_timeout_s=settings.offer_timeout_s,
+                language_relax_s=settings.language_relax_s,
+                promote_after_s=settings.promote_after_s,
+                scan=settings.dispatch_scan,
+            )
+            if result.promoted or result.offer:
+                with transaction(self.sessions) as s:
+                    for cid in result.promoted:
+                        s.execute(
+                            update(Contact).where(Contact.id == cid).values(priority_class=URGENT)
+                        )
+                        self._event_raw(s, "contact.promoted", contact_id=cid)
+                    if result.offer:
+                        o = result.offer
+                        self._set_contact(
+                            s, o.contact_id, o.contact_version, state="offered", agent_id=o.agent_id
+                        )
+                        self._event_raw(
+                            s, "offer.made", contact_id=o.contact_id, agent_id=o.agent_id
+                        )
+            if result.offer is None:
+                return offers
+            offers.append(result.offer)
+
+    def accept(self, agent_id: int, contact_id: int) -> None:
+        contact_version, _ = self.store.accept(agent_id, contact_id)
+        with transaction(self.sessions) as s:
+            self._set_contact(s, contact_id, contact_version, state="on_call", agent_id=agent_id)
+            self._event_raw(s, "offer.accepted", contact_id=contact_id, agent_id=agent_id)
+
+    def decline(self, agent_id: int, contact_id: int) -> None:
+        contact_version, _ = self.store.decline(agent_id, contact_id)
+        with transaction(self.sessions) as s:
+            self._set_contact(s, contact_id, contact_version, state="waiting", agent_id=None)
+            self._event_raw(s, "offer.declined", contact_id=contact_id, agent_id=agent_id)
+        self.trigger(self._site_of(contact_id))
+
+    def finish(self, agent_id: int, contact_id: int, outcome: str, note: str | None = None) -> str:
+        """End a call with an outcome code. Unanswered callbacks go back in line at their
+        place after the retry delay, until the last attempt makes them ``unreachable``."""
+        if outcome not in OUTCOMES:
+            raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+        if note is not None and len(note) > 2000:
+            raise InvalidInput("note is longer than 2000 characters")
+        with self.sessions() as s:
+            row = s.get(Contact, contact_id)
+            if row is None:
+                raise UnknownContact("no such contact", contact_id=contact_id)
+            retry = OUTCOMES[outcome] and row.kind == "callback"
+        q = self.settings
+        result = self.store.finish(
+            agent_id,
+            contact_id,
+            retry=retry,
+            wrap_up_s=q.wrap_up_s,
+            retry_delay_s=q.callback_retry_delay_s,
+            max_attempts=q.callback_max_attempts,
+        )
+        now = to_ms(self.clock.now())
+        with transaction(self.sessions) as s:
+            values: dict[str, Any] = {
+                "state": result.state,
+                "attempts": result.attempts,
+                "outcome": outcome,
+            }
+            if note is not None:
+                values["note"] = note
+            if result.state == "waiting":
+                values.update(
+                    agent_id=None, not_before_ms=now + int(q.callback_retry_delay_s * 1000)
+                )
+            else:
+                values.update(closed_at=utcnow(), active_phone=None, active_file=None)
+            self._set_contact(s, contact_id, result.contact_version, **values)
+            kind = {"waiting": "callback.retry", "unreachable": "callback.unreachable"}.get(
+                result.state, "contact.completed"
+            )
+            self._event_raw(
+                s,
+                kind,
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data={"outcome": outcome, "attempts": result.attempts},
+            )
+            self._event_raw(
+                s, "agent.presence", agent_id=agent_id, data={"state": result.agent_state}
+            )
+        if result.agent_state == "available":
+            self.trigger(self._site_of(contact_id))
+        return result.state
+
+    def abandon(self, contact_id: int) -> bool:
+        """The caller hung up while waiting. True if it was still in line."""
+        return self._release(contact_id, "abandoned", None, None)
+
+    def cancel(self, contact_id: int, reason: str, *, actor: str | None = None) -> bool:
+        if not reason or len(reason) > REASON_MAX:
+            raise InvalidInput("a cancellation needs a reason of at most 200 characters")
+        return self._release(contact_id, "cancelled", reason, actor)
+
+    def _release(self, contact_id: int, state: str, reason: str | None, actor: str | None) -> bool:
+        with self.sessions() as s:
+            row = s.get(Contact, contact_id)
+            if row is None:
+                raise UnknownContact("no such contact", contact_id=contact_id)
+            if row.state not in ACTIVE_CONTACT_STATES:
+                return False  # already closed: nothing is done twice
+        released = self.store.release(contact_id, state)
+        with transaction(self.sessions) as s:
+            version = released[2] if released else 0
+            self._set_contact(
+                s,
+                contact_id,
+                version,
+                force=released is None,
+                state=state,
+                outcome=reason,
+                closed_at=utcnow(),
+                active_phone=None,
+                active_file=None,
+            )
+            data = {"reason": reason} if reason else {}
+            self._event_raw(s, f"contact.{state}", contact_id=contact_id, actor=actor, data=data)
+            if released and released[1] is not None:
+                self._event_raw(s, "offer.withdrawn", contact_id=contact_id, agent_id=released[1])
+        if released and released[1] is not None:
+            self.trigger(self._site_of(contact_id))
+        return released is not None
+
+    def set_priority(self, contact_id: int, urgent: bool, *, actor: str | None = None) -> None:
+        cls = URGENT if urgent else NORMAL
+        with transaction(self.sessions) as s:
+            row = s.get(Contact, contact_id)
+            if row is None:
+                raise UnknownContact("no such contact", contact_id=contact_id)
+            version = self.store.reprioritize(contact_id, cls, row.arrived_ms)
+            row.priority_class = cls
+            if version:
+                row.version = max(row.version, version)
+            self._event(s, "contact.priority", row, actor=actor, data={"urgent": urgent})
+
+    # -- housekeeping ------------------------------------------------------------------
+    def sweep(self) -> dict[str, int]:
+        """Expire offers, end wrap-ups, then dispatch every site. Run every few seconds."""
+        records = self.store.sweep(self.settings.missed_offers_pause)
+        counts = {"expired": 0, "wrapped": 0, "paused": 0, "offers": 0}
+        if records:
+            with transaction(self.sessions) as s:
+                for r in records:
+                    if r.kind == "expired" and r.contact_id is not None:
+                        counts["expired"] += 1
+                        self._set_contact(
+                            s, r.contact_id, r.contact_version, state="waiting", agent_id=None
+                        )
+                        self._event_raw(
+                            s, "offer.expired", contact_id=r.contact_id, agent_id=r.agent_id
+                        )
+                        if r.agent_state == "paused" and r.agent_id is not None:
+                            counts["paused"] += 1
+                            s.execute(
+                                update(Agent)
+                                .where(Agent.id == r.agent_id, Agent.version < r.agent_version)
+                                .values(
+                                    presence="paused",
+                                    presence_reason="missed_offers",
+                                    version=r.agent_version,
+                                )
+                            )
+                            self._event_raw(
+                                s,
+                                "agent.presence",
+                                agent_id=r.agent_id,
+                                data={"state": "paused", "reason": "missed_offers"},
+                            )
+                    elif r.kind == "wrapped":
+                        counts["wrapped"] += 1
+                        self._event_raw(
+                            s,
+                            "agent.presence",
+                            agent_id=r.agent_id,
+                            data={"state": "available", "reason": "wrap_up_end"},
+                        )
+        for site in self.store.sites():
+            counts["offers"] += len(self.dispatch(site))
+        return counts
+
+    def rebuild(self) -> dict[str, int]:
+        """Restore Redis from SQL after data loss, in the same order as before.
+
+        Contacts that were offered go back to waiting at their place; contacts on a call
+        stay on that call; agents get back the presence they last set.
+        """
+        self.store.clear()
+        counts = {"contacts": 0, "agents": 0, "on_call": 0}
+        with transaction(self.sessions) as s:
+            sites = {site.id: site.code for site in s.scalars(select(Site))}
+            rows = s.scalars(
+                select(Contact).where(Contact.state.in_(ACTIVE_CONTACT_STATES)).order_by(Contact.id)
+            ).all()
+            agents = s.scalars(select(Agent).where(Agent.active.is_(True))).all()
+            for agent in agents:
+                if agent.presence in ("available", "paused", "offline"):
+                    state = agent.presence
+                else:
+                    state = "available"
+                self.store.set_presence(
+                    agent.id,
+                    site=sites[agent.site_id],
+                    languages=agent.languages,
+                    state=state,
+                    reason=agent.presence_reason or "",
+                )
+                counts["agents"] += 1
+            for c in rows:
+                self.store.enqueue(
+                    c.id,
+                    site=sites[c.site_id],
+                    kind=c.kind,
+                    language=c.language,
+                    priority_class=c.priority_class,
+                    arrived_ms=c.arrived_ms,
+                    not_before_ms=c.not_before_ms,
+                    attempts=c.attempts,
+                )
+                if c.state == "on_call" and c.agent_id is not None:
+                    self.store.restore_call(c.id, c.agent_id)
+                    counts["on_call"] += 1
+                elif c.state == "offered":
+                    c.state, c.agent_id = "waiting", None
+                counts["contacts"] += 1
+            self._event_raw(s, "queue.rebuilt", data=counts)
+        for site in sorted(set(sites.values())):
+            self.trigger(site)
+        return counts
+
+    # -- plumbing ----------------------------------------------------------------------
+    def trigger(self, site: str) -> None:
+        """Ask for a dispatch of ``site`` (an RQ job in production)."""
+        if self._trigger is not None:
+            try:
+                self._trigger(site)
+            except Exception:  # the periodic sweep will dispatch anyway
+                log.exception("could not trigger dispatch for site %s", site)
+
+    def _site(self, s: Session, code: str) -> Site:
+        site = s.scalar(select(Site).where(Site.code == code))
+        if site is None:
+            raise UnknownSite(f"unknown site {code!r}", site=code)
+        return site
+
+    def _site_of(self, contact_id: int) -> str:
+        with self.sessions() as s:
+            code = s.scalar(
+                select(Site.code)
+                .join(Contact, Contact.site_id == Site.id)
+                .where(Contact.id == contact_id)
+            )
+        return code or ""
+
+    def _agent(self, s: Session, agent_id: int) -> Agent:
+        agent = s.get(Agent, agent_id)
+        if agent is None or not agent.active:
+            raise UnknownAgent(f"unknown agent {agent_id}", agent_id=agent_id)
+        return agent
+
+    def _phone(self, phone: str) -> str:
+        try:
+            return to_e164(phone, self.region)
+        except InvalidPhoneNumber as exc:
+            raise InvalidInput(f"invalid phone number: {exc}") from None
+
+    @staticmethod
+    def _language(language: str) -> str:
+        code = (language or "").strip().lower()
+        if not code or len(code) > LANGUAGE_MAX or not code.replace("-", "").isalpha():
+            raise InvalidInput("language must be a short code such as 'fr' or 'ar'")
+        return code
+
+    def _priority_for(self, s: Session, file_number: str | None) -> int:
+        """Urgent when the applicant's permit or API expires within the configured days."""
+        if not file_number:
+            return NORMAL
+        case = s.scalar(select(Case).where(Case.file_number == file_number))
+        if case is None or case.api_valid_until is None:
+            return NORMAL
+        today = from_ms(to_ms(self.clock.now())).date()
+        limit = today + timedelta(days=self.settings.urgent_within_days)
+        return URGENT if case.api_valid_until <= limit else NORMAL
+
+    @staticmethod
+    def _active_duplicate(s: Session, phone: str | None, file_no: str | None) -> Contact | None:
+        clauses = []
+        if phone:
+            clauses.append(Contact.active_phone == phone)
+        if file_no:
+            clauses.append(Contact.active_file == file_no)
+        if not clauses:
+            return None
+        return s.scalars(select(Contact).where(or_(*clauses)).order_by(Contact.id)).first()
+
+    def _bump_contact(self, contact_id: int, version: int) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(
+                update(Contact)
+                .where(Contact.id == contact_id, Contact.version < version)
+                .values(version=version)
+            )
+
+    @staticmethod
+    def _set_contact(
+        s: Session, contact_id: int, version: int, *, force: bool = False, **values: Any
+    ) -> None:
+        stmt = update(Contact).where(Contact.id == contact_id)
+        if not force:
+            stmt = stmt.where(Contact.version < version)
+            values["version"] = version
+        s.execute(stmt.values(**values))
+
+    def _event(
+        self,
+        s: Session,
+        kind: str,
+        contact: Contact,
+        *,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self._event_raw(
+            s,
+            kind,
+            site_id=contact.site_id,
+            contact_id=contact.id,
+            agent_id=contact.agent_id,
+            actor=actor,
+            data=data,
+        )
+
+    def _event_raw(
+        self,
+        s: Session,
+        kind: str,
+        *,
+        site_id: int | None = None,
+        contact_id: int | None = None,
+        agent_id: int | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        if site_id is None and contact_id is not None:
+            site_id = s.scalar(select(Contact.site_id).where(Contact.id == contact_id))
+        if site_id is None and agent_id is not None:
+            site_id = s.scalar(select(Agent.site_id).where(Agent.id == agent_id))
+        s.add(
+            Event(
+                at=from_ms(to_ms(self.clock.now())),
+                kind=kind,
+                site_id=site_id,
+                contact_id=contact_id,
+                agent_id=agent_id,
+                actor=actor,
+                data=data or {},
+            )
+        )
+
+    def count_events(self, kind: str) -> int:
+        with self.sessions() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(Event).where(Event.kind == kind)) or 0
+            )
+
+
+def _reference() -> str:
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))

@@ -1,0 +1,360 @@
+"""The call queue in Redis: ordering, agent presence and dispatch, one Lua script per move.
+
+Every state change is one script, so it is atomic: two dispatchers can never offer one
+contact twice nor give one agent two offers. This module knows nothing of SQL; the
+:class:`~interphone.queue.service.QueueService` records each change durably.
+
+Keys (all under ``ip:``):
+
+- ``contact:<cid>`` hash: site, kind, lang, cls, arrived, score, state, agent, attempts,
+  not_before, deadline, v (version, bumped by every change)
+- ``agent:<aid>`` hash: site, langs, state, since, offer, missed, reason, v
+- ``site:<site>:waiting`` zset of ready contacts, score = class * 10^13 + arrival ms
+- ``site:<site>:delayed`` zset of callbacks held back by a retry delay, score = not-before ms
+- ``site:<site>:avail`` and ``site:<site>:avail:<lang>`` zsets of free agents, score = idle since
+- ``site:<site>:done`` zset of completions in the last hour (throughput)
+- ``offers`` zset of open offers by deadline; ``wrapups`` zset of agents by wrap-up end
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import redis
+
+from .clock import Clock, to_ms
+from .exceptions import Conflict, InvalidInput
+
+PREFIX = "ip:"
+NORMAL_BASE = 10**13  # class offset in the score; arrival ms stay below it until year 2286
+URGENT, NORMAL = 0, 1
+KINDS = ("live", "callback")
+AGENT_STATES = ("offline", "available", "offered", "on_call", "wrap_up", "paused")
+SETTABLE_STATES = ("offline", "available", "paused")
+
+_SCRIPTS = (
+    "enqueue",
+    "position",
+    "dispatch",
+    "accept",
+    "decline",
+    "finish",
+    "release",
+    "presence",
+    "sweep",
+    "reprioritize",
+    "convert",
+    "restore_call",
+)
+
+
+def member(contact_id: int) -> str:
+    """Zero-padded so that equal scores fall back to id order."""
+    return f"{contact_id:012d}"
+
+
+def score_for(priority_class: int, arrived_ms: int) -> int:
+    if priority_class not in (URGENT, NORMAL):
+        raise InvalidInput("priority class must be 0 (urgent) or 1 (normal)")
+    return priority_class * NORMAL_BASE + arrived_ms
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Offer:
+    contact_id: int
+    agent_id: int
+    contact_version: int
+    agent_version: int
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    offer: Offer | None
+    promoted: list[int]
+
+
+@dataclass(frozen=True)
+class Position:
+    state: str
+    position: int
+    site: str
+    kind: str
+    not_before_ms: int
+    agent_id: int | None
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: str
+    attempts: int
+    contact_version: int
+    agent_version: int
+    agent_state: str
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    kind: Literal["expired", "wrapped"]
+    agent_id: int | None
+    contact_id: int | None = None
+    agent_state: str = "available"
+    contact_version: int = 0
+    agent_version: int = 0
+
+
+class RedisQueue:
+    """All queue moves for every site, on one Redis connection."""
+
+    def __init__(self, connection: redis.Redis, clock: Clock, *, prefix: str = PREFIX) -> None:
+        self.redis = connection
+        self.clock = clock
+        self.prefix = prefix
+        prelude = _read_lua("_prelude")
+        self._scripts = {
+            name: connection.register_script(prelude + "\n" + _read_lua(name)) for name in _SCRIPTS
+        }
+
+    # -- helpers ---------------------------------------------------------------------
+    def _run(self, name: str, *args: Any) -> Any:
+        try:
+            return self._scripts[name](keys=[self.prefix], args=list(args))
+        except redis.ResponseError as exc:
+            reason = str(exc).strip()
+            raise Conflict(_CONFLICTS.get(reason, reason), reason=reason) from None
+
+    def now_ms(self) -> int:
+        return to_ms(self.clock.now())
+
+    # -- contacts --------------------------------------------------------------------
+    def enqueue(
+        self,
+        contact_id: int,
+        *,
+        site: str,
+        kind: str,
+        language: str,
+        priority_class: int,
+        arrived_ms: int,
+        not_before_ms: int = 0,
+        attempts: int = 0,
+    ) -> tuple[bool, int]:
+        """Add a contact at the place its class and arrival time give it.
+
+        Returns (created, version); a contact already in Redis is left unchanged.
+        """
+        if kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(KINDS)}")
+        if "," in language or ":" in language:
+            raise InvalidInput("language code may not contain ',' or ':'")
+        result = self._run(
+            "enqueue",
+            member(contact_id),
+            site,
+            kind,
+            language,
+            priority_class,
+            arrived_ms,
+            score_for(priority_class, arrived_ms),
+            not_before_ms,
+            attempts,
+            self.now_ms(),
+        )
+        return _s(result[0]) == "new", int(result[2])
+
+    def position(self, contact_id: int) -> Position | None:
+        """1-based position in the site's line, in O(log n)."""
+        raw = self._run("position", member(contact_id))
+        if raw is None:
+            return None
+        agent = _s(raw[5])
+        return Position(
+            state=_s(raw[0]),
+            position=int(raw[1]),
+            site=_s(raw[2]),
+            kind=_s(raw[3]),
+            not_before_ms=int(float(_s(raw[4]) or 0)),
+            agent_id=int(agent) if agent else None,
+        )
+
+    def waiting_ids(self, site: str, start: int = 0, stop: int = -1) -> list[int]:
+        """Ready contacts of a site in dispatch order (delayed callbacks excluded)."""
+        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:waiting", start, stop)]
+
+    def delayed_ids(self, site: str) -> list[int]:
+        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:delayed", 0, -1)]
+
+    def waiting_count(self, site: str) -> int:
+        return int(self.redis.zcard(f"{self.prefix}site:{site}:waiting"))
+
+    def contact(self, contact_id: int) -> dict[str, str]:
+        raw = self.redis.hgetall(f"{self.prefix}contact:{member(contact_id)}")
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def release(self, contact_id: int, new_state: str) -> tuple[str, int | None, int, int] | None:
+        """Remove a contact for good. Returns (previous state, agent freed, versions)."""
+        raw = self._run("release", member(contact_id), new_state, self.now_ms())
+        if raw is None:
+            return None
+        agent = _s(raw[1])
+        return _s(raw[0]), (int(agent) if agent else None), int(raw[2]), int(raw[3])
+
+    def reprioritize(self, contact_id: int, priority_class: int, arrived_ms: int) -> int | None:
+        score = score_for(priority_class, arrived_ms)
+        raw = self._run("reprioritize", member(contact_id), priority_class, score)
+        return None if raw is None else int(raw)
+
+    def restore_call(self, contact_id: int, agent_id: int) -> None:
+        """``queue rebuild`` only: put back a call in progress found in SQL."""
+        self._run("restore_call", member(contact_id), agent_id, self.now_ms())
+
+    def convert_to_callback(self, contact_id: int) -> int:
+        return int(self._run("convert", member(contact_id)))
+
+    # -- agents ----------------------------------------------------------------------
+    def set_presence(
+        self, agent_id: int, *, site: str, languages: list[str], state: str, reason: str = ""
+    ) -> tuple[int, int | None, int]:
+        """Returns (agent version, contact returned to the queue or None, its version)."""
+        if state not in SETTABLE_STATES:
+            raise InvalidInput(f"presence must be one of {', '.join(SETTABLE_STATES)}")
+        langs = ",".join(sorted({lang.strip() for lang in languages if lang.strip()}))
+        raw = self._run("presence", agent_id, site, langs, state, reason, self.now_ms())
+        returned = _s(raw[1])
+        return int(raw[0]), (int(returned) if returned else None), int(raw[2])
+
+    def agent(self, agent_id: int) -> dict[str, str]:
+        raw = self.redis.hgetall(f"{self.prefix}agent:{agent_id}")
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def available_agents(self, site: str) -> list[int]:
+        """Free agents, longest idle first."""
+        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:avail", 0, -1)]
+
+    # -- dispatch --------------------------------------------------------------------
+    def dispatch(
+        self,
+        site: str,
+        *,
+        offer_timeout_s: float,
+        language_relax_s: float,
+        promote_after_s: float,
+        scan: int = 50,
+    ) -> DispatchResult:
+        now = self.now_ms()
+        raw = self._run(
+            "dispatch",
+            site,
+            now,
+            int(language_relax_s * 1000),
+            scan,
+            now - int(promote_after_s * 1000),
+            now + int(offer_timeout_s * 1000),
+        )
+        promoted = [int(_s(x)) for x in raw[4:]]
+        cid = _s(raw[0])
+        if not cid:
+            return DispatchResult(None, promoted)
+        return DispatchResult(Offer(int(cid), int(_s(raw[1])), int(raw[2]), int(raw[3])), promoted)
+
+    def accept(self, agent_id: int, contact_id: int) -> tuple[int, int]:
+        raw = self._run("accept", agent_id, member(contact_id), self.now_ms())
+        return int(raw[0]), int(raw[1])
+
+    def decline(self, agent_id: int, contact_id: int) -> tuple[int, int]:
+        raw = self._run("decline", agent_id, member(contact_id), self.now_ms())
+        return int(raw[0]), int(raw[1])
+
+    def finish(
+        self,
+        agent_id: int,
+        contact_id: int,
+        *,
+        retry: bool,
+        wrap_up_s: float,
+        retry_delay_s: float,
+        max_attempts: int,
+    ) -> Finish:
+        now = self.now_ms()
+        raw = self._run(
+            "finish",
+            agent_id,
+            member(contact_id),
+            now,
+            now + int(wrap_up_s * 1000),
+            "retry" if retry else "completed",
+            now + int(retry_delay_s * 1000),
+            max_attempts,
+        )
+        return Finish(_s(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), _s(raw[4]))
+
+    def sweep(self, missed_limit: int) -> list[SweepRecord]:
+        raw = [_s(x) for x in self._run("sweep", self.now_ms(), missed_limit)]
+        records: list[SweepRecord] = []
+        i = 0
+        while i < len(raw):
+            if raw[i] == "expired":
+                aid = raw[i + 2]
+                records.append(
+                    SweepRecord(
+                        "expired",
+                        int(aid) if aid else None,
+                        int(raw[i + 1]),
+                        raw[i + 3],
+                        int(raw[i + 4]),
+                        int(raw[i + 5]),
+                    )
+                )
+                i += 6
+            else:
+                records.append(
+                    SweepRecord("wrapped", int(raw[i + 1]), agent_version=int(raw[i + 2]))
+                )
+                i += 3
+        return records
+
+    def staffed_count(self, site: str) -> int:
+        """Agents signed in and not paused (available, offered, on a call or in wrap-up)."""
+        return int(self.redis.scard(f"{self.prefix}site:{site}:staffed"))
+
+    def sites(self) -> list[str]:
+        return sorted(_s(s) for s in self.redis.smembers(f"{self.prefix}sites"))
+
+    def completions_since(self, site: str, since_ms: int) -> int:
+        return int(self.redis.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf"))
+
+    def clear(self) -> int:
+        """Delete every queue key (used by ``queue rebuild``). Returns how many went."""
+        deleted = 0
+        for batch in _batched(self.redis.scan_iter(match=f"{self.prefix}*", count=1000), 500):
+            deleted += int(self.redis.delete(*batch))
+        return deleted
+
+
+_CONFLICTS = {
+    "NO_OFFER": "this offer is no longer open (it expired or was taken back)",
+    "NOT_ON_CALL": "this agent is not on a call with this contact",
+    "ON_CALL": "the agent is on a call; finish it first",
+    "NOT_WAITING": "the contact is not waiting in line",
+    "UNKNOWN": "unknown contact",
+}
+
+
+def _read_lua(name: str) -> str:
+    return resources.files("interphone.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _batched(items: Any, size: int) -> Any:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

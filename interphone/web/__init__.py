@@ -1,0 +1,76 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..config import Settings, load_settings
+from ..queue.exceptions import QueueError
+from ..runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config_override: dict[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+) -> Flask:
+    """Read configuration, build the runtime, register blueprints; nothing else."""
+    if runtime is None:
+        runtime = Runtime(settings or load_settings())
+    settings = runtime.settings
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https"),
+        START_SWEEP=settings.env != "test",
+    )
+    if config_override:
+        app.config.update(config_override)
+    app.extensions["interphone"] = runtime
+
+    from . import health, queue_page
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(queue_page.bp)
+    _register_errors(app)
+
+    if app.config["START_SWEEP"]:
+        _start_sweep(runtime)
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    rt: Runtime = app.extensions["interphone"]
+    return rt
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(QueueError)
+    def queue_error(exc: QueueError) -> Any:
+        body = {"error_id": exc.error_id, "message": exc.message, "details": exc.details}
+        return jsonify(body), exc.status_code
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        body = {"error_id": (exc.name or "error").lower().replace(" ", "-"),
+                "message": exc.description, "details": {}}
+        return jsonify(body), exc.code or 500
+
+
+def _start_sweep(runtime: Runtime) -> None:
+    from ..queue import jobs
+
+    try:
+        jobs.ensure_sweep(runtime.rq_queue, runtime.settings.queue.sweep_interval_s)
+    except Exception:  # Redis down at start: /readyz says so; the worker retries later
+        log.warning("could not schedule the queue sweep (is Redis up?)", exc_info=True)
