@@ -24,7 +24,9 @@ local function agent_leave_pool(aid)
   for _, l in ipairs(split(a[2])) do redis.call('ZREM', skey(a[1], 'avail:' .. l), aid) end
   redis.call('ZREM', P .. 'wrapups', aid)
 end
-local function agent_set(aid, state, now, reason)
+-- back_of_line: the agent joins the idle order behind every free agent (after a decline
+-- or a missed offer), so that the next offer goes to somebody else.
+local function agent_set(aid, state, now, reason, back_of_line)
   agent_leave_pool(aid)
   redis.call('HSET', akey(aid), 'state', state, 'since', fmt(now), 'offer', '',
     'reason', reason or '')
@@ -35,8 +37,13 @@ local function agent_set(aid, state, now, reason)
     redis.call('SADD', skey(a[1], 'staffed'), aid)
   end
   if state == 'available' then
-    redis.call('ZADD', skey(a[1], 'avail'), now, aid)
-    for _, l in ipairs(split(a[2])) do redis.call('ZADD', skey(a[1], 'avail:' .. l), now, aid) end
+    local idle = now
+    if back_of_line then
+      local last = redis.call('ZRANGE', skey(a[1], 'avail'), -1, -1, 'WITHSCORES')
+      if last[2] and tonumber(last[2]) >= idle then idle = tonumber(last[2]) + 1 end
+    end
+    redis.call('ZADD', skey(a[1], 'avail'), idle, aid)
+    for _, l in ipairs(split(a[2])) do redis.call('ZADD', skey(a[1], 'avail:' .. l), idle, aid) end
   end
   return bump(akey(aid))
 end

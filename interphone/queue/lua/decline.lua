@@ -7,4 +7,4 @@ if a[1] ~= 'offered' or a[2] ~= cid or c[1] ~= 'offered' or c[2] ~= aid then
   return redis.error_reply('NO_OFFER')
 end
 local cv = contact_requeue(cid)
-return {cv, agent_set(aid, 'available', now)}
+return {cv, agent_set(aid, 'available', now, '', true)}

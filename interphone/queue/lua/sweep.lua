@@ -15,7 +15,7 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'offers', '-inf', now, 'LI
       av = agent_set(aid, 'paused', now, 'missed_offers')
       redis.call('HSET', akey(aid), 'missed', '0')
     else
-      av = agent_set(aid, 'available', now)
+      av = agent_set(aid, 'available', now, '', true)
     end
   end
   for _, x in ipairs({'expired', cid, aid or '', astate, cv, av}) do out[#out + 1] = x end
