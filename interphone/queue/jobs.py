@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.exceptions import DuplicateJobError
 
 if TYPE_CHECKING:
@@ -36,10 +38,37 @@ def runtime() -> Runtime:
     return _runtime
 
 
+def use_runtime(rt: Runtime | None) -> None:
+    """Make jobs of this process use ``rt`` (tests, simulations, in-process workers)."""
+    global _runtime
+    _runtime = rt
+
+
 def enqueue_dispatch(queue: Queue, site: str) -> None:
-    # Deterministic id: a burst of triggers for one site collapses into few runs.
-    queue.enqueue(dispatch_site, site, job_id=f"dispatch-{site}", result_ttl=0,
-                  failure_ttl=3600)
+    """Deterministic ids: a burst of triggers for one site collapses into one queued job.
+
+    If the site's job is already running, it may have passed the new contact or agent
+    by, so a second id ("-again") queues exactly one follow-up run. A finished or failed
+    job left under an id is replaced.
+    """
+    for job_id in (f"dispatch-{site}", f"dispatch-{site}-again"):
+        for _ in range(2):
+            try:
+                queue.enqueue(dispatch_site, site, job_id=job_id, unique=True, result_ttl=0,
+                              failure_ttl=600)
+                return
+            except DuplicateJobError:
+                try:
+                    job: Job | None = Job.fetch(job_id, connection=queue.connection)
+                except NoSuchJobError:
+                    job = None
+                status = job.get_status(refresh=False) if job is not None else None
+                if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+                    return  # a run is already waiting: it will see this change
+                if status == JobStatus.STARTED:
+                    break  # try the follow-up id
+                if job is not None:
+                    job.delete()
 
 
 def dispatch_site(site: str) -> int:

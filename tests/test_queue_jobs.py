@@ -1,0 +1,79 @@
+"""RQ jobs: dispatch runs when the queue changes, and the sweep keeps itself scheduled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from rq import Queue, SimpleWorker
+from rq.registry import ScheduledJobRegistry
+
+from interphone.accounts import add_user
+from interphone.queue import jobs
+from interphone.queue.clock import ManualClock
+from interphone.runtime import Runtime
+from interphone.sites import ensure_site
+
+from .conftest import SITE
+
+
+@pytest.fixture
+def live(settings, clock: ManualClock, redis_client) -> Iterator[Runtime]:
+    """A runtime whose triggers enqueue real RQ jobs, run here by a SimpleWorker."""
+    rt = Runtime(settings, clock=clock)
+    from .conftest import _empty_tables
+
+    _empty_tables(rt)
+    ensure_site(rt.sessions, SITE)
+    jobs.use_runtime(rt)
+    yield rt
+    jobs.use_runtime(None)
+    rt.close()
+
+
+def _work(rt: Runtime) -> None:
+    SimpleWorker([rt.rq_queue], connection=rt.redis).work(burst=True)
+
+
+def test_new_contact_and_free_agent_trigger_a_dispatch_job(live: Runtime) -> None:
+    agent = add_user(live.sessions, "x@example.org", "long enough pw", site_code=SITE)
+    live.queue.set_presence(agent.id, "available")
+    contact = live.queue.enqueue_live(SITE, language="fr").contact_id
+    assert live.rq_queue.count >= 1
+    _work(live)
+    assert live.store.agent(agent.id)["offer"] == f"{contact:012d}"
+    assert live.rq_queue.count == 0
+
+
+def test_burst_of_triggers_for_one_site_collapses_into_one_job(live: Runtime) -> None:
+    for _ in range(5):
+        live.queue.enqueue_live(SITE, language="fr")
+    assert live.rq_queue.job_ids == [f"dispatch-{SITE}"]
+
+
+def test_sweep_expires_offers_and_schedules_its_next_run(
+    live: Runtime, clock: ManualClock
+) -> None:
+    agent = add_user(live.sessions, "y@example.org", "long enough pw", site_code=SITE)
+    live.queue.set_presence(agent.id, "available")
+    contact = live.queue.enqueue_live(SITE, language="fr").contact_id
+    _work(live)
+    clock.advance(live.settings.queue.offer_timeout_s + 1)
+    assert jobs.ensure_sweep(live.rq_queue, 0.5) is True
+    assert jobs.ensure_sweep(live.rq_queue, 0.5) is False  # the chain is alive: no second
+    counts = jobs.sweep()
+    assert counts["expired"] == 1 and counts["offers"] == 1  # offered again at once
+    assert live.store.agent(agent.id)["offer"] == f"{contact:012d}"
+    scheduled = ScheduledJobRegistry(queue=Queue(live.rq_queue.name, connection=live.redis))
+    assert any(job_id.startswith(jobs.SWEEP_JOB_ID) for job_id in scheduled.get_job_ids())
+
+
+def test_failed_dispatch_job_does_not_block_later_triggers(live: Runtime) -> None:
+    from rq.job import Job
+
+    failed = Job.create(jobs.dispatch_site, args=("nowhere",), id=f"dispatch-{SITE}",
+                        connection=live.redis)
+    failed.save()
+    failed.set_status("failed")
+    jobs.enqueue_dispatch(live.rq_queue, SITE)
+    assert live.rq_queue.job_ids == [f"dispatch-{SITE}"]
