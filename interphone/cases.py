@@ -142,7 +142,9 @@ def import_csv(
     return import_records(sessions, records, key, report)
 
 
-def demo_records(count: int, *, seed: int | None = None, today: date | None = None) -> list[CaseRecord]:
+def demo_records(
+    count: int, *, seed: int | None = None, today: date | None = None
+) -> list[CaseRecord]:
     """Synthetic cases with every status; file numbers are 10 digits (keypad friendly)."""
     rng = random.Random(seed)
     today = today or date.today()
@@ -156,8 +158,9 @@ def demo_records(count: int, *, seed: int | None = None, today: date | None = No
                 break
         status = CASE_STATUSES[i % len(CASE_STATUSES)]
         birth = date(1960, 1, 1) + timedelta(days=rng.randrange(365 * 45))
-        changed = datetime.combine(today - timedelta(days=rng.randrange(1, 200)),
-                                   datetime.min.time(), UTC)
+        changed = datetime.combine(
+            today - timedelta(days=rng.randrange(1, 200)), datetime.min.time(), UTC
+        )
         api = today + timedelta(days=rng.randrange(-5, 90)) if status == "api_issued" else None
         language = rng.choice(["fr", "en", "ar", "es"])
         records.append(CaseRecord(file_number, birth, status, changed, api, None, language))

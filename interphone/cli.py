@@ -120,8 +120,9 @@ def cases_import(ctx: click.Context, file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
-        click.echo(f"{report.created} created, {report.updated} updated, "
-                   f"{len(report.rejected)} rejected")
+        click.echo(
+            f"{report.created} created, {report.updated} updated, {len(report.rejected)} rejected"
+        )
         for line, error in report.rejected:
             click.echo(f"  line {line}: {error}", err=True)
     if report.rejected:
@@ -219,8 +220,10 @@ def queue_list(ctx: click.Context, site_code: str | None, as_json: bool) -> None
         if as_json:
             click.echo(json.dumps(row.as_json(), ensure_ascii=False))
         else:
-            click.echo(f"{row.position:>5}  #{row.id:<7} {row.kind:<8} {row.language:<3} "
-                       f"{row.priority:<7} {row.arrived_at}  {row.phone}")
+            click.echo(
+                f"{row.position:>5}  #{row.id:<7} {row.kind:<8} {row.language:<3} "
+                f"{row.priority:<7} {row.arrived_at}  {row.phone}"
+            )
 
 
 @queue_group.command("sweep")
@@ -242,13 +245,13 @@ def bench() -> None:
 @click.option("--samples", default=5_000, show_default=True, type=click.IntRange(10))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 @click.pass_context
-def bench_queue(ctx: click.Context, contacts: int, agents: int, samples: int,
-                as_json: bool) -> None:
+def bench_queue(
+    ctx: click.Context, contacts: int, agents: int, samples: int, as_json: bool
+) -> None:
     """Enqueue, dispatch and position latency against the configured Redis."""
     from .queue import bench as benchmod
 
-    result = benchmod.run(_runtime(ctx).redis, contacts=contacts, agents=agents,
-                          samples=samples)
+    result = benchmod.run(_runtime(ctx).redis, contacts=contacts, agents=agents, samples=samples)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -285,8 +288,15 @@ def dev_seed(ctx: click.Context) -> None:
     with rt.sessions() as s:
         exists = s.scalar(select(Agent.id).where(Agent.email == DEMO_AGENT)) is not None
     if not exists:
-        add_user(rt.sessions, DEMO_AGENT, DEMO_PASSWORD, role="supervisor", name="Agent démo",
-                 site_code=rt.settings.default_site, languages=["fr", "en", "ar"])
+        add_user(
+            rt.sessions,
+            DEMO_AGENT,
+            DEMO_PASSWORD,
+            role="supervisor",
+            name="Agent démo",
+            site_code=rt.settings.default_site,
+            languages=["fr", "en", "ar"],
+        )
     click.echo(f"demo agent: {DEMO_AGENT} / {DEMO_PASSWORD}")
     click.echo("demo cases to try (file number, birth date DDMMYYYY, status):")
     for r in records[:5]:

@@ -44,15 +44,24 @@ def ensure_server(folder: Path, *, persist: bool = True, timeout_s: float = 15.0
         socket_path.unlink(missing_ok=True)
         args = [
             redis_executable(),
-            "--port", "0",
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(folder),
-            "--daemonize", "yes",
-            "--pidfile", str(folder / "redis.pid"),
-            "--logfile", str(folder / "redis.log"),
-            "--save", "",
-            "--appendonly", "yes" if persist else "no",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(folder),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(folder / "redis.pid"),
+            "--logfile",
+            str(folder / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if persist else "no",
         ]
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s

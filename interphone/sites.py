@@ -12,7 +12,9 @@ from .db import transaction
 from .models import Site
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
-DEFAULT_OPENING: dict[str, Any] = {day: [["09:00", "12:00"], ["13:30", "16:30"]] for day in WEEKDAYS}
+DEFAULT_OPENING: dict[str, Any] = {
+    day: [["09:00", "12:00"], ["13:30", "16:30"]] for day in WEEKDAYS
+}
 DEFAULT_CALLBACK: dict[str, Any] = {day: [["09:00", "17:00"]] for day in WEEKDAYS}
 CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 

@@ -120,8 +120,14 @@ class AgentFactory:
         self.runtime = runtime
         self.count = 0
 
-    def __call__(self, languages: list[str] | None = None, *, available: bool = True,
-                 site: str = SITE, **kwargs: Any) -> Agent:
+    def __call__(
+        self,
+        languages: list[str] | None = None,
+        *,
+        available: bool = True,
+        site: str = SITE,
+        **kwargs: Any,
+    ) -> Agent:
         self.count += 1
         agent = add_user(
             self.runtime.sessions,

@@ -63,8 +63,9 @@ def test_cases_import_keeps_good_rows_and_reports_bad_ones_by_line(
         assert case.phone == "+33612345678" and case.api_valid_until == date(2027, 1, 31)
         # the birth date is not stored in clear, but can still be checked
         assert "1985" not in case.birth_date_hash
-        assert check_birth_date(runtime.settings.birthdate_key, "6300000002",
-                                date(1985, 12, 31), case.birth_date_hash)
+        assert check_birth_date(
+            runtime.settings.birthdate_key, "6300000002", date(1985, 12, 31), case.birth_date_hash
+        )
 
 
 def test_cases_reimport_updates_status(cli: CliRunner, runtime: Runtime, tmp_path: Path) -> None:
@@ -108,13 +109,17 @@ def test_cases_demo_creates_cases_and_prints_how_to_try_them(
     line = [ln for ln in result.output.splitlines() if ln.strip().startswith("file")][0]
     _, file_number, _, born, *_ = line.split()
     birth = date(int(born[4:]), int(born[2:4]), int(born[:2]))
-    assert check_birth_date(runtime.settings.birthdate_key, file_number, birth,
-                            cases[file_number].birth_date_hash)
+    assert check_birth_date(
+        runtime.settings.birthdate_key, file_number, birth, cases[file_number].birth_date_hash
+    )
 
 
 def test_users_add_reads_the_password_from_stdin(cli: CliRunner, runtime: Runtime) -> None:
-    result = cli.invoke(main, ["users", "add", "Lea@Example.org", "--role", "supervisor",
-                               "--languages", "fr,ar"], input="correct horse battery\n")
+    result = cli.invoke(
+        main,
+        ["users", "add", "Lea@Example.org", "--role", "supervisor", "--languages", "fr,ar"],
+        input="correct horse battery\n",
+    )
     assert result.exit_code == 0, result.output
     with runtime.sessions() as s:
         agent = s.scalar(select(Agent).where(Agent.email == "lea@example.org"))
@@ -151,12 +156,21 @@ def test_users_add_twice_is_refused(cli: CliRunner) -> None:
 
 
 def test_bench_queue_prints_one_json_object_with_the_figures(cli: CliRunner, runtime) -> None:
-    result = cli.invoke(main, ["bench", "queue", "--json", "--contacts", "2000",
-                               "--agents", "20", "--samples", "200"])
+    result = cli.invoke(
+        main,
+        ["bench", "queue", "--json", "--contacts", "2000", "--agents", "20", "--samples", "200"],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    for key in ("contacts_waiting", "enqueue_per_s", "dispatch_per_s", "dispatch_p50_ms",
-                "dispatch_p99_ms", "position_p99_ms", "baseline_eval_p99_ms"):
+    for key in (
+        "contacts_waiting",
+        "enqueue_per_s",
+        "dispatch_per_s",
+        "dispatch_p50_ms",
+        "dispatch_p99_ms",
+        "position_p99_ms",
+        "baseline_eval_p99_ms",
+    ):
         assert figures[key] > 0, key
     assert figures["contacts_waiting"] == 2000
     assert list(runtime.redis.scan_iter(match="ipbench:*")) == []  # cleaned up

@@ -62,9 +62,7 @@ def test_concurrent_requests_for_one_number_create_exactly_one_callback(
     assert queue.store.waiting_count(SITE) == 1
 
 
-def test_after_completion_the_same_number_may_ask_again(
-    queue: QueueService, make_agent
-) -> None:
+def test_after_completion_the_same_number_may_ask_again(queue: QueueService, make_agent) -> None:
     agent = make_agent(["fr"])
     first = queue.request_callback(SITE, phone=phone(1), language="fr")
     assert _call_back(queue, agent.id, "resolved") == "completed"
@@ -106,7 +104,10 @@ def test_callback_becomes_unreachable_after_the_last_attempt_and_is_kept(
     with runtime.sessions() as s:
         row = s.get(Contact, cid)
         assert (row.state, row.attempts, row.active_phone) == (
-            "unreachable", queue.settings.callback_max_attempts, None)
+            "unreachable",
+            queue.settings.callback_max_attempts,
+            None,
+        )
     assert queue.count_events("callback.unreachable") == 1
     assert queue.dispatch(SITE) == []
 
@@ -126,9 +127,7 @@ def test_cancellation_needs_a_reason_and_removes_the_contact_once(
     assert queue.store.waiting_count(SITE) == 0
 
 
-def test_a_live_call_with_no_answer_outcome_is_not_retried(
-    queue: QueueService, make_agent
-) -> None:
+def test_a_live_call_with_no_answer_outcome_is_not_retried(queue: QueueService, make_agent) -> None:
     agent = make_agent(["fr"])
     queue.enqueue_live(SITE, language="fr", phone=phone(1))
     assert _call_back(queue, agent.id, "no_answer") == "completed"

@@ -163,9 +163,7 @@ def test_full_call_takes_agent_through_on_call_and_timed_wrap_up(
         assert (row.state, row.outcome, row.note) == ("completed", "resolved", "permis prêt")
 
 
-def test_agent_cannot_go_offline_in_the_middle_of_a_call(
-    queue: QueueService, make_agent
-) -> None:
+def test_agent_cannot_go_offline_in_the_middle_of_a_call(queue: QueueService, make_agent) -> None:
     agent = make_agent(["fr"])
     contact = queue.enqueue_live(SITE, language="fr").contact_id
     queue.dispatch(SITE)
@@ -223,13 +221,13 @@ def test_caller_hanging_up_during_an_offer_frees_the_agent(
 
 # -- races -------------------------------------------------------------------------------
 
+
 def _race(store_factory, site: str, rounds: int, barrier) -> list[tuple[int, int]]:
     store = store_factory()
     barrier.wait()
     got = []
     for _ in range(rounds):
-        result = store.dispatch(site, offer_timeout_s=60, language_relax_s=0,
-                                promote_after_s=10**6)
+        result = store.dispatch(site, offer_timeout_s=60, language_relax_s=0, promote_after_s=10**6)
         if result.offer:
             got.append((result.offer.contact_id, result.offer.agent_id))
     return got
@@ -238,11 +236,18 @@ def _race(store_factory, site: str, rounds: int, barrier) -> list[tuple[int, int
 def _seed_race(store: RedisQueue, contacts: int, agents: int) -> None:
     now = store.now_ms()
     for cid in range(1, contacts + 1):
-        store.enqueue(cid, site=SITE, kind="live", language=("fr", "ar")[cid % 2],
-                      priority_class=1, arrived_ms=now - cid)
+        store.enqueue(
+            cid,
+            site=SITE,
+            kind="live",
+            language=("fr", "ar")[cid % 2],
+            priority_class=1,
+            arrived_ms=now - cid,
+        )
     for aid in range(1, agents + 1):
-        store.set_presence(aid, site=SITE, languages=["fr"] if aid % 3 else ["ar"],
-                           state="available")
+        store.set_presence(
+            aid, site=SITE, languages=["fr"] if aid % 3 else ["ar"], state="available"
+        )
 
 
 def _check_race(offers: list[tuple[int, int]], store: RedisQueue, agents: int) -> None:
@@ -277,8 +282,7 @@ def test_two_dispatcher_threads_racing_never_double_offer(redis_client: redis.Re
 
 
 def _process_worker(url: str, rounds: int, barrier, out) -> None:
-    got = _race(lambda: RedisQueue(redis.Redis.from_url(url), SystemClock()), SITE, rounds,
-                barrier)
+    got = _race(lambda: RedisQueue(redis.Redis.from_url(url), SystemClock()), SITE, rounds, barrier)
     out.put(got)
 
 
@@ -289,8 +293,9 @@ def test_two_dispatcher_processes_racing_never_double_offer(
     _seed_race(store, contacts=300, agents=120)
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(redis_url, 100, barrier, out))
-             for _ in range(2)]
+    procs = [
+        ctx.Process(target=_process_worker, args=(redis_url, 100, barrier, out)) for _ in range(2)
+    ]
     for p in procs:
         p.start()
     offers = [o for _ in procs for o in out.get(timeout=60)]

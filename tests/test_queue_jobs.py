@@ -51,9 +51,7 @@ def test_burst_of_triggers_for_one_site_collapses_into_one_job(live: Runtime) ->
     assert live.rq_queue.job_ids == [f"dispatch-{SITE}"]
 
 
-def test_sweep_expires_offers_and_schedules_its_next_run(
-    live: Runtime, clock: ManualClock
-) -> None:
+def test_sweep_expires_offers_and_schedules_its_next_run(live: Runtime, clock: ManualClock) -> None:
     agent = add_user(live.sessions, "y@example.org", "long enough pw", site_code=SITE)
     live.queue.set_presence(agent.id, "available")
     contact = live.queue.enqueue_live(SITE, language="fr").contact_id
@@ -71,8 +69,9 @@ def test_sweep_expires_offers_and_schedules_its_next_run(
 def test_failed_dispatch_job_does_not_block_later_triggers(live: Runtime) -> None:
     from rq.job import Job
 
-    failed = Job.create(jobs.dispatch_site, args=("nowhere",), id=f"dispatch-{SITE}",
-                        connection=live.redis)
+    failed = Job.create(
+        jobs.dispatch_site, args=("nowhere",), id=f"dispatch-{SITE}", connection=live.redis
+    )
     failed.save()
     failed.set_status("failed")
     jobs.enqueue_dispatch(live.rq_queue, SITE)

@@ -35,9 +35,15 @@ def test_urgent_contact_goes_before_earlier_normal_ones(
 ) -> None:
     today = from_ms(to_ms(clock.now())).date()
     with runtime.sessions.begin() as s:
-        s.add(Case(file_number="631", birth_date_hash="x", status="api_issued",
-                   status_changed_at=from_ms(to_ms(clock.now())),
-                   api_valid_until=today + timedelta(days=3)))
+        s.add(
+            Case(
+                file_number="631",
+                birth_date_hash="x",
+                status="api_issued",
+                status_changed_at=from_ms(to_ms(clock.now())),
+                api_valid_until=today + timedelta(days=3),
+            )
+        )
     first = queue.enqueue_live(SITE, language="fr").contact_id
     clock.advance(10)
     urgent = queue.enqueue_live(SITE, language="fr", file_number="631").contact_id
@@ -51,9 +57,15 @@ def test_permit_expiring_after_the_urgent_window_stays_normal(
 ) -> None:
     today = from_ms(to_ms(clock.now())).date()
     with runtime.sessions.begin() as s:
-        s.add(Case(file_number="632", birth_date_hash="x", status="api_issued",
-                   status_changed_at=from_ms(to_ms(clock.now())),
-                   api_valid_until=today + timedelta(days=40)))
+        s.add(
+            Case(
+                file_number="632",
+                birth_date_hash="x",
+                status="api_issued",
+                status_changed_at=from_ms(to_ms(clock.now())),
+                api_valid_until=today + timedelta(days=40),
+            )
+        )
     first = queue.enqueue_live(SITE, language="fr").contact_id
     later = queue.enqueue_live(SITE, language="fr", file_number="632").contact_id
     assert order(queue) == [first, later]
@@ -97,9 +109,7 @@ def test_live_caller_switching_to_callback_keeps_the_same_place(
     assert order(queue) == ids
 
 
-def test_position_and_wait_estimate_come_with_every_ticket(
-    queue: QueueService, make_agent
-) -> None:
+def test_position_and_wait_estimate_come_with_every_ticket(queue: QueueService, make_agent) -> None:
     make_agent(["fr"], available=False)
     tickets = [queue.enqueue_live(SITE, language="ar") for _ in range(4)]
     assert [t.position for t in tickets] == [1, 2, 3, 4]

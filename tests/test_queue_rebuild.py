@@ -28,8 +28,9 @@ def _wipe(client: redis.Redis) -> None:
 def _busy_queue(queue: QueueService, clock: ManualClock, make_agent) -> dict[str, int]:
     ids = {}
     for n in range(6):
-        ids[f"live{n}"] = queue.enqueue_live(SITE, language=("fr", "ar")[n % 2],
-                                             phone=phone(n)).contact_id
+        ids[f"live{n}"] = queue.enqueue_live(
+            SITE, language=("fr", "ar")[n % 2], phone=phone(n)
+        ).contact_id
         clock.advance(7)
     ids["callback"] = queue.request_callback(SITE, phone=phone(50), language="es").contact_id
     queue.set_priority(ids["live4"], True)
@@ -92,17 +93,30 @@ def test_contact_accepted_while_redis_is_down_is_durable_and_restored(
     """SQL is written first: if Redis fails after the commit, rebuild brings it back."""
     first = queue.enqueue_live(SITE, language="fr").contact_id
     with runtime.sessions.begin() as s:  # as if the process died between SQL and Redis
-        s.add(Contact(reference="LOST01", kind="callback", site_id=s.scalar(
-            select(Contact.site_id).where(Contact.id == first)), phone=phone(9),
-            language="fr", arrived_ms=1, state="waiting", active_phone=phone(9)))
+        s.add(
+            Contact(
+                reference="LOST01",
+                kind="callback",
+                site_id=s.scalar(select(Contact.site_id).where(Contact.id == first)),
+                phone=phone(9),
+                language="fr",
+                arrived_ms=1,
+                state="waiting",
+                active_phone=phone(9),
+            )
+        )
     queue.rebuild()
     assert len(queue.list_waiting(SITE)) == 2
     assert queue.list_waiting(SITE)[0].phone.endswith("09")
 
 
 def test_queue_rebuild_and_list_commands(
-    queue: QueueService, clock: ManualClock, make_agent, redis_client: redis.Redis,
-    settings, monkeypatch
+    queue: QueueService,
+    clock: ManualClock,
+    make_agent,
+    redis_client: redis.Redis,
+    settings,
+    monkeypatch,
 ) -> None:
     for n in range(3):
         queue.enqueue_live(SITE, language="fr", phone=phone(n))

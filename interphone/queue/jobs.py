@@ -54,8 +54,9 @@ def enqueue_dispatch(queue: Queue, site: str) -> None:
     for job_id in (f"dispatch-{site}", f"dispatch-{site}-again"):
         for _ in range(2):
             try:
-                queue.enqueue(dispatch_site, site, job_id=job_id, unique=True, result_ttl=0,
-                              failure_ttl=600)
+                queue.enqueue(
+                    dispatch_site, site, job_id=job_id, unique=True, result_ttl=0, failure_ttl=600
+                )
                 return
             except DuplicateJobError:
                 try:
@@ -92,16 +93,21 @@ def schedule_sweep(queue: Queue, interval_s: float) -> None:
     connection.set(SWEEP_HEARTBEAT, "1", px=int(max(interval_s * 5, 10) * 1000))
     slot = int(time.time() / interval_s) + 1
     try:
-        queue.enqueue_in(timedelta(seconds=interval_s), sweep, job_id=f"{SWEEP_JOB_ID}-{slot}",
-                         unique=True, result_ttl=0, failure_ttl=3600)
+        queue.enqueue_in(
+            timedelta(seconds=interval_s),
+            sweep,
+            job_id=f"{SWEEP_JOB_ID}-{slot}",
+            unique=True,
+            result_ttl=0,
+            failure_ttl=3600,
+        )
     except DuplicateJobError:
         pass
 
 
 def ensure_sweep(queue: Queue, interval_s: float) -> bool:
     """Start the sweep chain unless it is alive. Returns True if it was (re)started."""
-    if queue.connection.set(SWEEP_HEARTBEAT, "1", nx=True,
-                            px=int(max(interval_s * 5, 10) * 1000)):
+    if queue.connection.set(SWEEP_HEARTBEAT, "1", nx=True, px=int(max(interval_s * 5, 10) * 1000)):
         schedule_sweep(queue, interval_s)
         return True
     return False

@@ -523,6 +523,13 @@ class QueueService:
     # -- housekeeping ------------------------------------------------------------------
     def sweep(self) -> dict[str, int]:
         """Expire offers, end wrap-ups, then dispatch every site. Run every few seconds."""
+        counts = self.expire()
+        for site in self.store.sites():
+            counts["offers"] += len(self.dispatch(site))
+        return counts
+
+    def expire(self) -> dict[str, int]:
+        """Expire offers (contacts back at their place) and end timed wrap-ups."""
         records = self.store.sweep(self.settings.missed_offers_pause)
         counts = {"expired": 0, "wrapped": 0, "paused": 0, "offers": 0}
         if records:

@@ -184,7 +184,9 @@ class RedisQueue:
 
     def waiting_ids(self, site: str, start: int = 0, stop: int = -1) -> list[int]:
         """Ready contacts of a site in dispatch order (delayed callbacks excluded)."""
-        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:waiting", start, stop)]
+        return [
+            int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:waiting", start, stop)
+        ]
 
     def delayed_ids(self, site: str) -> list[int]:
         return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:delayed", 0, -1)]

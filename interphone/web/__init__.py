@@ -62,8 +62,11 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        body = {"error_id": (exc.name or "error").lower().replace(" ", "-"),
-                "message": exc.description, "details": {}}
+        body = {
+            "error_id": (exc.name or "error").lower().replace(" ", "-"),
+            "message": exc.description,
+            "details": {},
+        }
         return jsonify(body), exc.code or 500
 
 

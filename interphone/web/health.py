@@ -39,6 +39,9 @@ def healthz() -> Any:
 def readyz() -> Any:
     redis_status, db_status = _check_redis(), _check_database()
     ready = redis_status["ok"] and db_status["ok"]
-    body = {"status": "ready" if ready else "not-ready", "redis": redis_status,
-            "database": db_status}
+    body = {
+        "status": "ready" if ready else "not-ready",
+        "redis": redis_status,
+        "database": db_status,
+    }
     return jsonify(body), 200 if ready else 503
