@@ -70,7 +70,7 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None) -> str | None:
         file_name = self.environ.get(f"{name}_FILE")
         if file_name:
             try:
@@ -83,13 +83,13 @@ class _Env:
         return value.strip()
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.str(name, default) or default
+        value = self.text(name, default) or default
         if value not in choices:
             raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
         return value
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -101,7 +101,7 @@ class _Env:
         return value
 
     def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -113,7 +113,7 @@ class _Env:
         return value
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return None
         scheme = value.split(":", 1)[0].lower()
@@ -128,7 +128,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = _Env(os.environ if environ is None else environ)
     mode = env.choice("INTERPHONE_ENV", ENVIRONMENTS, "development")
 
-    secret_key = env.str("SECRET_KEY")
+    secret_key = env.text("SECRET_KEY")
     if secret_key is None:
         if mode == "production":
             raise ConfigError("SECRET_KEY: required in production")
@@ -136,18 +136,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     elif mode == "production" and len(secret_key) < 32:
         raise ConfigError("SECRET_KEY: must be at least 32 characters in production")
 
-    birthdate_key = env.str("BIRTHDATE_HASH_KEY")
+    birthdate_key = env.text("BIRTHDATE_HASH_KEY")
     if birthdate_key is None:
         if mode == "production":
             raise ConfigError("BIRTHDATE_HASH_KEY: required in production")
         # Development and tests: a fixed key so that imported demo data keeps matching.
         birthdate_key = "interphone-development-only-key"
 
-    twilio_sid = env.str("TWILIO_ACCOUNT_SID")
+    twilio_sid = env.text("TWILIO_ACCOUNT_SID")
     if twilio_sid is not None and not (twilio_sid.startswith("AC") and len(twilio_sid) == 34):
         raise ConfigError("TWILIO_ACCOUNT_SID: expected 'AC' followed by 32 hex characters")
 
-    vosk_dir = env.str("VOSK_MODELS_DIR")
+    vosk_dir = env.text("VOSK_MODELS_DIR")
     public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
 
     queue = QueueSettings(
@@ -174,12 +174,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         birthdate_key=birthdate_key,
         public_base_url=public_base_url.rstrip("/"),
         twilio_account_sid=twilio_sid,
-        twilio_auth_token=env.str("TWILIO_AUTH_TOKEN"),
-        twilio_api_key=env.str("TWILIO_API_KEY"),
-        twilio_api_secret=env.str("TWILIO_API_SECRET"),
+        twilio_auth_token=env.text("TWILIO_AUTH_TOKEN"),
+        twilio_api_key=env.text("TWILIO_API_KEY"),
+        twilio_api_secret=env.text("TWILIO_API_SECRET"),
         vosk_models_dir=Path(vosk_dir) if vosk_dir else None,
-        instance_path=Path(env.str("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
-        default_site=env.str("INTERPHONE_SITE", "prefecture") or "prefecture",
-        default_region=env.str("DEFAULT_REGION", "FR") or "FR",
+        instance_path=Path(env.text("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
+        default_site=env.text("INTERPHONE_SITE", "prefecture") or "prefecture",
+        default_region=env.text("DEFAULT_REGION", "FR") or "FR",
         queue=queue,
     )

@@ -7,6 +7,7 @@ need it starts it, under a file lock, with append-only persistence in the same f
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -76,10 +77,9 @@ def stop_server(folder: Path) -> None:
     """Shut down the embedded server of ``folder``, if it runs."""
     socket_path = folder.resolve() / "redis.sock"
     if _ping(socket_path):
-        try:
+        # the server closes the connection as it exits
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits
     pid_file = folder / "redis.pid"
     if pid_file.exists():
         try:

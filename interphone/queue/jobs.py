@@ -8,15 +8,15 @@ a heartbeat key lets the web process restart the chain if it ever breaks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from rq import Queue
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.exceptions import DuplicateJobError
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -92,7 +92,7 @@ def schedule_sweep(queue: Queue, interval_s: float) -> None:
     connection = queue.connection
     connection.set(SWEEP_HEARTBEAT, "1", px=int(max(interval_s * 5, 10) * 1000))
     slot = int(time.time() / interval_s) + 1
-    try:
+    with contextlib.suppress(DuplicateJobError):
         queue.enqueue_in(
             timedelta(seconds=interval_s),
             sweep,
@@ -101,8 +101,6 @@ def schedule_sweep(queue: Queue, interval_s: float) -> None:
             result_ttl=0,
             failure_ttl=3600,
         )
-    except DuplicateJobError:
-        pass
 
 
 def ensure_sweep(queue: Queue, interval_s: float) -> bool:

@@ -62,7 +62,7 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        body = {
+        body: dict[str, Any] = {
             "error_id": (exc.name or "error").lower().replace(" ", "-"),
             "message": exc.description,
             "details": {},

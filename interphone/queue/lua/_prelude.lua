@@ -28,7 +28,7 @@ end
 -- or a missed offer), so that the next offer goes to somebody else.
 local function agent_set(aid, state, now, reason, back_of_line)
   agent_leave_pool(aid)
-  redis.call('HSET', akey(aid), 'state', state, 'since', fmt(now), 'offer', '',
+  redis.call('HSET', akey(aid), 'state', state, 'since', fmt(now), 'offer', '', 'call', '',
     'reason', reason or '')
   local a = redis.call('HMGET', akey(aid), 'site', 'langs')
   if state == 'offline' or state == 'paused' then

@@ -8,5 +8,6 @@ end
 redis.call('ZREM', P .. 'offers', cid)
 redis.call('HSET', ckey(cid), 'state', 'on_call', 'deadline', '')
 local cv = bump(ckey(cid))
-redis.call('HSET', akey(aid), 'state', 'on_call', 'since', fmt(now), 'missed', '0')
+redis.call('HSET', akey(aid), 'state', 'on_call', 'since', fmt(now), 'missed', '0',
+  'offer', '', 'call', cid)
 return {cv, bump(akey(aid))}

@@ -6,6 +6,6 @@ if not site then return redis.error_reply('UNKNOWN') end
 contact_unindex(cid)
 redis.call('HSET', ckey(cid), 'state', 'on_call', 'agent', aid, 'deadline', '')
 agent_leave_pool(aid)
-redis.call('HSET', akey(aid), 'state', 'on_call', 'since', fmt(now), 'offer', '')
+redis.call('HSET', akey(aid), 'state', 'on_call', 'since', fmt(now), 'offer', '', 'call', cid)
 redis.call('SADD', skey(site, 'staffed'), aid)
 return {bump(ckey(cid)), bump(akey(aid))}
