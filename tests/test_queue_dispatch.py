@@ -315,3 +315,23 @@ def test_service_records_each_offer_once_in_sql(queue: QueueService, make_agent,
         offered = s.scalars(select(Contact).where(Contact.state == "offered")).all()
     assert sorted(c.agent_id for c in offered) == sorted(a.id for a in agents)
     assert queue.count_events("offer.made") == 3
+
+
+def test_each_site_has_its_own_line_and_its_own_agents(
+    queue: QueueService, make_agent, runtime
+) -> None:
+    from interphone.sites import ensure_site
+
+    ensure_site(runtime.sessions, "riom", "Sous-préfecture de Riom")
+    riom_contact = queue.enqueue_live("riom", language="fr").contact_id
+    here_contact = queue.enqueue_live(SITE, language="fr").contact_id
+    here_agent = make_agent(["fr"])
+    assert [(o.contact_id, o.agent_id) for o in queue.dispatch(SITE)] == [
+        (here_contact, here_agent.id)
+    ]
+    assert queue.dispatch("riom") == []  # the préfecture's agent is not Riom's
+    riom_agent = make_agent(["fr"], site="riom")
+    assert [(o.contact_id, o.agent_id) for o in queue.dispatch("riom")] == [
+        (riom_contact, riom_agent.id)
+    ]
+    assert queue.ticket(riom_contact).state == "offered"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from interphone.cli import main
 from interphone.models import Contact
 from interphone.queue.clock import ManualClock
 from interphone.queue.service import QueueService
+from interphone.queue.store import RedisQueue
 from interphone.runtime import Runtime
 
 from .conftest import SITE, phone
@@ -139,3 +141,27 @@ def test_queue_rebuild_and_list_commands(
     assert "+3361" not in result.output  # numbers are masked
     result = runner.invoke(main, ["queue", "list", "--site", "nowhere", "--json"])
     assert result.exit_code == 1 and "unknown site" in result.output
+
+
+def test_contact_committed_while_redis_fails_is_put_back_in_line_by_the_sweep(
+    queue: QueueService, runtime: Runtime, clock: ManualClock
+) -> None:
+    """A real Redis outage for the intake: SQL keeps the request, the sweep restores it."""
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    broken = QueueService(
+        RedisQueue(dead, clock), runtime.sessions, queue.settings, clock, trigger=None
+    )
+    try:
+        with pytest.raises(redis.ConnectionError):
+            broken.request_callback(SITE, phone=phone(5), language="fr")
+    finally:
+        dead.close()
+    with runtime.sessions() as s:
+        [row] = s.scalars(select(Contact)).all()
+    assert row.state == "waiting" and queue.store.contact(row.id) == {}
+    assert queue.sweep()["restored"] == 0  # too recent: its enqueue may be in flight
+    clock.advance(11)
+    assert queue.sweep()["restored"] == 1
+    assert [w.id for w in queue.list_waiting(SITE)] == [row.id]
+    assert queue.sweep()["restored"] == 0  # and only once
+    assert queue.count_events("contact.restored") == 1

@@ -437,7 +437,6 @@ class QueueService:
             retry_delay_s=q.callback_retry_delay_s,
             max_attempts=q.callback_max_attempts,
         )
-        now = to_ms(self.clock.now())
         with transaction(self.sessions) as s:
             values: dict[str, Any] = {
                 "state": result.state,
@@ -447,9 +446,7 @@ class QueueService:
             if note is not None:
                 values["note"] = note
             if result.state == "waiting":
-                values.update(
-                    agent_id=None, not_before_ms=now + int(q.callback_retry_delay_s * 1000)
-                )
+                values.update(agent_id=None, not_before_ms=result.retry_at_ms)
             else:
                 values.update(closed_at=utcnow(), active_phone=None, active_file=None)
             self._set_contact(s, contact_id, result.contact_version, **values)
@@ -524,6 +521,7 @@ class QueueService:
     def sweep(self) -> dict[str, int]:
         """Expire offers, end wrap-ups, then dispatch every site. Run every few seconds."""
         counts = self.expire()
+        counts["restored"] = self.reconcile()
         for site in self.store.sites():
             counts["offers"] += len(self.dispatch(site))
         return counts
@@ -571,6 +569,48 @@ class QueueService:
         for site in self.store.sites():
             counts["offers"] += len(self.dispatch(site))
         return counts
+
+    def reconcile(self, min_age_s: float = 10.0) -> int:
+        """Put back in line contacts that SQL accepted but Redis never received.
+
+        That happens when Redis fails between the SQL commit and the enqueue. Such rows
+        are still at version 0 (no Redis script ever touched them); enqueueing is
+        idempotent, so a row whose enqueue is merely in flight is left as it is.
+        """
+        cutoff = to_ms(self.clock.now()) - int(min_age_s * 1000)
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Contact, Site.code)
+                .join(Site, Site.id == Contact.site_id)
+                .where(
+                    Contact.state == "waiting",
+                    Contact.version == 0,
+                    Contact.arrived_ms <= cutoff,
+                )
+                .order_by(Contact.id)
+                .limit(500)
+            ).all()
+        restored = 0
+        for c, site in rows:
+            created, version = self.store.enqueue(
+                c.id,
+                site=site,
+                kind=c.kind,
+                language=c.language,
+                priority_class=c.priority_class,
+                arrived_ms=c.arrived_ms,
+                not_before_ms=c.not_before_ms,
+                attempts=c.attempts,
+            )
+            if created:
+                restored += 1
+                self._bump_contact(c.id, version)
+                with transaction(self.sessions) as s:
+                    self._event_raw(s, "contact.restored", contact_id=c.id)
+                log.warning("contact %s was accepted but missing from Redis: restored", c.id)
+            else:
+                self._bump_contact(c.id, int(self.store.contact(c.id).get("v", 1) or 1))
+        return restored
 
     def rebuild(self) -> dict[str, int]:
         """Restore Redis from SQL after data loss, in the same order as before.

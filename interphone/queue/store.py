@@ -96,6 +96,7 @@ class Finish:
     contact_version: int
     agent_version: int
     agent_state: str
+    retry_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,9 @@ class RedisQueue:
             now + int(retry_delay_s * 1000),
             max_attempts,
         )
-        return Finish(_s(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), _s(raw[4]))
+        return Finish(
+            _s(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), _s(raw[4]), int(_s(raw[5]))
+        )
 
     def sweep(self, missed_limit: int) -> list[SweepRecord]:
         raw = [_s(x) for x in self._run("sweep", self.now_ms(), missed_limit)]

@@ -2,7 +2,7 @@
 -- Ends the call of agent aid with contact cid. result 'completed' closes the contact;
 -- 'retry' (callback not answered) puts it back at its place, not before retry_at_ms,
 -- or marks it 'unreachable' after max_attempts. The agent goes to wrap-up.
--- Returns {contact_state, attempts, contact_v, agent_v, agent_state}.
+-- Returns {contact_state, attempts, contact_v, agent_v, agent_state, retry_at_ms}.
 local aid, cid, now, wrap_until = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local result, retry_at, max_attempts = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local c = redis.call('HMGET', ckey(cid), 'state', 'agent', 'site', 'attempts')
@@ -37,4 +37,4 @@ else
   av = agent_set(aid, 'available', now)
   astate = 'available'
 end
-return {state, attempts, cv, av, astate}
+return {state, attempts, cv, av, astate, fmt(retry_at)}
