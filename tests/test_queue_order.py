@@ -30,20 +30,24 @@ def test_given_three_callers_then_they_are_served_in_arrival_order(
     assert [queue.ticket(i).position for i in ids] == [1, 2, 3]
 
 
-def test_urgent_contact_goes_before_earlier_normal_ones(
-    queue: QueueService, clock: ManualClock, runtime
-) -> None:
+def _case_with_api_expiring_in(runtime, clock: ManualClock, file_number: str, days: int) -> None:
     today = from_ms(to_ms(clock.now())).date()
     with runtime.sessions.begin() as s:
         s.add(
             Case(
-                file_number="631",
+                file_number=file_number,
                 birth_date_hash="x",
                 status="api_issued",
                 status_changed_at=from_ms(to_ms(clock.now())),
-                api_valid_until=today + timedelta(days=3),
+                api_valid_until=today + timedelta(days=days),
             )
         )
+
+
+def test_urgent_contact_goes_before_earlier_normal_ones(
+    queue: QueueService, clock: ManualClock, runtime
+) -> None:
+    _case_with_api_expiring_in(runtime, clock, "631", days=3)
     first = queue.enqueue_live(SITE, language="fr").contact_id
     clock.advance(10)
     urgent = queue.enqueue_live(SITE, language="fr", file_number="631").contact_id
@@ -55,17 +59,7 @@ def test_urgent_contact_goes_before_earlier_normal_ones(
 def test_permit_expiring_after_the_urgent_window_stays_normal(
     queue: QueueService, clock: ManualClock, runtime
 ) -> None:
-    today = from_ms(to_ms(clock.now())).date()
-    with runtime.sessions.begin() as s:
-        s.add(
-            Case(
-                file_number="632",
-                birth_date_hash="x",
-                status="api_issued",
-                status_changed_at=from_ms(to_ms(clock.now())),
-                api_valid_until=today + timedelta(days=40),
-            )
-        )
+    _case_with_api_expiring_in(runtime, clock, "632", days=40)
     first = queue.enqueue_live(SITE, language="fr").contact_id
     later = queue.enqueue_live(SITE, language="fr", file_number="632").contact_id
     assert order(queue) == [first, later]

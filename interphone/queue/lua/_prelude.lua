@@ -62,3 +62,9 @@ local function contact_unindex(cid)
   redis.call('ZREM', skey(site, 'delayed'), cid)
   redis.call('ZREM', P .. 'offers', cid)
 end
+-- True when agent aid holds the open offer of contact cid.
+local function holds_offer(aid, cid)
+  local a = redis.call('HMGET', akey(aid), 'state', 'offer')
+  local c = redis.call('HMGET', ckey(cid), 'state', 'agent')
+  return a[1] == 'offered' and a[2] == cid and c[1] == 'offered' and c[2] == aid
+end

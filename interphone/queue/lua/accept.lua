@@ -1,10 +1,6 @@
 -- ARGV: aid cid now_ms. Returns {contact_v, agent_v} or an error reply naming the reason.
 local aid, cid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local a = redis.call('HMGET', akey(aid), 'state', 'offer')
-local c = redis.call('HMGET', ckey(cid), 'state', 'agent')
-if a[1] ~= 'offered' or a[2] ~= cid or c[1] ~= 'offered' or c[2] ~= aid then
-  return redis.error_reply('NO_OFFER')
-end
+if not holds_offer(aid, cid) then return redis.error_reply('NO_OFFER') end
 redis.call('ZREM', P .. 'offers', cid)
 redis.call('HSET', ckey(cid), 'state', 'on_call', 'deadline', '')
 local cv = bump(ckey(cid))
