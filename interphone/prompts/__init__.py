@@ -1,0 +1,98 @@
+"""Prompt catalogues: every text the IVR says or sends, one TOML file per language.
+
+``fr`` is the reference: every other catalogue must define the same keys with the same
+placeholders (:func:`check_catalogues` says what is missing or extra).
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+REFERENCE = "fr"
+
+
+class PromptError(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    code: str
+    name: str
+    voice: str
+    say_language: str
+    prompts: dict[str, str]
+    cancel_words: tuple[str, ...]
+
+    def text(self, key: str, **params: Any) -> str:
+        """The prompt ``key`` with its placeholders filled (all must be given)."""
+        try:
+            template = self.prompts[key]
+        except KeyError:
+            raise PromptError(f"prompt {key!r} is missing in {self.code}") from None
+        needed = placeholders(template)
+        missing = needed - set(params)
+        if missing:
+            raise PromptError(f"prompt {key!r} needs {', '.join(sorted(missing))}")
+        return template.format(**{k: params[k] for k in needed})
+
+
+def placeholders(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+
+
+def available() -> list[str]:
+    """Language codes that have a catalogue, the reference first."""
+    codes = sorted(
+        entry.name[:-5]
+        for entry in resources.files(__name__).iterdir()
+        if entry.name.endswith(".toml")
+    )
+    return sorted(codes, key=lambda code: code != REFERENCE)
+
+
+@cache
+def catalogue(code: str) -> Catalogue:
+    if code not in available():
+        raise PromptError(f"no prompt catalogue for language {code!r}")
+    raw = tomllib.loads(resources.files(__name__).joinpath(f"{code}.toml").read_text("utf-8"))
+    meta = raw.get("meta", {})
+    return Catalogue(
+        code=code,
+        name=str(meta.get("name", code)),
+        voice=str(meta.get("voice", "")),
+        say_language=str(meta.get("say_language", code)),
+        prompts={str(k): str(v) for k, v in raw.get("prompts", {}).items()},
+        cancel_words=tuple(str(w).upper() for w in raw.get("words", {}).get("cancel", [])),
+    )
+
+
+def check_catalogues(codes: list[str] | None = None) -> list[str]:
+    """Problems found (empty when every catalogue matches the reference)."""
+    reference = catalogue(REFERENCE)
+    problems = []
+    for code in codes or available():
+        cat = catalogue(code)
+        for field in ("name", "voice", "say_language"):
+            if not getattr(cat, field):
+                problems.append(f"{code}: meta.{field} is missing")
+        if not cat.cancel_words:
+            problems.append(f"{code}: words.cancel is empty")
+        for key, template in reference.prompts.items():
+            if key not in cat.prompts:
+                problems.append(f"{code}: {key} is missing")
+            elif placeholders(cat.prompts[key]) != placeholders(template):
+                problems.append(
+                    f"{code}: {key} has placeholders {sorted(placeholders(cat.prompts[key]))},"
+                    f" expected {sorted(placeholders(template))}"
+                )
+            elif not cat.prompts[key].strip():
+                problems.append(f"{code}: {key} is empty")
+        for key in cat.prompts.keys() - reference.prompts.keys():
+            problems.append(f"{code}: {key} is not in the reference catalogue")
+    return problems
