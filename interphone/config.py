@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 ENVIRONMENTS = ("development", "test", "production")
+# Credentials shared by the app and the dev-phone simulator when Twilio is not configured.
+DEV_ACCOUNT_SID = "AC" + "0" * 32
+DEV_AUTH_TOKEN = "dev-phone-auth-token"
 
 
 class ConfigError(ValueError):
@@ -56,9 +59,11 @@ class Settings:
     default_region: str = "FR"
     queue: QueueSettings = field(default_factory=QueueSettings)
 
+    dev_phone: bool = True
+
     @property
     def twilio_configured(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_auth_token)
+        return not self.dev_phone
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -146,6 +151,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     twilio_sid = env.text("TWILIO_ACCOUNT_SID")
     if twilio_sid is not None and not (twilio_sid.startswith("AC") and len(twilio_sid) == 34):
         raise ConfigError("TWILIO_ACCOUNT_SID: expected 'AC' followed by 32 hex characters")
+    twilio_token = env.text("TWILIO_AUTH_TOKEN")
+    if (twilio_sid is None) != (twilio_token is None):
+        raise ConfigError("TWILIO_AUTH_TOKEN: give both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+    if mode == "production" and twilio_sid is None:
+        raise ConfigError("TWILIO_ACCOUNT_SID: required in production")
+    # The dev phone plays Twilio when no credentials are set (never in production).
+    dev_phone = twilio_sid is None and mode != "production"
+    if twilio_sid is None:
+        twilio_sid, twilio_token = DEV_ACCOUNT_SID, DEV_AUTH_TOKEN
 
     vosk_dir = env.text("VOSK_MODELS_DIR")
     public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
@@ -174,7 +188,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         birthdate_key=birthdate_key,
         public_base_url=public_base_url.rstrip("/"),
         twilio_account_sid=twilio_sid,
-        twilio_auth_token=env.text("TWILIO_AUTH_TOKEN"),
+        twilio_auth_token=twilio_token,
+        dev_phone=dev_phone,
         twilio_api_key=env.text("TWILIO_API_KEY"),
         twilio_api_secret=env.text("TWILIO_API_SECRET"),
         vosk_models_dir=Path(vosk_dir) if vosk_dir else None,

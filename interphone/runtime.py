@@ -6,8 +6,10 @@ runtime when they start (jobs reuse one per worker process).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue
@@ -19,6 +21,13 @@ from .config import ConfigError, Settings, load_settings
 from .queue.clock import Clock, SystemClock
 from .queue.service import QueueService
 from .queue.store import RedisQueue
+
+if TYPE_CHECKING:
+    from twilio.rest import Client as TwilioClient
+
+    from .voice.ivr import IvrService
+    from .voice.messaging import SmsService
+    from .voice.session import CallStore
 
 RQ_QUEUE = "interphone"
 
@@ -38,10 +47,12 @@ class Runtime:
         *,
         clock: Clock | None = None,
         trigger: Callable[[str], None] | None = None,
+        inline_jobs: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         self.clock = clock or SystemClock()
         self._trigger = trigger
+        self.inline_jobs = inline_jobs  # run notifications in-process (tests)
 
     @cached_property
     def redis_url(self) -> str:
@@ -84,6 +95,72 @@ class Runtime:
             region=self.settings.default_region,
             trigger=trigger,
         )
+
+    @cached_property
+    def calls(self) -> CallStore:
+        from .voice.session import CallStore
+
+        return CallStore(self.redis)
+
+    @cached_property
+    def ivr(self) -> IvrService:
+        from .voice.ivr import IvrService
+
+        return IvrService(
+            self.queue,
+            self.sessions,
+            self.calls,
+            self.redis,
+            self.clock,
+            birthdate_key=self.settings.birthdate_key,
+            default_site=self.settings.default_site,
+            region=self.settings.default_region,
+            notify=self.notify,
+        )
+
+    @cached_property
+    def sms(self) -> SmsService:
+        from .voice.messaging import SmsService
+
+        return SmsService(
+            self.queue, self.sessions, self.twilio_client, region=self.settings.default_region
+        )
+
+    def twilio_client(self) -> TwilioClient:
+        """twilio-python's client; in development its HTTP calls go to the dev phone."""
+        from twilio.rest import Client
+
+        http_client = None
+        if self.settings.dev_phone:
+            from .voice.devphone.rest import DevPhoneHttpClient
+
+            http_client = DevPhoneHttpClient(self.redis)
+        return Client(
+            self.settings.twilio_account_sid,
+            self.settings.twilio_auth_token,
+            http_client=http_client,
+        )
+
+    def notify(self, contact_id: int, key: str) -> None:
+        """Send an SMS to a contact, through an RQ job (one per contact and message)."""
+        if self.inline_jobs:
+            self.sms.send_to_contact(contact_id, key)
+            return
+        from rq.exceptions import DuplicateJobError
+
+        from .voice.jobs import send_contact_sms
+
+        # one job per contact and message: already sent or on its way means never twice
+        with contextlib.suppress(DuplicateJobError):
+            self.rq_queue.enqueue(
+                send_contact_sms,
+                contact_id,
+                key,
+                job_id=f"sms-{contact_id}-{key}",
+                unique=True,
+                result_ttl=3600,
+                failure_ttl=86400,
+            )
 
     def enqueue_dispatch(self, site: str) -> None:
         """Ask a worker to dispatch ``site`` (events trigger dispatch, not a polling loop)."""

@@ -150,3 +150,43 @@ def make_agent(runtime: Runtime, queue: QueueService) -> AgentFactory:
 def phone(n: int) -> str:
     """A distinct valid French mobile number per n."""
     return f"+3361{n:07d}"
+
+
+# -- voice ----------------------------------------------------------------------------------
+@pytest.fixture
+def voice_runtime(
+    settings: Settings, clock: ManualClock, redis_client: redis.Redis
+) -> Iterator[Runtime]:
+    """A runtime whose SMS are sent in-process to the dev phone's REST side."""
+    rt = Runtime(settings, clock=clock, trigger=lambda site: None, inline_jobs=True)
+    _empty_tables(rt)
+    ensure_site(rt.sessions, SITE, "Préfecture de test", phone_numbers=["+33473000000"])
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def app(voice_runtime: Runtime) -> Any:
+    from interphone.web import create_app
+
+    return create_app(runtime=voice_runtime)
+
+
+@pytest.fixture
+def devphone(app: Any, voice_runtime: Runtime) -> Any:
+    """The dev phone, ringing the app through its WSGI interface."""
+    from interphone.voice.devphone.phone import DevPhone
+
+    client = app.test_client()
+
+    def transport(path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        response = client.post(path, data=form, headers=headers)
+        return response.status_code, response.get_data(as_text=True)
+
+    settings = voice_runtime.settings
+    return DevPhone(
+        transport,
+        public_base_url=settings.public_base_url,
+        auth_token=settings.twilio_auth_token or "",
+        account_sid=settings.twilio_account_sid or "",
+    )

@@ -27,6 +27,11 @@ from interphone.web import create_app
         ({"INTERPHONE_ENV": "production", "SECRET_KEY": "short"}, "SECRET_KEY"),
         ({"INTERPHONE_ENV": "production", "SECRET_KEY": "k" * 40}, "BIRTHDATE_HASH_KEY"),
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + "1" * 32}, "TWILIO_AUTH_TOKEN"),
+        (
+            {"INTERPHONE_ENV": "production", "SECRET_KEY": "k" * 40, "BIRTHDATE_HASH_KEY": "b"},
+            "TWILIO_ACCOUNT_SID",
+        ),
     ],
 )
 def test_bad_value_fails_at_start_up_naming_the_variable(
@@ -38,6 +43,7 @@ def test_bad_value_fails_at_start_up_naming_the_variable(
 
 def test_defaults_need_nothing_from_the_environment() -> None:
     settings = load_settings({})
+    assert settings.dev_phone and not settings.twilio_configured
     assert settings.env == "development"
     assert settings.redis_url is None and settings.database_url is None
     assert settings.queue.offer_timeout_s == 20 and settings.queue.callback_max_attempts == 3
@@ -70,7 +76,13 @@ def test_queue_rules_are_configurable() -> None:
 
 def test_production_requires_redis_and_database_urls() -> None:
     settings = load_settings(
-        {"INTERPHONE_ENV": "production", "SECRET_KEY": "k" * 40, "BIRTHDATE_HASH_KEY": "b" * 40}
+        {
+            "INTERPHONE_ENV": "production",
+            "SECRET_KEY": "k" * 40,
+            "BIRTHDATE_HASH_KEY": "b" * 40,
+            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "t" * 32,
+        }
     )
     rt = Runtime(settings)
     with pytest.raises(ConfigError, match="REDIS_URL"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import string
 import tomllib
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -28,6 +29,8 @@ class Catalogue:
     say_language: str
     prompts: dict[str, str]
     cancel_words: tuple[str, ...]
+    months: tuple[str, ...]
+    weekdays: tuple[str, ...]
 
     def text(self, key: str, **params: Any) -> str:
         """The prompt ``key`` with its placeholders filled (all must be given)."""
@@ -40,6 +43,14 @@ class Catalogue:
         if missing:
             raise PromptError(f"prompt {key!r} needs {', '.join(sorted(missing))}")
         return template.format(**{k: params[k] for k in needed})
+
+    def spoken_date(self, day: date) -> str:
+        return self.text(
+            "date_format", day=day.day, month=self.months[day.month - 1], year=day.year
+        )
+
+    def weekday_and_date(self, day: date) -> str:
+        return f"{self.weekdays[day.weekday()]} {self.spoken_date(day)}"
 
 
 def placeholders(template: str) -> set[str]:
@@ -69,6 +80,8 @@ def catalogue(code: str) -> Catalogue:
         say_language=str(meta.get("say_language", code)),
         prompts={str(k): str(v) for k, v in raw.get("prompts", {}).items()},
         cancel_words=tuple(str(w).upper() for w in raw.get("words", {}).get("cancel", [])),
+        months=tuple(str(m) for m in raw.get("words", {}).get("months", [])),
+        weekdays=tuple(str(d) for d in raw.get("words", {}).get("weekdays", [])),
     )
 
 
@@ -83,6 +96,8 @@ def check_catalogues(codes: list[str] | None = None) -> list[str]:
                 problems.append(f"{code}: meta.{field} is missing")
         if not cat.cancel_words:
             problems.append(f"{code}: words.cancel is empty")
+        if len(cat.months) != 12 or len(cat.weekdays) != 7:
+            problems.append(f"{code}: words.months needs 12 names and words.weekdays 7")
         for key, template in reference.prompts.items():
             if key not in cat.prompts:
                 problems.append(f"{code}: {key} is missing")

@@ -33,15 +33,19 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https"),
         START_SWEEP=settings.env != "test",
+        TWILIO_AUTH_TOKEN=settings.twilio_auth_token,
+        PUBLIC_BASE_URL=settings.public_base_url,
     )
     if config_override:
         app.config.update(config_override)
     app.extensions["interphone"] = runtime
 
+    from ..voice import http as voice_http
     from . import health, queue_page
 
     app.register_blueprint(health.bp)
     app.register_blueprint(queue_page.bp)
+    app.register_blueprint(voice_http.bp)
     _register_errors(app)
 
     if app.config["START_SWEEP"]:

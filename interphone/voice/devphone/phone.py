@@ -1,0 +1,226 @@
+"""The dev phone's voice side: it plays Twilio for a caller.
+
+It posts webhooks exactly as Twilio does (form parameters, ``X-Twilio-Signature`` over
+the public URL, ``I-Twilio-Idempotency-Token``), runs the TwiML it gets back (Say, Play,
+Pause, Gather, Redirect, Hangup, Reject...) and sends the final status callback. Tests
+drive whole calls with it; the ``/dev/phone`` page uses it for people.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from twilio.request_validator import RequestValidator
+
+API_VERSION = "2010-04-01"
+
+
+class Transport(Protocol):
+    def __call__(
+        self, path_and_query: str, form: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, str]: ...
+
+
+class TwimlError(AssertionError):
+    """The app answered with something Twilio could not run."""
+
+
+@dataclass
+class Said:
+    text: str
+    voice: str = ""
+    language: str = ""
+
+
+@dataclass
+class PendingGather:
+    action: str
+    num_digits: int | None
+    finish_on_key: str
+    on_empty: bool
+    rest: list[ET.Element]
+
+
+@dataclass
+class SimCall:
+    phone: DevPhone
+    sid: str
+    caller: str
+    called: str
+    status: str = "ringing"
+    heard: list[Said] = field(default_factory=list)
+    gather: PendingGather | None = None
+    documents: list[str] = field(default_factory=list)
+
+    # -- what a caller does ------------------------------------------------------------
+    def press(self, keys: str) -> SimCall:
+        """Type ``keys`` at the pending Gather (``#`` ends a free-length entry)."""
+        gather = self._pending()
+        digits = keys
+        if gather.finish_on_key and digits.endswith(gather.finish_on_key):
+            digits = digits[: -len(gather.finish_on_key)]
+        self.gather = None
+        self._post_and_run(gather.action, {"Digits": digits})
+        return self
+
+    def wait(self) -> SimCall:
+        """Say nothing until the Gather times out."""
+        gather = self._pending()
+        self.gather = None
+        if gather.on_empty:
+            self._post_and_run(gather.action, {"Digits": ""})
+        else:
+            self._run(gather.rest, base=gather.action)
+        return self
+
+    def hang_up(self) -> SimCall:
+        if self.status == "in-progress":
+            self._finish("completed")
+        return self
+
+    # -- what a test looks at ----------------------------------------------------------
+    def last_said(self, count: int = 1) -> str:
+        return " ".join(s.text for s in self.heard[-count:])
+
+    def transcript(self) -> str:
+        return "\n".join(s.text for s in self.heard)
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The path of the pending Gather's action, if the call waits for keys."""
+        return urlsplit(self.gather.action).path if self.gather else None
+
+    # -- the engine --------------------------------------------------------------------
+    def _pending(self) -> PendingGather:
+        if self.status != "in-progress" or self.gather is None:
+            raise TwimlError(f"call {self.status}: nothing is waiting for keys")
+        return self.gather
+
+    def _post_and_run(self, url: str, extra: dict[str, str]) -> None:
+        body = self.phone.post(url, self._params(extra))
+        self._run_document(body, base=url)
+
+    def _params(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        params = {
+            "CallSid": self.sid,
+            "AccountSid": self.phone.account_sid,
+            "From": self.caller,
+            "To": self.called,
+            "Caller": self.caller,
+            "Called": self.called,
+            "CallStatus": self.status,
+            "Direction": "inbound",
+            "ApiVersion": API_VERSION,
+        }
+        params.update(extra or {})
+        return params
+
+    def _run_document(self, body: str, base: str) -> None:
+        self.documents.append(body)
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as exc:
+            raise TwimlError(f"not XML: {exc}: {body[:200]!r}") from None
+        if root.tag != "Response":
+            raise TwimlError(f"root element is {root.tag}, not Response")
+        self._run(list(root), base)
+
+    def _run(self, verbs: list[ET.Element], base: str) -> None:
+        for index, verb in enumerate(verbs):
+            if self.status != "in-progress":
+                return
+            tag = verb.tag
+            if tag == "Say":
+                self.heard.append(
+                    Said(verb.text or "", verb.get("voice", ""), verb.get("language", ""))
+                )
+            elif tag in ("Play", "Pause"):
+                continue
+            elif tag == "Gather":
+                for child in verb:
+                    if child.tag == "Say":
+                        self.heard.append(
+                            Said(
+                                child.text or "", child.get("voice", ""), child.get("language", "")
+                            )
+                        )
+                    elif child.tag not in ("Play", "Pause"):
+                        raise TwimlError(f"<{child.tag}> is not allowed in <Gather>")
+                digits = verb.get("numDigits")
+                self.gather = PendingGather(
+                    action=urljoin(base, verb.get("action", base)),
+                    num_digits=int(digits) if digits else None,
+                    finish_on_key=verb.get("finishOnKey", "#"),
+                    on_empty=verb.get("actionOnEmptyResult", "false") == "true",
+                    rest=verbs[index + 1 :],
+                )
+                return
+            elif tag == "Redirect":
+                self._post_and_run(urljoin(base, (verb.text or "").strip()), {})
+                return
+            elif tag in ("Hangup", "Reject"):
+                self._finish("completed" if tag == "Hangup" else "busy")
+                return
+            else:
+                raise TwimlError(f"the dev phone does not run <{tag}> yet")
+        self._finish("completed")  # Twilio hangs up at the end of a document
+
+    def _finish(self, status: str) -> None:
+        self.status = status
+        self.gather = None
+        self.phone.post("/voice/status", self._params({"CallStatus": status}))
+
+
+class DevPhone:
+    """Rings the app as Twilio would, through ``transport`` (WSGI or real HTTP)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        public_base_url: str,
+        auth_token: str,
+        account_sid: str,
+        on_post: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.base = public_base_url.rstrip("/")
+        self.validator = RequestValidator(auth_token)
+        self.account_sid = account_sid
+        self.on_post = on_post
+
+    def signature(self, path_and_query: str, form: dict[str, str]) -> str:
+        return str(self.validator.compute_signature(self.base + path_and_query, form))
+
+    def post(self, url: str, form: dict[str, str]) -> str:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "X-Twilio-Signature": self.signature(path, form),
+            "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "TwilioProxy/1.1",
+        }
+        status, body = self.transport(path, form, headers)
+        if self.on_post:
+            self.on_post(path, status)
+        if status >= 400 and not path.startswith("/voice/status"):
+            raise TwimlError(f"POST {path} answered {status}: {body[:200]}")
+        return body
+
+    def call(self, caller: str, called: str = "+33473000000") -> SimCall:
+        """Ring the line from ``caller`` ('anonymous' for a withheld number)."""
+        call = SimCall(self, "CA" + secrets.token_hex(16), caller, called)
+        call.status = "in-progress"
+        call._post_and_run("/voice/incoming", {"CallStatus": "ringing"})
+        return call
+
+
+def encode_form(form: dict[str, str]) -> bytes:
+    return urlencode(form).encode()

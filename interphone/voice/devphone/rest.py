@@ -1,0 +1,64 @@
+"""Twilio's REST side, played locally: twilio-python's ``http_client`` hook lands here.
+
+Outgoing messages and calls are kept in Redis lists, where the dev-phone page and the
+tests read them; the answers have the shape of Twilio's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+from twilio.http import HttpClient
+from twilio.http.response import Response
+
+MESSAGES = "ip:devphone:messages"
+CALLS = "ip:devphone:calls"
+
+
+class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
+    def __init__(self, connection: redis.Redis) -> None:
+        super().__init__(logging.getLogger(__name__), is_async=False)
+        self.redis = connection
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        path = urlparse(uri).path
+        data = dict(data or {})
+        if method.upper() == "POST" and path.endswith("/Messages.json"):
+            return self._store(MESSAGES, "SM", data)
+        if method.upper() == "POST" and path.endswith("/Calls.json"):
+            return self._store(CALLS, "CA", data)
+        return Response(404, json.dumps({"code": 20404, "message": f"not simulated: {path}"}))
+
+    def _store(self, key: str, prefix: str, data: dict[str, Any]) -> Response:
+        record = {
+            "sid": prefix + secrets.token_hex(16),
+            "status": "queued",
+            "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            **{k: str(v) for k, v in data.items()},
+        }
+        self.redis.rpush(key, json.dumps(record))
+        self.redis.ltrim(key, -500, -1)
+        body = {k.lower(): v for k, v in record.items()}
+        body.setdefault("to", str(data.get("To", "")))
+        body.setdefault("from", str(data.get("From", "")))
+        return Response(201, json.dumps(body))
+
+
+def sent_messages(connection: redis.Redis) -> list[dict[str, str]]:
+    return [json.loads(raw) for raw in connection.lrange(MESSAGES, 0, -1)]

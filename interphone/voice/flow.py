@@ -1,0 +1,108 @@
+"""The phone IVR as data: steps, their prompts, what each key leads to.
+
+A step gathers keypad input. ``options`` map a key to a target: ``go("step")`` moves to
+another step, ``do("action")`` runs an action of :class:`~interphone.voice.ivr.IvrService`
+that decides what comes next. ``action`` steps take free input (a file number, a date,
+a phone number). Silence and wrong keys re-prompt, and after ``max_tries`` the call
+goes to ``give_up``: nobody is left in a dead end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "go" or "do"
+    name: str
+    arg: str = ""
+
+
+def go(step: str) -> Target:
+    return Target("go", step)
+
+
+def do(action: str, arg: str = "") -> Target:
+    return Target("do", action, arg)
+
+
+@dataclass(frozen=True)
+class Step:
+    prompt: str
+    num_digits: int | None = 1
+    finish_on_key: str = ""
+    timeout_s: int = 6
+    options: Mapping[str, Target] = field(default_factory=dict)
+    action: str | None = None  # free input handled by IvrService.<action>
+    empty_ok: bool = False  # an empty entry (just '#') is an answer, not silence
+    max_tries: int = 3
+    give_up: Target = field(default_factory=lambda: do("goodbye"))
+
+
+STEPS: dict[str, Step] = {
+    # the language menu is built from the site's languages; keys map to do("language", code)
+    "language": Step(prompt="language_choice", give_up=do("language", "fr")),
+    "main": Step(
+        prompt="main_menu",
+        options={
+            "1": go("status_file"),
+            "2": go("callback"),
+            "3": do("join_queue"),
+            "9": go("main"),
+        },
+    ),
+    "status_file": Step(
+        prompt="status_ask_file",
+        num_digits=None,
+        finish_on_key="#",
+        timeout_s=10,
+        action="take_file_number",
+        give_up=go("main"),
+    ),
+    "status_birth": Step(
+        prompt="status_ask_birth",
+        num_digits=8,
+        timeout_s=12,
+        action="check_status",
+        give_up=go("main"),
+    ),
+    "status_after": Step(
+        prompt="status_after",
+        options={"1": do("repeat_status"), "2": go("callback"), "0": do("goodbye")},
+    ),
+    "callback": Step(
+        prompt="callback_confirm_number",
+        options={"1": go("callback_file"), "2": go("callback_number")},
+        give_up=go("main"),
+    ),
+    "callback_number": Step(
+        prompt="callback_enter_number",
+        num_digits=None,
+        finish_on_key="#",
+        timeout_s=15,
+        action="take_callback_number",
+        give_up=go("main"),
+    ),
+    "callback_file": Step(
+        prompt="callback_ask_file",
+        num_digits=None,
+        finish_on_key="#",
+        timeout_s=10,
+        action="take_callback_file",
+        empty_ok=True,
+    ),
+    "callback_reason": Step(
+        prompt="callback_reason",
+        options={
+            "1": do("register_callback", "file_question"),
+            "2": do("register_callback", "permit_expiry"),
+            "3": do("register_callback", "other"),
+        },
+        give_up=do("register_callback", "other"),
+    ),
+}
+
+#: reasons recorded with a callback, by the key pressed in ``callback_reason``
+REASONS = ("file_question", "permit_expiry", "other")

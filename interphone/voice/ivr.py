@@ -1,0 +1,416 @@
+"""The phone IVR's rules: what to say and where to go after each key press.
+
+:class:`IvrService` knows nothing of HTTP or TwiML: it takes the CallSid and the keys,
+and returns a :class:`Reply` (speech, then a step to gather, the hold loop or a hang-up)
+that :mod:`interphone.voice.twiml` renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..hours import Schedule
+from ..models import Case, Contact, Site
+from ..privacy import InvalidPhoneNumber, check_birth_date, normalize_file_number, to_e164
+from ..prompts import REFERENCE, Catalogue, available, catalogue
+from ..queue.clock import Clock, from_ms, to_ms
+from ..queue.exceptions import QueueError
+from ..queue.service import QueueService, Ticket
+from .flow import STEPS, Step, Target
+from .session import CallState, CallStore
+
+log = logging.getLogger(__name__)
+
+STATUS_FAILURES_BEFORE_CALLBACK = 3
+LOOKUPS_PER_HOUR = 10
+HOLD_ANNOUNCE_S = 50
+
+
+@dataclass(frozen=True)
+class Speech:
+    text: str
+    lang: str
+
+
+@dataclass
+class Reply:
+    speech: list[Speech] = field(default_factory=list)
+    gather: str | None = None  # the step whose input comes next
+    prompt: list[Speech] = field(default_factory=list)  # said inside the gather
+    hold: bool = False  # the live-queue hold loop
+    hangup: bool = False
+
+
+Notify = Callable[[int, str], None]  # (contact id, prompt key of the SMS to send)
+
+
+class IvrService:
+    def __init__(
+        self,
+        queue: QueueService,
+        sessions: sessionmaker[Session],
+        calls: CallStore,
+        connection: redis.Redis,
+        clock: Clock,
+        *,
+        birthdate_key: str,
+        default_site: str,
+        region: str = "FR",
+        notify: Notify | None = None,
+    ) -> None:
+        self.queue = queue
+        self.sessions = sessions
+        self.calls = calls
+        self.redis = connection
+        self.clock = clock
+        self.birthdate_key = birthdate_key
+        self.default_site = default_site
+        self.region = region
+        self.notify = notify
+
+    # -- entry points ------------------------------------------------------------------
+    def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
+        site = self._site_for(called)
+        number = self._e164_or_empty(caller)
+        state = CallState(
+            sid=sid,
+            site=site.code,
+            caller=number,
+            channel=channel,
+            started_ms=to_ms(self.clock.now()),
+        )
+        languages = self._languages(site)
+        if len(languages) == 1:
+            state.lang = languages[0]
+            self.calls.create(state)
+            reply = self._enter(state, "main")
+            reply.speech.insert(0, self._say(state.lang, "greeting"))
+            return self._saved(state, reply)
+        state.lang = ""
+        self.calls.create(state)
+        reply = self._enter(state, "language")
+        reply.speech.insert(0, self._say(REFERENCE, "greeting"))
+        return self._saved(state, reply)
+
+    def handle(self, sid: str, step_name: str, digits: str | None) -> Reply:
+        state = self.calls.load(sid)
+        if state is None or step_name not in STEPS:
+            return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        step = STEPS[step_name]
+        digits = (digits or "").strip()[:64]
+        if step.options or step_name == "language":
+            if step_name == "language":  # its keys follow the site's list of languages
+                target = self._language_target(state, digits)
+            else:
+                target = step.options.get(digits)
+            if target is None:
+                return self._saved(state, self._retry(state, step_name, step, bool(digits)))
+            return self._saved(state, self._follow(state, target))
+        if not digits and not step.empty_ok:
+            return self._saved(state, self._retry(state, step_name, step, False))
+        assert step.action is not None
+        action: Callable[[CallState, str], Reply] = getattr(self, f"_act_{step.action}")
+        return self._saved(state, action(state, digits))
+
+    def hold(self, sid: str, digits: str | None) -> Reply:
+        """The live-queue loop: position announcements; ``*`` becomes a callback."""
+        state = self.calls.load(sid)
+        if state is None or not state.contact_id:
+            return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        if (digits or "").strip() == "*":
+            return self._saved(state, self._convert_to_callback(state))
+        try:
+            ticket = self.queue.ticket(state.contact_id)
+        except QueueError:
+            return Reply(speech=[self._say(state.lang, "goodbye")], hangup=True)
+        if ticket.state in ("completed", "abandoned", "cancelled", "unreachable"):
+            return Reply(speech=[self._say(state.lang, "goodbye")], hangup=True)
+        speech = []
+        if ticket.position:
+            speech.append(self._position(state, "queue_position", ticket, live=True))
+        return Reply(speech=speech, hold=True)
+
+    def call_ended(self, sid: str, status: str) -> None:
+        """Twilio's final status callback: a caller still in line hung up (abandoned)."""
+        if status not in ("completed", "busy", "failed", "no-answer", "canceled"):
+            return
+        state = self.calls.load(sid)
+        if state is None or not state.contact_id:
+            return
+        with self.sessions() as s:
+            contact = s.get(Contact, state.contact_id)
+            live_waiting = contact is not None and contact.kind == "live"
+        if live_waiting:
+            try:
+                self.queue.abandon(state.contact_id)
+            except QueueError:
+                log.info("call %s ended while its contact was on a call", sid)
+
+    # -- navigation --------------------------------------------------------------------
+    def _follow(self, state: CallState, target: Target) -> Reply:
+        if target.kind == "go":
+            return self._enter(state, target.name)
+        action: Callable[[CallState, str], Reply] = getattr(self, f"_do_{target.name}")
+        return action(state, target.arg)
+
+    def _enter(self, state: CallState, step_name: str, before: list[Speech] | None = None) -> Reply:
+        if step_name == "callback" and not state.caller:
+            step_name = "callback_number"  # withheld number: ask for one
+        state.step, state.tries = step_name, 0
+        return Reply(
+            speech=list(before or []), gather=step_name, prompt=self._prompt(state, step_name)
+        )
+
+    def _retry(self, state: CallState, step_name: str, step: Step, got_input: bool) -> Reply:
+        state.tries += 1
+        lang = state.lang or REFERENCE
+        notice = self._say(lang, "invalid" if got_input else "no_input")
+        if state.tries >= step.max_tries:
+            reply = self._follow(state, step.give_up)
+            reply.speech.insert(0, notice)
+            return reply
+        return Reply(speech=[notice], gather=step_name, prompt=self._prompt(state, step_name))
+
+    def _prompt(self, state: CallState, step_name: str) -> list[Speech]:
+        if step_name == "language":
+            return [
+                Speech(catalogue(code).text("language_choice", digit=i + 1), code)
+                for i, code in enumerate(self._languages_of(state.site))
+            ]
+        if step_name == "callback":
+            spaced = " ".join(state.caller[-4:])
+            return [self._say(state.lang, "callback_confirm_number", last_digits=spaced)]
+        return [self._say(state.lang, STEPS[step_name].prompt)]
+
+    def _language_target(self, state: CallState, digits: str) -> Target | None:
+        languages = self._languages_of(state.site)
+        if digits.isdigit() and 1 <= int(digits) <= len(languages):
+            return Target("do", "language", languages[int(digits) - 1])
+        return None
+
+    # -- actions reached by a key ------------------------------------------------------
+    def _do_language(self, state: CallState, code: str) -> Reply:
+        state.lang = code if code in available() else REFERENCE
+        return self._enter(state, "main")
+
+    def _do_goodbye(self, state: CallState, _: str = "") -> Reply:
+        return Reply(speech=[self._say(state.lang or REFERENCE, "goodbye")], hangup=True)
+
+    def _do_repeat_status(self, state: CallState, _: str = "") -> Reply:
+        before = [Speech(state.extra.get("status_text", ""), state.lang)]
+        return self._enter(state, "status_after", before)
+
+    def _do_join_queue(self, state: CallState, _: str = "") -> Reply:
+        site = self._site(state.site)
+        if not self._schedule(site, "opening").is_open(from_ms(to_ms(self.clock.now()))):
+            return self._enter(state, "main", [self._say(state.lang, "queue_closed")])
+        try:
+            ticket = self.queue.enqueue_live(
+                state.site,
+                language=state.lang,
+                phone=state.caller or None,
+                channel=state.channel,
+                call_sid=state.sid,
+                arrived_ms=state.started_ms,
+            )
+        except Exception:
+            log.exception("could not queue call %s", state.sid)
+            return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
+        state.contact_id = ticket.contact_id
+        return Reply(
+            speech=[
+                self._say(state.lang, "queue_welcome"),
+                self._position(state, "queue_position", ticket, live=True),
+            ],
+            hold=True,
+        )
+
+    def _do_register_callback(self, state: CallState, reason: str) -> Reply:
+        site = self._site(state.site)
+        now = from_ms(to_ms(self.clock.now()))
+        opening = self._schedule(site, "callback").next_opening(now)
+        not_before = to_ms(opening.timestamp()) if opening and opening > now else 0
+        phone = state.callback_phone or state.caller
+        try:
+            ticket = self.queue.request_callback(
+                state.site,
+                phone=phone,
+                language=state.lang,
+                channel=state.channel,
+                reason=reason,
+                file_number=state.callback_file or state.file_number or None,
+                arrived_ms=state.started_ms,
+                not_before_ms=not_before,
+            )
+        except QueueError:
+            log.exception("callback request refused for call %s", state.sid)
+            return self._do_goodbye(state)
+        state.contact_id = ticket.contact_id
+        return self._registered(state, ticket)
+
+    def _convert_to_callback(self, state: CallState) -> Reply:
+        if not state.caller:
+            return self._enter(state, "callback_number")
+        try:
+            ticket = self.queue.convert_to_callback(state.contact_id)
+        except QueueError:
+            return self._do_goodbye(state)
+        return self._registered(state, ticket, created=True)
+
+    def _registered(
+        self, state: CallState, ticket: Ticket, *, created: bool | None = None
+    ) -> Reply:
+        is_new = ticket.created if created is None else created
+        key = "callback_registered" if is_new else "callback_duplicate"
+        speech = [self._position(state, key, ticket, live=False)]
+        if is_new and self.notify is not None:
+            try:
+                self.notify(ticket.contact_id, "sms_callback")
+            except Exception:  # the callback is recorded; the SMS is a courtesy
+                log.exception("confirmation SMS not queued for contact %s", ticket.contact_id)
+        speech.append(self._say(state.lang, "goodbye"))
+        return Reply(speech=speech, hangup=True)
+
+    # -- actions taking free input -----------------------------------------------------
+    def _act_take_file_number(self, state: CallState, digits: str) -> Reply:
+        number = normalize_file_number(digits)
+        if not number or len(number) > 32:
+            return self._retry(state, "status_file", STEPS["status_file"], True)
+        state.file_number = number
+        return self._enter(state, "status_birth")
+
+    def _act_check_status(self, state: CallState, digits: str) -> Reply:
+        if not self._lookup_allowed(state):
+            return self._enter(state, "main", [self._say(state.lang, "status_limit")])
+        case = self._match_case(state.file_number, digits)
+        if case is None:
+            state.status_failures += 1
+            if state.status_failures >= STATUS_FAILURES_BEFORE_CALLBACK:
+                return self._enter(state, "callback", [self._say(state.lang, "status_too_many")])
+            return self._enter(state, "status_file", [self._say(state.lang, "status_mismatch")])
+        cat = catalogue(state.lang)
+        text = cat.text(
+            f"status.{case.status}",
+            date=cat.spoken_date(case.status_changed_at.date()),
+            api_date=cat.spoken_date(case.api_valid_until) if case.api_valid_until else "",
+        )
+        state.extra["status_text"] = text
+        return self._enter(state, "status_after", [Speech(text, state.lang)])
+
+    def _act_take_callback_number(self, state: CallState, digits: str) -> Reply:
+        try:
+            state.callback_phone = to_e164(digits, self.region)
+        except InvalidPhoneNumber:
+            return self._retry(state, "callback_number", STEPS["callback_number"], True)
+        return self._enter(state, "callback_file")
+
+    def _act_take_callback_file(self, state: CallState, digits: str) -> Reply:
+        state.callback_file = normalize_file_number(digits)[:32]
+        return self._enter(state, "callback_reason")
+
+    # -- helpers -----------------------------------------------------------------------
+    def _match_case(self, file_number: str, digits: str) -> Case | None:
+        """The case, only if the birth date matches: a miss says nothing of which failed."""
+        born = _parse_ddmmyyyy(digits)
+        if born is None or not file_number:
+            return None
+        with self.sessions() as s:
+            case = s.scalar(select(Case).where(Case.file_number == file_number))
+        if case is None or not check_birth_date(
+            self.birthdate_key, file_number, born, case.birth_date_hash
+        ):
+            return None
+        return case
+
+    def _lookup_allowed(self, state: CallState) -> bool:
+        who = state.caller or f"call:{state.sid}"
+        digest = hashlib.sha256(who.encode()).hexdigest()[:16]
+        hour = int(self.clock.now() // 3600)
+        key = f"ip:lookups:{digest}:{hour}"
+        count = int(self.redis.incr(key))
+        self.redis.expire(key, 3700)
+        return count <= LOOKUPS_PER_HOUR
+
+    def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
+        cat = catalogue(state.lang)
+        eta = self._eta(cat, ticket, live, self._site(state.site).timezone)
+        return Speech(cat.text(key, position=ticket.position or 1, eta=eta), state.lang)
+
+    def _eta(self, cat: Catalogue, ticket: Ticket, live: bool, timezone: str) -> str:
+        now = to_ms(self.clock.now())
+        if live:
+            if ticket.wait_s is None:
+                return ""
+            return cat.text("queue_eta", minutes=max(1, round(ticket.wait_s / 60)))
+        if ticket.not_before_ms > now:
+            start = from_ms(ticket.not_before_ms)
+            return cat.text("eta_next_day", day=cat.weekday_and_date(start.date()))
+        if ticket.wait_s is None:
+            return cat.text("eta_unknown")
+        expected = datetime.fromtimestamp(now / 1000 + ticket.wait_s, ZoneInfo(timezone))
+        if expected.date() != from_ms(now).astimezone(ZoneInfo(timezone)).date():
+            return cat.text("eta_next_day", day=cat.weekday_and_date(expected.date()))
+        return cat.text("eta_at", time=expected.strftime("%H:%M"))
+
+    def _say(self, lang: str, key: str, **params: object) -> Speech:
+        code = lang or REFERENCE
+        return Speech(catalogue(code).text(key, **params), code)
+
+    def _saved(self, state: CallState, reply: Reply) -> Reply:
+        self.calls.save(state)
+        return reply
+
+    def _site_for(self, called: str) -> Site:
+        with self.sessions() as s:
+            for site in s.scalars(select(Site)):
+                if called and called in (site.phone_numbers or []):
+                    return site
+        return self._site(self.default_site)
+
+    def _site(self, code: str) -> Site:
+        with self.sessions() as s:
+            site = s.scalar(select(Site).where(Site.code == code))
+        if site is None:
+            raise QueueError(f"unknown site {code!r}")
+        return site
+
+    def _languages(self, site: Site) -> list[str]:
+        known = set(available())
+        return [code for code in (site.languages or []) if code in known] or [REFERENCE]
+
+    def _languages_of(self, code: str) -> list[str]:
+        return self._languages(self._site(code))
+
+    def _schedule(self, site: Site, which: str) -> Schedule:
+        hours = site.opening_hours if which == "opening" else site.callback_hours
+        return Schedule.build(
+            hours or {},
+            timezone=site.timezone,
+            region=site.holiday_region,
+            closures=site.extra_closures or [],
+        )
+
+    @staticmethod
+    def _e164_or_empty(caller: str) -> str:
+        try:
+            return to_e164(caller) if caller and caller[0] in "+0" else ""
+        except InvalidPhoneNumber:
+            return ""
+
+
+def _parse_ddmmyyyy(digits: str) -> date | None:
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        return date(int(digits[4:]), int(digits[2:4]), int(digits[:2]))
+    except ValueError:
+        return None

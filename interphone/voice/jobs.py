@@ -1,0 +1,9 @@
+"""RQ jobs of the voice side. Arguments carry ids, never phone numbers (RQ logs them)."""
+
+from __future__ import annotations
+
+from ..queue.jobs import runtime
+
+
+def send_contact_sms(contact_id: int, key: str) -> str | None:
+    return runtime().sms.send_to_contact(contact_id, key)

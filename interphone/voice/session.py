@@ -1,0 +1,119 @@
+"""Per-call state of the IVR, in Redis, keyed by Twilio's CallSid (never in URLs).
+
+Also the idempotency of webhooks: every TwiML document a call receives carries a
+sequence number ``n`` in its action URLs; the answer to ``(CallSid, n)`` is stored, so a
+webhook that Twilio retries gets the same answer and changes nothing a second time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import redis
+
+TTL_S = 4 * 3600
+PREFIX = "ip:call:"
+
+
+@dataclass
+class CallState:
+    sid: str
+    site: str = ""
+    caller: str = ""  # E.164 of the caller when known (personal data: Redis only, with TTL)
+    channel: str = "phone"
+    lang: str = ""
+    step: str = ""
+    tries: int = 0
+    status_failures: int = 0
+    file_number: str = ""
+    callback_phone: str = ""
+    callback_file: str = ""
+    contact_id: int = 0
+    started_ms: int = 0
+    seq: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_mapping(self) -> dict[str, str]:
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+        out.update({f"x_{k}": v for k, v in self.extra.items()})
+        return out
+
+    @classmethod
+    def from_mapping(cls, sid: str, raw: dict[str, str]) -> CallState:
+        state = cls(sid=sid)
+        for f in fields(cls):
+            if f.name in ("sid", "extra") or f.name not in raw:
+                continue
+            value: Any = raw[f.name]
+            if f.type in ("int", int):
+                value = int(value or 0)
+            setattr(state, f.name, value)
+        state.extra = {k[2:]: v for k, v in raw.items() if k.startswith("x_")}
+        return state
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A stored answer to a webhook already handled."""
+
+    body: str
+
+
+class CallStore:
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def _key(self, sid: str) -> str:
+        return f"{PREFIX}{sid}"
+
+    def load(self, sid: str) -> CallState | None:
+        raw = self.redis.hgetall(self._key(sid))
+        if not raw:
+            return None
+        return CallState.from_mapping(sid, {_text(k): _text(v) for k, v in raw.items()})
+
+    def save(self, state: CallState) -> None:
+        key = self._key(state.sid)
+        pipe = self.redis.pipeline()
+        mapping: dict[Any, Any] = dict(state.as_mapping())
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, TTL_S)
+        pipe.execute()
+
+    def create(self, state: CallState) -> bool:
+        """Store a new call; False when this CallSid is already known (a retried webhook)."""
+        key = self._key(state.sid)
+        if not self.redis.hsetnx(key, "sid", state.sid):
+            return False
+        self.save(state)
+        return True
+
+    def once(self, sid: str, n: str, produce: Callable[[], str]) -> str:
+        """Run ``produce`` once per (call, sequence number); replay its answer after."""
+        key = f"{PREFIX}{sid}:r:{n}"
+        cached = self.redis.get(key)
+        if cached is not None:
+            return _text(cached)
+        lock = f"{key}:lock"
+        if not self.redis.set(lock, "1", nx=True, ex=30):
+            # the same webhook is being handled right now: wait for its answer
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cached = self.redis.get(key)
+                if cached is not None:
+                    return _text(cached)
+                time.sleep(0.02)
+        body = produce()
+        self.redis.set(key, body, ex=TTL_S)
+        self.redis.delete(lock)
+        return body
+
+    def forget(self, sid: str) -> None:
+        self.redis.delete(self._key(sid))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,267 @@
+"""Whole phone calls through the dev phone against the real app, Redis and database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.models import Contact, Event
+from interphone.queue.clock import ManualClock
+from interphone.runtime import Runtime
+from interphone.voice.devphone.phone import DevPhone, SimCall
+from interphone.voice.devphone.rest import sent_messages
+
+from .conftest import SITE
+
+CALLER = "+33612345678"
+FILE = "6300000042"
+BORN = date(1990, 4, 12)
+
+
+@pytest.fixture
+def cases(voice_runtime: Runtime) -> None:
+    records = [
+        CaseRecord(
+            FILE,
+            BORN,
+            "api_issued",
+            datetime(2026, 10, 2, tzinfo=UTC),
+            api_valid_until=date(2027, 3, 31),
+        ),
+        CaseRecord(
+            "6300000043", date(1985, 1, 2), "card_ready", datetime(2026, 11, 20, tzinfo=UTC)
+        ),
+    ]
+    import_records(
+        voice_runtime.sessions, records, voice_runtime.settings.birthdate_key, ImportReport()
+    )
+
+
+def english_main_menu(devphone: DevPhone, caller: str = CALLER) -> SimCall:
+    call = devphone.call(caller)
+    assert call.waiting_for == "/voice/step/language"
+    call.press("2")
+    assert call.waiting_for == "/voice/step/main"
+    return call
+
+
+def contacts(rt: Runtime) -> list[Contact]:
+    with rt.sessions() as s:
+        return list(s.scalars(select(Contact).order_by(Contact.id)))
+
+
+def test_call_is_greeted_in_french_then_offered_every_language(devphone: DevPhone) -> None:
+    call = devphone.call(CALLER)
+    first = call.heard[0]
+    assert "Bonjour" in first.text and first.language == "fr-FR" and first.voice == "Polly.Lea"
+    said = call.transcript()
+    assert "Pour le français, tapez 1" in said and "For English, press 2" in said
+    assert "للعربية، اضغطوا 3" in said and "Para español, marque 4" in said
+    assert {s.language for s in call.heard} == {"fr-FR", "en-US", "arb", "es-ES"}
+
+
+def test_status_of_a_case_is_read_in_the_callers_language(devphone: DevPhone, cases) -> None:
+    call = english_main_menu(devphone)
+    call.press("1")
+    assert "file number" in call.last_said()
+    call.press(FILE + "#").press("12041990")
+    assert "valid until March 31, 2027" in call.transcript()
+    assert call.waiting_for == "/voice/step/status_after"
+    call.press("1")  # repeat
+    assert call.transcript().count("valid until March 31, 2027") == 2
+    call.press("0")
+    assert call.status == "completed" and "Goodbye" in call.last_said()
+
+
+def test_wrong_birth_date_gets_the_same_answer_as_an_unknown_file(
+    devphone: DevPhone, cases
+) -> None:
+    answers = []
+    for file_number, born in ((FILE, "13041990"), ("6399999999", "12041990")):
+        call = english_main_menu(devphone, f"+3361234{len(answers):04d}")
+        call.press("1").press(file_number + "#").press(born)
+        answers.append(call.heard[-2].text)
+        assert call.waiting_for == "/voice/step/status_file"
+    assert answers[0] == answers[1]
+    assert "cannot give you any information" in answers[0]
+
+
+def test_three_failed_lookups_lead_to_a_callback_offer(devphone: DevPhone, cases) -> None:
+    call = english_main_menu(devphone)
+    call.press("1")
+    for _ in range(3):
+        call.press("1111#").press("01011990")
+    assert "An agent can call you back" in call.transcript()
+    assert call.waiting_for == "/voice/step/callback"
+    assert "ending in 5 6 7 8" in call.last_said()
+
+
+def test_impossible_birth_date_is_a_mismatch_not_an_error(devphone: DevPhone, cases) -> None:
+    call = english_main_menu(devphone)
+    call.press("1").press(FILE + "#").press("31021990")
+    assert "cannot give you any information" in call.transcript()
+
+
+def test_lookups_per_caller_are_limited_per_hour(devphone: DevPhone, cases) -> None:
+    for attempt in range(4):
+        call = english_main_menu(devphone)
+        call.press("1")
+        for _ in range(3 if attempt < 3 else 2):
+            if call.waiting_for != "/voice/step/status_file":
+                break
+            call.press("1111#").press("01011990")
+        call.hang_up()
+    call = english_main_menu(devphone)
+    call.press("1").press(FILE + "#").press("12041990")
+    assert "Too many lookups" in call.transcript()
+    assert "valid until" not in call.transcript()
+
+
+def test_callback_request_confirms_position_and_sends_an_sms(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = english_main_menu(devphone)
+    call.press("2")
+    assert "ending in 5 6 7 8" in call.last_said()
+    call.press("1").press(FILE + "#").press("1")
+    assert "You are number 1 in line" in call.transcript()
+    assert call.status == "completed"
+    [contact] = contacts(voice_runtime)
+    assert (contact.kind, contact.phone, contact.language, contact.file_number, contact.reason) == (
+        "callback",
+        CALLER,
+        "en",
+        FILE,
+        "file_question",
+    )
+    [sms] = sent_messages(voice_runtime.redis)
+    assert sms["To"] == CALLER and sms["From"] == "+33473000000"
+    assert contact.reference in sms["Body"] and "CANCEL" in sms["Body"]
+
+
+def test_duplicate_callback_request_tells_the_current_position(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    english_main_menu(devphone).press("2").press("1").press("#").press("3")
+    call = english_main_menu(devphone)
+    call.press("2").press("1").press("#").press("3")
+    assert "already have a callback request" in call.transcript()
+    assert len(contacts(voice_runtime)) == 1
+    assert len(sent_messages(voice_runtime.redis)) == 1
+
+
+def test_withheld_number_is_asked_for_and_validated(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = devphone.call("anonymous")
+    call.press("1").press("2")  # français, rappel
+    assert call.waiting_for == "/voice/step/callback_number"
+    call.press("12#")
+    assert "n'est pas valide" in call.transcript()
+    call.press("0698765432#").press("#").press("2")
+    [contact] = contacts(voice_runtime)
+    assert contact.phone == "+33698765432" and contact.reason == "permit_expiry"
+
+
+def test_silence_reprompts_then_ends_politely(devphone: DevPhone) -> None:
+    call = english_main_menu(devphone)
+    call.wait()
+    assert "did not receive anything" in call.transcript()
+    assert call.waiting_for == "/voice/step/main"
+    call.wait().wait()
+    assert call.status == "completed" and "Goodbye" in call.last_said()
+
+
+def test_wrong_key_says_so_and_asks_again(devphone: DevPhone) -> None:
+    call = english_main_menu(devphone)
+    call.press("7")
+    assert "not valid" in call.transcript() and call.waiting_for == "/voice/step/main"
+
+
+def test_silence_at_the_language_menu_continues_in_french(devphone: DevPhone) -> None:
+    call = devphone.call(CALLER)
+    call.wait().wait().wait()
+    assert call.waiting_for == "/voice/step/main"
+    assert "Pour connaître l'état de votre demande" in call.last_said()
+
+
+def test_live_queue_announces_position_and_star_switches_to_callback_keeping_place(
+    devphone: DevPhone, voice_runtime: Runtime, clock: ManualClock
+) -> None:
+    first = english_main_menu(devphone, "+33611111111")
+    first.press("3")
+    clock.advance(5)
+    second = english_main_menu(devphone, "+33622222222")
+    second.press("3")
+    assert "You are number 2 in line" in second.transcript()
+    assert second.waiting_for == "/voice/queue"
+    second.wait()  # the next announcement
+    assert "You are number 2 in line" in second.last_said()
+    first.press("*")
+    assert "callback request is recorded" in first.transcript()
+    assert "number 1 in line" in first.transcript()
+    rows = contacts(voice_runtime)
+    assert [(c.kind, c.state) for c in rows] == [("callback", "waiting"), ("live", "waiting")]
+    assert [w.id for w in voice_runtime.queue.list_waiting(SITE)] == [rows[0].id, rows[1].id]
+
+
+def test_caller_hanging_up_in_the_queue_is_counted_abandoned_once(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = english_main_menu(devphone)
+    call.press("3")
+    call.hang_up()
+    [contact] = contacts(voice_runtime)
+    assert contact.state == "abandoned"
+    assert voice_runtime.store.waiting_count(SITE) == 0
+    # Twilio may deliver the final status twice: nothing changes the second time
+    devphone.post("/voice/status", call._params({"CallStatus": "completed"}))
+    with voice_runtime.sessions() as s:
+        assert (
+            s.scalar(
+                select(func.count()).select_from(Event).where(Event.kind == "contact.abandoned")
+            )
+            == 1
+        )
+
+
+def test_sms_reply_cancels_the_callback(devphone: DevPhone, voice_runtime: Runtime) -> None:
+    english_main_menu(devphone).press("2").press("1").press("#").press("3")
+    form = {
+        "MessageSid": "SM" + "a" * 32,
+        "From": CALLER,
+        "To": "+33473000000",
+        "Body": " cancel ",
+        "AccountSid": devphone.account_sid,
+    }
+    body = devphone.post("/sms/incoming", form)
+    assert "is cancelled" in body
+    [contact] = contacts(voice_runtime)
+    assert contact.state == "cancelled"
+    again = devphone.post("/sms/incoming", form)  # Twilio retry: same answer, no change
+    assert again == body
+    other = devphone.post("/sms/incoming", {**form, "MessageSid": "SM" + "b" * 32})
+    assert "no callback request in progress" in other
+
+
+def test_live_queue_outside_opening_hours_offers_a_callback(
+    devphone: DevPhone, clock: ManualClock
+) -> None:
+    clock.advance(12 * 3600)  # Friday 21:00 in Paris
+    call = english_main_menu(devphone)
+    call.press("3")
+    assert "closed right now" in call.transcript()
+    assert call.waiting_for == "/voice/step/main"
+
+
+def test_callback_asked_at_night_is_scheduled_for_the_next_opening(
+    devphone: DevPhone, voice_runtime: Runtime, clock: ManualClock
+) -> None:
+    clock.advance(12 * 3600)  # Friday 21:00: next callback hours on Monday 09:00
+    english_main_menu(devphone).press("2").press("1").press("#").press("3")
+    [contact] = contacts(voice_runtime)
+    monday = datetime(2027, 1, 18, 8, 0, tzinfo=UTC)
+    assert contact.not_before_ms == int(monday.timestamp() * 1000)
