@@ -25,6 +25,7 @@ from .queue.store import RedisQueue
 if TYPE_CHECKING:
     from twilio.rest import Client as TwilioClient
 
+    from .voice.bridge import BridgeService
     from .voice.ivr import IvrService
     from .voice.messaging import SmsService
     from .voice.session import CallStore
@@ -125,6 +126,38 @@ class Runtime:
         return SmsService(
             self.queue, self.sessions, self.twilio_client, region=self.settings.default_region
         )
+
+    @cached_property
+    def bridge(self) -> BridgeService:
+        from .voice.bridge import BridgeService
+
+        return BridgeService(
+            self.queue,
+            self.sessions,
+            self.redis,
+            self.twilio_client,
+            public_base_url=self.settings.public_base_url,
+            run_job=self.run_voice_job,
+        )
+
+    def run_voice_job(self, name: str, job_id: str, contact_id: int) -> None:
+        """Run a job of ``interphone.voice.jobs`` once per id (RQ, or inline in tests)."""
+        from rq.exceptions import DuplicateJobError
+
+        from .voice import jobs as voice_jobs
+
+        if self.inline_jobs:
+            if self._claim(job_id):
+                getattr(self.bridge, name)(contact_id)
+            return
+        function = getattr(voice_jobs, name)
+        with contextlib.suppress(DuplicateJobError):
+            self.rq_queue.enqueue(
+                function, contact_id, job_id=job_id, unique=True, result_ttl=3600, failure_ttl=86400
+            )
+
+    def _claim(self, job_id: str) -> bool:
+        return bool(self.redis.set(f"ip:inline-job:{job_id}", "1", nx=True, ex=3600))
 
     def twilio_client(self) -> TwilioClient:
         """twilio-python's client; in development its HTTP calls go to the dev phone."""

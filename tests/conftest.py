@@ -189,4 +189,5 @@ def devphone(app: Any, voice_runtime: Runtime) -> Any:
         public_base_url=settings.public_base_url,
         auth_token=settings.twilio_auth_token or "",
         account_sid=settings.twilio_account_sid or "",
+        connection=voice_runtime.redis,
     )

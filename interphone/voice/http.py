@@ -12,8 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
 
+from ..prompts import catalogue
 from ..runtime import Runtime
+from .bridge import conference_name
 from .signature import twilio_signed
 from .twiml import render
 
@@ -124,3 +127,73 @@ def sms_incoming() -> Response:
         return str(reply)
 
     return _xml(rt.calls.once(message_sid, "sms", answer))
+
+
+# -- bridging an agent and an applicant -------------------------------------------------------
+def _contact_id() -> int | None:
+    raw = request.args.get("c", "")
+    return int(raw) if raw.isdigit() and len(raw) < 12 else None
+
+
+def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:
+    dial = response.dial()
+    dial.conference(
+        name,
+        start_conference_on_enter=agent,
+        end_conference_on_exit=agent,
+        beep=False,
+    )
+
+
+@bp.post("/voice/bridge")
+@twilio_signed
+def bridge_caller() -> Response:
+    """A live caller on hold, redirected here when their agent is on the way."""
+    contact_id = _contact_id()
+    if contact_id is None:
+        return _bad_request()
+    response = VoiceResponse()
+    _conference(response, conference_name(contact_id), agent=False)
+    return _xml(str(response))
+
+
+@bp.post("/voice/agent/join")
+@twilio_signed
+def agent_join() -> Response:
+    contact_id = _contact_id()
+    if contact_id is None:
+        return _bad_request()
+    leg = _runtime().bridge.agent_joined(contact_id)
+    response = VoiceResponse()
+    cat = catalogue(leg.whisper_lang)
+    response.say(leg.whisper, voice=cat.voice, language=cat.say_language)
+    _conference(response, leg.conference, agent=True)
+    return _xml(str(response))
+
+
+@bp.post("/voice/applicant/join")
+@twilio_signed
+def applicant_join() -> Response:
+    contact_id = _contact_id()
+    if contact_id is None:
+        return _bad_request()
+    leg = _runtime().bridge.applicant_joined(contact_id, _field("AnsweredBy"))
+    response = VoiceResponse()
+    if leg.hang_up:
+        response.hangup()
+        return _xml(str(response))
+    cat = catalogue(leg.lang)
+    response.say(leg.greeting, voice=cat.voice, language=cat.say_language)
+    _conference(response, leg.conference, agent=False)
+    return _xml(str(response))
+
+
+@bp.post("/voice/leg")
+@twilio_signed
+def leg_status() -> Response:
+    contact_id = _contact_id()
+    leg = request.args.get("leg", "")
+    if contact_id is None or leg not in ("agent", "applicant"):
+        return _bad_request()
+    _runtime().bridge.leg_ended(contact_id, leg, _field("CallStatus"))
+    return Response(status=204)

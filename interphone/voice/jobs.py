@@ -7,3 +7,11 @@ from ..queue.jobs import runtime
 
 def send_contact_sms(contact_id: int, key: str) -> str | None:
     return runtime().sms.send_to_contact(contact_id, key)
+
+
+def connect(contact_id: int) -> None:
+    runtime().bridge.connect(contact_id)
+
+
+def call_applicant(contact_id: int) -> None:
+    runtime().bridge.call_applicant(contact_id)

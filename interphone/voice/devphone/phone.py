@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import redis
 from twilio.request_validator import RequestValidator
 
+from . import rest
+
 API_VERSION = "2010-04-01"
+ANSWERED = "ip:devphone:answered:"
+ROOMS = "ip:devphone:conference:"
 
 
 class Transport(Protocol):
@@ -57,6 +62,10 @@ class SimCall:
     heard: list[Said] = field(default_factory=list)
     gather: PendingGather | None = None
     documents: list[str] = field(default_factory=list)
+    direction: str = "inbound"
+    status_callback: str = "/voice/status"
+    conference: str | None = None
+    answered_by: str = ""
 
     # -- what a caller does ------------------------------------------------------------
     def press(self, keys: str) -> SimCall:
@@ -82,6 +91,23 @@ class SimCall:
     def hang_up(self) -> SimCall:
         if self.status == "in-progress":
             self._finish("completed")
+        return self
+
+    def poll(self) -> SimCall:
+        """Apply what the app asked Twilio to do to this call (redirect, hang up)."""
+        for update in self.phone.updates(self.sid):
+            if self.status != "in-progress":
+                break
+            if update.get("Status") == "completed":
+                self._finish("completed")
+            elif update.get("Url"):
+                self._leave_conference()
+                self.gather = None
+                self._post_and_run(update["Url"], {})
+            elif update.get("Twiml"):
+                self._leave_conference()
+                self.gather = None
+                self._run_document(update["Twiml"], base=self.status_callback)
         return self
 
     # -- what a test looks at ----------------------------------------------------------
@@ -115,9 +141,11 @@ class SimCall:
             "Caller": self.caller,
             "Called": self.called,
             "CallStatus": self.status,
-            "Direction": "inbound",
+            "Direction": self.direction,
             "ApiVersion": API_VERSION,
         }
+        if self.answered_by:
+            params["AnsweredBy"] = self.answered_by
         params.update(extra or {})
         return params
 
@@ -164,6 +192,13 @@ class SimCall:
             elif tag == "Redirect":
                 self._post_and_run(urljoin(base, (verb.text or "").strip()), {})
                 return
+            elif tag == "Dial":
+                rooms = [child for child in verb if child.tag == "Conference"]
+                if len(rooms) != 1 or len(verb) != 1:
+                    raise TwimlError("the dev phone dials conferences only")
+                self.conference = (rooms[0].text or "").strip()
+                self.phone.join(self.conference, self.sid)
+                return  # connected until somebody hangs up
             elif tag in ("Hangup", "Reject"):
                 self._finish("completed" if tag == "Hangup" else "busy")
                 return
@@ -171,10 +206,16 @@ class SimCall:
                 raise TwimlError(f"the dev phone does not run <{tag}> yet")
         self._finish("completed")  # Twilio hangs up at the end of a document
 
+    def _leave_conference(self) -> None:
+        if self.conference:
+            self.phone.leave(self.conference, self.sid)
+            self.conference = None
+
     def _finish(self, status: str) -> None:
         self.status = status
         self.gather = None
-        self.phone.post("/voice/status", self._params({"CallStatus": status}))
+        self._leave_conference()
+        self.phone.post(self.status_callback, self._params({"CallStatus": status}))
 
 
 class DevPhone:
@@ -188,7 +229,9 @@ class DevPhone:
         auth_token: str,
         account_sid: str,
         on_post: Callable[[str, int], None] | None = None,
+        connection: redis.Redis | None = None,
     ) -> None:
+        self.redis = connection  # where the REST stand-in leaves placed calls and updates
         self.transport = transport
         self.base = public_base_url.rstrip("/")
         self.validator = RequestValidator(auth_token)
@@ -213,6 +256,78 @@ class DevPhone:
         if status >= 400 and not path.startswith("/voice/status"):
             raise TwimlError(f"POST {path} answered {status}: {body[:200]}")
         return body
+
+    # -- calls the app places (through the REST stand-in) ----------------------------------
+    def ringing(self, to: str) -> list[dict[str, str]]:
+        """Calls placed by the app to ``to`` that nobody answered or refused yet."""
+        assert self.redis is not None, "the dev phone needs Redis for outbound calls"
+        return [
+            c
+            for c in rest.placed_calls(self.redis)
+            if c.get("To") == to and not self.redis.exists(f"{ANSWERED}{c['sid']}")
+        ]
+
+    def answer(self, to: str, *, answered_by: str = "human") -> SimCall:
+        record = self._take(to)
+        call = SimCall(
+            self,
+            record["sid"],
+            record.get("From", ""),
+            to,
+            direction="outbound-api",
+            status_callback=record.get("StatusCallback", ""),
+            answered_by=answered_by if record.get("MachineDetection") else "",
+        )
+        call.status = "in-progress"
+        call._post_and_run(record["Url"], {})
+        return call
+
+    def refuse(self, to: str, status: str = "no-answer") -> None:
+        """The phone ``to`` rings out (``no-answer``), is ``busy``, or the call ``failed``."""
+        record = self._take(to)
+        call = SimCall(
+            self,
+            record["sid"],
+            record.get("From", ""),
+            to,
+            direction="outbound-api",
+            status_callback=record.get("StatusCallback", ""),
+        )
+        call.status = status
+        self.post(call.status_callback, call._params({"CallStatus": status}))
+
+    def _take(self, to: str) -> dict[str, str]:
+        calls = self.ringing(to)
+        if not calls:
+            raise TwimlError(f"nothing rings at {to}")
+        assert self.redis is not None
+        self.redis.set(f"{ANSWERED}{calls[0]['sid']}", "1", ex=4 * 3600)
+        return calls[0]
+
+    def updates(self, sid: str) -> list[dict[str, str]]:
+        if self.redis is None:
+            return []
+        found = []
+        while (update := rest.next_update(self.redis, sid)) is not None:
+            found.append(update)
+        return found
+
+    def join(self, room: str, sid: str) -> None:
+        if self.redis is not None:
+            self.redis.sadd(f"{ROOMS}{room}", sid)
+            self.redis.expire(f"{ROOMS}{room}", 4 * 3600)
+
+    def leave(self, room: str, sid: str) -> None:
+        if self.redis is not None:
+            self.redis.srem(f"{ROOMS}{room}", sid)
+
+    def in_conference(self, room: str) -> set[str]:
+        if self.redis is None:
+            return set()
+        return {
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in self.redis.smembers(f"{ROOMS}{room}")
+        }
 
     def call(self, caller: str, called: str = "+33473000000") -> SimCall:
         """Ring the line from ``caller`` ('anonymous' for a withheld number)."""

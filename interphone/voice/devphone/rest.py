@@ -18,7 +18,9 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 
 MESSAGES = "ip:devphone:messages"
-CALLS = "ip:devphone:calls"
+CALLS = "ip:devphone:calls"  # calls the app placed, oldest first
+CALL = "ip:devphone:call:"  # CALL + sid: the record of one placed call
+UPDATES = "ip:devphone:update:"  # UPDATES + sid: redirects / hang-ups asked by the app
 
 
 class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
@@ -43,6 +45,11 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
             return self._store(MESSAGES, "SM", data)
         if method.upper() == "POST" and path.endswith("/Calls.json"):
             return self._store(CALLS, "CA", data)
+        if method.upper() == "POST" and "/Calls/" in path and path.endswith(".json"):
+            sid = path.rsplit("/", 1)[1][: -len(".json")]
+            self.redis.rpush(UPDATES + sid, json.dumps({k: str(v) for k, v in data.items()}))
+            self.redis.expire(UPDATES + sid, 4 * 3600)
+            return Response(200, json.dumps({"sid": sid, "status": "in-progress"}))
         return Response(404, json.dumps({"code": 20404, "message": f"not simulated: {path}"}))
 
     def _store(self, key: str, prefix: str, data: dict[str, Any]) -> Response:
@@ -54,6 +61,8 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
         }
         self.redis.rpush(key, json.dumps(record))
         self.redis.ltrim(key, -500, -1)
+        if key == CALLS:
+            self.redis.set(CALL + record["sid"], json.dumps(record), ex=4 * 3600)
         body = {k.lower(): v for k, v in record.items()}
         body.setdefault("to", str(data.get("To", "")))
         body.setdefault("from", str(data.get("From", "")))
@@ -62,3 +71,12 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
 
 def sent_messages(connection: redis.Redis) -> list[dict[str, str]]:
     return [json.loads(raw) for raw in connection.lrange(MESSAGES, 0, -1)]
+
+
+def placed_calls(connection: redis.Redis) -> list[dict[str, str]]:
+    return [json.loads(raw) for raw in connection.lrange(CALLS, 0, -1)]
+
+
+def next_update(connection: redis.Redis, sid: str) -> dict[str, str] | None:
+    raw: Any = connection.lpop(UPDATES + sid)
+    return None if raw is None else dict(json.loads(raw))
