@@ -267,6 +267,8 @@ def dev() -> None:
 
 DEMO_AGENT = "agent@demo.interphone.local"
 DEMO_PASSWORD = "demo-password-2026"
+DEMO_LINE = "+33473000000"  # the demo préfecture's number
+DEMO_AGENT_PHONE = "+33600000001"  # rings on the dev phone's agent handset
 
 
 @dev.command("seed")
@@ -282,7 +284,9 @@ def dev_seed(ctx: click.Context) -> None:
     from .sites import ensure_site
 
     rt = _runtime(ctx)
-    ensure_site(rt.sessions, rt.settings.default_site, "Préfecture (démo)")
+    ensure_site(
+        rt.sessions, rt.settings.default_site, "Préfecture (démo)", phone_numbers=[DEMO_LINE]
+    )
     records = demo_records(40, seed=63)
     import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())
     with rt.sessions() as s:
@@ -297,7 +301,8 @@ def dev_seed(ctx: click.Context) -> None:
             site_code=rt.settings.default_site,
             languages=["fr", "en", "ar"],
         )
-    click.echo(f"demo agent: {DEMO_AGENT} / {DEMO_PASSWORD}")
+    click.echo(f"sign in at /login as {DEMO_AGENT} / {DEMO_PASSWORD}")
+    click.echo(f"ring the line ({DEMO_LINE}) from the dev phone: /dev/phone")
     click.echo("demo cases to try (file number, birth date DDMMYYYY, status):")
     for r in records[:5]:
         click.echo(f"  {r.file_number}  {r.birth_date:%d%m%Y}  {r.status}")

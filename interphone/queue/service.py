@@ -566,8 +566,6 @@ class QueueService:
                             agent_id=r.agent_id,
                             data={"state": "available", "reason": "wrap_up_end"},
                         )
-        for site in self.store.sites():
-            counts["offers"] += len(self.dispatch(site))
         return counts
 
     def reconcile(self, min_age_s: float = 10.0) -> int:

@@ -40,12 +40,24 @@ def create_app(
         app.config.update(config_override)
     app.extensions["interphone"] = runtime
 
-    from ..voice import http as voice_http
-    from . import health, queue_page
+    from flask_wtf.csrf import CSRFProtect
 
+    from ..voice import http as voice_http
+    from . import agent, auth, health, queue_page
+
+    csrf = CSRFProtect(app)
+    auth.login_manager.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(queue_page.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(agent.bp)
     app.register_blueprint(voice_http.bp)
+    csrf.exempt(voice_http.bp)  # Twilio signs its requests instead
+    if settings.dev_phone:
+        from ..voice.devphone import web as devphone_web
+
+        app.register_blueprint(devphone_web.bp)
+        csrf.exempt(devphone_web.bp)
     _register_errors(app)
 
     if app.config["START_SWEEP"]:

@@ -13,7 +13,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import redis
@@ -28,7 +28,7 @@ ROOMS = "ip:devphone:conference:"
 
 class Transport(Protocol):
     def __call__(
-        self, path_and_query: str, form: dict[str, str], headers: dict[str, str]
+        self, path_and_query: str, form: dict[str, str], headers: dict[str, str], /
     ) -> tuple[int, str]: ...
 
 
@@ -109,6 +109,55 @@ class SimCall:
                 self.gather = None
                 self._run_document(update["Twiml"], base=self.status_callback)
         return self
+
+    # -- keeping a call between two web requests ----------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        gather = None
+        if self.gather is not None:
+            gather = {
+                "action": self.gather.action,
+                "num_digits": self.gather.num_digits,
+                "finish_on_key": self.gather.finish_on_key,
+                "on_empty": self.gather.on_empty,
+                "rest": [ET.tostring(v, encoding="unicode") for v in self.gather.rest],
+            }
+        return {
+            "sid": self.sid,
+            "caller": self.caller,
+            "called": self.called,
+            "status": self.status,
+            "direction": self.direction,
+            "status_callback": self.status_callback,
+            "conference": self.conference,
+            "answered_by": self.answered_by,
+            "gather": gather,
+            "heard": [[h.text, h.voice, h.language] for h in self.heard],
+        }
+
+    @classmethod
+    def from_dict(cls, phone: DevPhone, data: dict[str, Any]) -> SimCall:
+        call = cls(
+            phone,
+            data["sid"],
+            data["caller"],
+            data["called"],
+            data["status"],
+            [Said(*h) for h in data["heard"]],
+            direction=data["direction"],
+            status_callback=data["status_callback"],
+            conference=data["conference"],
+            answered_by=data["answered_by"],
+        )
+        if data["gather"]:
+            g = data["gather"]
+            call.gather = PendingGather(
+                g["action"],
+                g["num_digits"],
+                g["finish_on_key"],
+                g["on_empty"],
+                [ET.fromstring(v) for v in g["rest"]],
+            )
+        return call
 
     # -- what a test looks at ----------------------------------------------------------
     def last_said(self, count: int = 1) -> str:

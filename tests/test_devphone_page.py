@@ -1,0 +1,81 @@
+"""The /dev/phone page's API: a person rings, types, hears and answers through it."""
+
+from __future__ import annotations
+
+from interphone.accounts import add_user
+from interphone.runtime import Runtime
+
+from .conftest import SITE
+
+APPLICANT = "+33612345678"
+
+
+def _act(client, number: str, action: str, keys: str = "") -> dict:
+    response = client.post(f"/dev/phone/api/{number}", json={"action": action, "keys": keys})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_page_is_served_offline_with_no_external_assets(app) -> None:
+    html = app.test_client().get("/dev/phone").get_data(as_text=True)
+    assert "Dev phone" in html and "speechSynthesis" in html
+    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
+
+
+def test_ringing_typing_and_getting_a_callback_through_the_page(
+    app, voice_runtime: Runtime
+) -> None:
+    client = app.test_client()
+    view = _act(client, APPLICANT, "ring")
+    assert "Bonjour" in view["call"]["heard"][0]["text"]
+    assert view["call"]["waiting_for_keys"]
+    for key in ("2", "2", "1", "#", "3"):
+        view = _act(client, APPLICANT, "keys", key)
+    assert view["call"]["status"] == "completed"
+    assert any("callback request is recorded" in h["text"] for h in view["call"]["heard"])
+    assert "CANCEL" in client.get(f"/dev/phone/api/{APPLICANT}").get_json()["messages"][0]
+
+
+def test_agent_handset_rings_and_answers_through_the_page(app, voice_runtime: Runtime) -> None:
+    client = app.test_client()
+    _act(client, APPLICANT, "ring")
+    _act(client, APPLICANT, "keys", "1")
+    _act(client, APPLICANT, "keys", "3")  # wait for an agent
+    agent = add_user(
+        voice_runtime.sessions,
+        "a@example.org",
+        "long enough pw",
+        site_code=SITE,
+        phone="+33600000001",
+    )
+    voice_runtime.queue.set_presence(agent.id, "available")
+    [offer] = voice_runtime.queue.dispatch(SITE)
+    voice_runtime.bridge.accept(agent.id, offer.contact_id)
+    assert client.get("/dev/phone/api/+33600000001").get_json()["ringing"]
+    view = _act(client, "+33600000001", "answer")
+    assert view["call"]["conference"] == f"contact-{offer.contact_id}"
+    applicant = client.get(f"/dev/phone/api/{APPLICANT}").get_json()
+    assert applicant["call"]["conference"] == f"contact-{offer.contact_id}"
+
+
+def test_bad_number_or_action_gets_a_clear_400(app) -> None:
+    client = app.test_client()
+    assert client.post("/dev/phone/api/12", json={"action": "ring"}).status_code == 400
+    assert client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "x"}).status_code == 400
+    response = client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "keys", "keys": "1"})
+    assert response.status_code == 409
+
+
+def test_dev_phone_does_not_exist_in_production(voice_runtime: Runtime) -> None:
+    from interphone.web import create_app
+
+    settings = voice_runtime.settings.with_overrides(dev_phone=False)
+    rt = Runtime(settings)
+    try:
+        client = create_app(runtime=rt).test_client()
+        assert client.get("/dev/phone").status_code == 404
+        assert (
+            client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "ring"}).status_code == 404
+        )
+    finally:
+        rt.close()

@@ -1,0 +1,121 @@
+"""The plain agent page: sign-in, presence, accepting an offer, recording the outcome."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from interphone.accounts import add_user
+from interphone.models import Contact
+from interphone.runtime import Runtime
+from interphone.voice.devphone.phone import DevPhone
+from interphone.voice.devphone.rest import placed_calls
+
+from .conftest import SITE
+
+EMAIL, PASSWORD = "agent@example.org", "long enough password"
+AGENT_PHONE = "+33699999999"
+
+
+def _token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def agent_client(app, voice_runtime: Runtime):
+    agent = add_user(
+        voice_runtime.sessions,
+        EMAIL,
+        PASSWORD,
+        site_code=SITE,
+        languages=["fr", "en"],
+        phone=AGENT_PHONE,
+    )
+    client = app.test_client()
+    token = _token(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 302 and response.location.endswith("/agent")
+    client.agent_id = agent.id
+    return client
+
+
+def _post(client, path: str, **form: str):
+    token = _token(client.get("/agent").get_data(as_text=True))
+    return client.post(path, data={"csrf_token": token, **form})
+
+
+def test_pages_need_a_signed_in_agent(app) -> None:
+    response = app.test_client().get("/agent")
+    assert response.status_code == 302 and "/login" in response.location
+
+
+def test_wrong_password_is_refused_then_locked_out(app, voice_runtime: Runtime) -> None:
+    add_user(voice_runtime.sessions, EMAIL, PASSWORD, site_code=SITE)
+    client = app.test_client()
+    for _ in range(5):
+        token = _token(client.get("/login").get_data(as_text=True))
+        response = client.post(
+            "/login", data={"email": EMAIL, "password": "nope", "csrf_token": token}
+        )
+        assert response.status_code == 401
+    token = _token(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 429  # even the right password waits out the lock
+
+
+def test_form_without_csrf_token_is_refused(agent_client) -> None:
+    response = agent_client.post("/agent/presence", data={"state": "available"})
+    assert response.status_code == 400
+
+
+def test_agent_accepts_a_waiting_caller_and_records_the_outcome(
+    agent_client, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    caller = devphone.call("+33612345678")
+    caller.press("2").press("3")
+    _post(agent_client, "/agent/presence", state="available")
+    voice_runtime.queue.dispatch(SITE)
+    page = agent_client.get("/agent").get_data(as_text=True)
+    assert "Proposition" in page
+    [contact_id] = re.findall(r"/agent/offer/(\d+)/accept", page)
+    _post(agent_client, f"/agent/offer/{contact_id}/accept")
+    assert [c["To"] for c in placed_calls(voice_runtime.redis)] == [AGENT_PHONE]
+    devphone.answer(AGENT_PHONE)
+    caller.poll()
+    assert caller.conference == f"contact-{contact_id}"
+    page = agent_client.get("/agent").get_data(as_text=True)
+    assert "En communication" in page
+    _post(
+        agent_client,
+        f"/agent/call/{contact_id}/finish",
+        outcome="resolved",
+        note="<b>titre prêt</b>",
+    )
+    with voice_runtime.sessions() as s:
+        contact = s.scalar(select(Contact))
+        assert (contact.state, contact.outcome, contact.note) == (
+            "completed",
+            "resolved",
+            "<b>titre prêt</b>",
+        )
+    assert "<b>titre" not in agent_client.get("/agent").get_data(as_text=True)
+
+
+def test_accepting_an_offer_that_expired_says_so(agent_client, voice_runtime, clock) -> None:
+    voice_runtime.queue.enqueue_live(SITE, language="fr")
+    _post(agent_client, "/agent/presence", state="available")
+    [offer] = voice_runtime.queue.dispatch(SITE)
+    clock.advance(voice_runtime.settings.queue.offer_timeout_s + 1)
+    voice_runtime.queue.expire()
+    response = _post(agent_client, f"/agent/offer/{offer.contact_id}/accept")
+    assert response.status_code == 302
+    page = agent_client.get("/agent").get_data(as_text=True)
+    assert "no longer open" in page
