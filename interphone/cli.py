@@ -285,7 +285,11 @@ def dev_seed(ctx: click.Context) -> None:
 
     rt = _runtime(ctx)
     ensure_site(
-        rt.sessions, rt.settings.default_site, "Préfecture (démo)", phone_numbers=[DEMO_LINE]
+        rt.sessions,
+        rt.settings.default_site,
+        "Préfecture (démo)",
+        phone_numbers=[DEMO_LINE],
+        always_open=True,
     )
     records = demo_records(40, seed=63)
     import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())

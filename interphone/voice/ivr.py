@@ -351,13 +351,12 @@ class IvrService:
             if ticket.wait_s is None:
                 return ""
             return cat.text("queue_eta", minutes=max(1, round(ticket.wait_s / 60)))
-        if ticket.not_before_ms > now:
-            start = from_ms(ticket.not_before_ms)
-            return cat.text("eta_next_day", day=cat.weekday_and_date(start.date()))
-        if ticket.wait_s is None:
+        zone = ZoneInfo(timezone)
+        start_ms = max(now, ticket.not_before_ms)  # a callback asked after hours waits
+        if ticket.wait_s is None and start_ms == now:
             return cat.text("eta_unknown")
-        expected = datetime.fromtimestamp(now / 1000 + ticket.wait_s, ZoneInfo(timezone))
-        if expected.date() != from_ms(now).astimezone(ZoneInfo(timezone)).date():
+        expected = datetime.fromtimestamp(start_ms / 1000 + (ticket.wait_s or 0), zone)
+        if expected.date() != from_ms(now).astimezone(zone).date():
             return cat.text("eta_next_day", day=cat.weekday_and_date(expected.date()))
         return cat.text("eta_at", time=expected.strftime("%H:%M"))
 
