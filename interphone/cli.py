@@ -304,6 +304,7 @@ def dev_seed(ctx: click.Context) -> None:
             name="Agent démo",
             site_code=rt.settings.default_site,
             languages=["fr", "en", "ar"],
+            phone=DEMO_AGENT_PHONE,
         )
     click.echo(f"sign in at /login as {DEMO_AGENT} / {DEMO_PASSWORD}")
     click.echo(f"ring the line ({DEMO_LINE}) from the dev phone: /dev/phone")

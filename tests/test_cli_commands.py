@@ -174,3 +174,18 @@ def test_bench_queue_prints_one_json_object_with_the_figures(cli: CliRunner, run
         assert figures[key] > 0, key
     assert figures["contacts_waiting"] == 2000
     assert list(runtime.redis.scan_iter(match="ipbench:*")) == []  # cleaned up
+
+
+def test_dev_seed_is_idempotent_and_gives_a_demo_agent_a_phone_to_ring(
+    cli: CliRunner, runtime: Runtime
+) -> None:
+    from interphone.cli import DEMO_AGENT, DEMO_AGENT_PHONE
+
+    for _ in range(2):
+        result = cli.invoke(main, ["dev", "seed"])
+        assert result.exit_code == 0, result.output
+    assert "/dev/phone" in result.output and DEMO_AGENT in result.output
+    with runtime.sessions() as s:
+        agent = s.scalar(select(Agent).where(Agent.email == DEMO_AGENT))
+        assert agent.phone == DEMO_AGENT_PHONE
+        assert s.scalar(select(func.count()).select_from(Agent)) == 1
