@@ -100,6 +100,20 @@ def test_retried_incoming_webhook_does_not_restart_the_call(
     assert voice_runtime.calls.load(call.sid).lang == "en"
 
 
+def test_steps_arriving_out_of_order_are_answered_not_crashed(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Found by the load benchmark: a step posted before the language was chosen."""
+    call = devphone.call(CALLER)
+    for path, digits in (
+        ("/voice/step/status_birth?n=7", "01011990"),
+        ("/voice/step/callback_reason?n=8", "1"),
+        ("/voice/queue?n=9", "*"),
+    ):
+        body = devphone.post(path, call._params({"Digits": digits}))
+        assert body.startswith("<?xml")
+
+
 def test_malformed_call_sid_gets_a_clear_400(app, devphone: DevPhone) -> None:
     form = _form(sid="not-a-sid")
     response = app.test_client().post(

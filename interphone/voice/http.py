@@ -45,9 +45,7 @@ def _call_sid() -> str | None:
 
 
 def _render(sid: str, reply: Any) -> str:
-    rt = _runtime()
-    n = int(rt.redis.incr(f"ip:call:{sid}:seq"))
-    rt.redis.expire(f"ip:call:{sid}:seq", 4 * 3600)
+    n = reply.seq or _runtime().calls.next_sequence(sid)
     return render(
         reply,
         step_url=lambda step: url_for("voice.step", step=step, n=n),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 STATUS_FAILURES_BEFORE_CALLBACK = 3
 LOOKUPS_PER_HOUR = 10
 HOLD_ANNOUNCE_S = 50
+SITES_CACHE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Reply:
     prompt: list[Speech] = field(default_factory=list)  # said inside the gather
     hold: bool = False  # the live-queue hold loop
     hangup: bool = False
+    seq: int = 0  # the number of this answer in the call, carried by its action URLs
 
 
 Notify = Callable[[int, str], None]  # (contact id, prompt key of the SMS to send)
@@ -76,6 +79,8 @@ class IvrService:
         self.default_site = default_site
         self.region = region
         self.notify = notify
+        self._sites_cache: dict[str, Site] = {}
+        self._sites_read_at = 0.0
 
     # -- entry points ------------------------------------------------------------------
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
@@ -105,6 +110,8 @@ class IvrService:
         state = self.calls.load(sid)
         if state is None or step_name not in STEPS:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        if not state.lang and step_name != "language":
+            state.lang = REFERENCE  # a step reached before the language menu was answered
         step = STEPS[step_name]
         digits = (digits or "").strip()[:64]
         if step.options or step_name == "language":
@@ -124,16 +131,22 @@ class IvrService:
     def hold(self, sid: str, digits: str | None) -> Reply:
         """The live-queue loop: position announcements; ``*`` becomes a callback."""
         state = self.calls.load(sid)
-        if state is None or not state.contact_id:
+        if state is None:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
-        if (digits or "").strip() == "*":
-            return self._saved(state, self._convert_to_callback(state))
+        state.lang = state.lang or REFERENCE
+        return self._saved(state, self._hold(state, (digits or "").strip()))
+
+    def _hold(self, state: CallState, digits: str) -> Reply:
+        if not state.contact_id:
+            return self._do_goodbye(state)
+        if digits == "*":
+            return self._convert_to_callback(state)
         try:
             ticket = self.queue.ticket(state.contact_id)
         except QueueError:
-            return Reply(speech=[self._say(state.lang, "goodbye")], hangup=True)
+            return self._do_goodbye(state)
         if ticket.state in ("completed", "abandoned", "cancelled", "unreachable"):
-            return Reply(speech=[self._say(state.lang, "goodbye")], hangup=True)
+            return self._do_goodbye(state)
         speech = []
         if ticket.position:
             speech.append(self._position(state, "queue_position", ticket, live=True))
@@ -336,8 +349,10 @@ class IvrService:
         digest = hashlib.sha256(who.encode()).hexdigest()[:16]
         hour = int(self.clock.now() // 3600)
         key = f"ip:lookups:{digest}:{hour}"
-        count = int(self.redis.incr(key))
-        self.redis.expire(key, 3700)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 3700)
+        count = int(pipe.execute()[0])
         return count <= LOOKUPS_PER_HOUR
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
@@ -365,19 +380,31 @@ class IvrService:
         return Speech(catalogue(code).text(key, **params), code)
 
     def _saved(self, state: CallState, reply: Reply) -> Reply:
+        state.seq += 1
+        reply.seq = state.seq
         self.calls.save(state)
         return reply
 
+    def _sites(self) -> dict[str, Site]:
+        """Sites by code, read at most every few seconds: every webhook needs them."""
+        now = time.monotonic()
+        if now - self._sites_read_at > SITES_CACHE_S:
+            with self.sessions() as s:
+                self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
+            self._sites_read_at = now
+        return self._sites_cache
+
     def _site_for(self, called: str) -> Site:
-        with self.sessions() as s:
-            for site in s.scalars(select(Site)):
-                if called and called in (site.phone_numbers or []):
-                    return site
+        for site in self._sites().values():
+            if called and called in (site.phone_numbers or []):
+                return site
         return self._site(self.default_site)
 
     def _site(self, code: str) -> Site:
-        with self.sessions() as s:
-            site = s.scalar(select(Site).where(Site.code == code))
+        site = self._sites().get(code)
+        if site is None:
+            self._sites_read_at = 0.0  # a site added a moment ago: read again once
+            site = self._sites().get(code)
         if site is None:
             raise QueueError(f"unknown site {code!r}")
         return site

@@ -94,11 +94,14 @@ class CallStore:
     def once(self, sid: str, n: str, produce: Callable[[], str]) -> str:
         """Run ``produce`` once per (call, sequence number); replay its answer after."""
         key = f"{PREFIX}{sid}:r:{n}"
-        cached = self.redis.get(key)
+        lock = f"{key}:lock"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.set(lock, "1", nx=True, ex=30)
+        cached, acquired = pipe.execute()
         if cached is not None:
             return _text(cached)
-        lock = f"{key}:lock"
-        if not self.redis.set(lock, "1", nx=True, ex=30):
+        if not acquired:
             # the same webhook is being handled right now: wait for its answer
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -107,9 +110,17 @@ class CallStore:
                     return _text(cached)
                 time.sleep(0.02)
         body = produce()
-        self.redis.set(key, body, ex=TTL_S)
-        self.redis.delete(lock)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, body, ex=TTL_S)
+        pipe.delete(lock)
+        pipe.execute()
         return body
+
+    def next_sequence(self, sid: str) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(f"{PREFIX}{sid}:seq")
+        pipe.expire(f"{PREFIX}{sid}:seq", TTL_S)
+        return int(pipe.execute()[0])
 
     def forget(self, sid: str) -> None:
         self.redis.delete(self._key(sid))

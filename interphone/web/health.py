@@ -29,6 +29,12 @@ def _check_database() -> dict[str, Any]:
         return {"ok": False, "error": type(exc).__name__}
 
 
+@bp.get("/ping")
+def ping() -> Any:
+    """No I/O at all: the framework's floor, for benchmarks and load balancers."""
+    return "pong", 200, {"Content-Type": "text/plain"}
+
+
 @bp.get("/healthz")
 def healthz() -> Any:
     """The process is alive; Redis and database status are reported, not required."""
