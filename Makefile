@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-pg lint typecheck check bench clean
+.PHONY: run test test-pg lint typecheck check bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/interphone dev serve --port $${PORT:-5000}
 
+## chromium: the browser tests drive Debian's chromium (installed here when missing)
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "The browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
 ## test: the whole suite (REDIS_URL / DATABASE_URL pick real servers, else embedded)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## test-pg: the suite against the machine's PostgreSQL and Redis
-test-pg: $(STAMP)
+test-pg: $(STAMP) chromium
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

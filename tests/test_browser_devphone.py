@@ -1,0 +1,86 @@
+"""The make-run walk-through in a real headless Chromium: ring, type, accept, answer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from interphone.accounts import add_user
+from interphone.runtime import Runtime
+
+from .conftest import SITE
+
+CHROMIUM = "/usr/bin/chromium"
+AGENT_EMAIL, AGENT_PASSWORD = "agent@example.org", "long enough password"
+
+
+@pytest.fixture
+def server(app) -> Iterator[str]:
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+def _panel(page: Page, title: str):
+    return page.locator("[data-phone]").filter(has=page.get_by_role("heading", name=title))
+
+
+def test_callback_from_the_dev_phone_to_a_bridged_call(
+    server: str, browser: Browser, voice_runtime: Runtime
+) -> None:
+    add_user(
+        voice_runtime.sessions,
+        AGENT_EMAIL,
+        AGENT_PASSWORD,
+        site_code=SITE,
+        languages=["fr", "en"],
+        phone="+33600000001",
+    )
+    phone = browser.new_page()
+    phone.goto(f"{server}/dev/phone")
+    applicant = _panel(phone, "Demandeur (applicant)")
+    applicant.get_by_role("button", name="Appeler la ligne").click()
+    log = applicant.locator("[data-log]")
+    expect(log).to_contain_text("Bonjour")
+    expect(log).to_contain_text("For English, press 2")
+    for key in ("2", "2", "1", "#", "3"):
+        with phone.expect_response(lambda r: r.request.method == "POST"):
+            applicant.get_by_role("button", name=f"Touche {key}").click()
+    expect(log).to_contain_text("Your callback request is recorded")
+    expect(applicant.locator("[data-sms]")).to_contain_text("CANCEL")
+
+    desk = browser.new_page()
+    desk.goto(f"{server}/login")
+    desk.get_by_label("Adresse électronique").fill(AGENT_EMAIL)
+    desk.get_by_label("Mot de passe").fill(AGENT_PASSWORD)
+    desk.get_by_role("button", name="Se connecter").click()
+    desk.get_by_role("button", name="Disponible").click()
+    voice_runtime.queue.dispatch(SITE)  # the worker's job, run here
+    desk.goto(f"{server}/agent")
+    desk.get_by_role("button", name="Accepter").click()
+
+    agent = _panel(phone, "Agent")
+    agent.get_by_role("button", name="Répondre", exact=True).click()
+    expect(agent.locator("[data-log]")).to_contain_text("Rappel. Langue : anglais")
+    applicant.get_by_role("button", name="Répondre", exact=True).click()
+    expect(applicant.locator("[data-log]")).to_contain_text("You asked to be called back")
+    expect(applicant.locator("[data-status]")).to_have_text("En communication")
+    expect(agent.locator("[data-status]")).to_have_text("En communication")
