@@ -8,6 +8,7 @@ retries gets the same answer and changes nothing twice.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
@@ -17,6 +18,8 @@ from twilio.twiml.voice_response import VoiceResponse
 from ..prompts import catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
+from .ivr import Reply
+from .session import CallState
 from .signature import twilio_signed
 from .twiml import render
 
@@ -71,21 +74,31 @@ def incoming() -> Response:
     return _xml(body)
 
 
+def _turn(sid: str, n: str, answer: Callable[[CallState | None], Reply]) -> str:
+    """Handle one webhook of a call once; a retried webhook gets the stored answer."""
+    calls = _runtime().calls
+    turn = calls.begin(sid, n)
+    if turn.cached is not None:
+        return turn.cached
+    if not turn.acquired:
+        body = calls.wait_for_answer(turn)
+        if body is not None:
+            return body
+    body = _render(sid, answer(turn.state))
+    calls.finish(turn, body)
+    return body
+
+
 @bp.post("/voice/step/<step>")
 @twilio_signed
 def step(step: str) -> Response:
     sid = _call_sid()
     if sid is None:
         return _bad_request()
-    rt = _runtime()
-    n = request.args.get("n", "")[:12]
     digits = _field("Digits")
-    body = rt.calls.once(
-        sid,
-        n or f"step:{step}:{digits}",
-        lambda: _render(sid, rt.ivr.handle(sid, step[:40], digits)),
-    )
-    return _xml(body)
+    n = request.args.get("n", "")[:12] or f"step:{step[:40]}:{digits}"
+    ivr = _runtime().ivr
+    return _xml(_turn(sid, n, lambda state: ivr.handle(sid, step[:40], digits, state)))
 
 
 @bp.post("/voice/queue")
@@ -94,11 +107,10 @@ def hold() -> Response:
     sid = _call_sid()
     if sid is None:
         return _bad_request()
-    rt = _runtime()
-    n = request.args.get("n", "")[:12]
     digits = _field("Digits")
-    body = rt.calls.once(sid, n or f"hold:{digits}", lambda: _render(sid, rt.ivr.hold(sid, digits)))
-    return _xml(body)
+    n = request.args.get("n", "")[:12] or f"hold:{digits}"
+    ivr = _runtime().ivr
+    return _xml(_turn(sid, n, lambda state: ivr.hold(sid, digits, state)))
 
 
 @bp.post("/voice/status")

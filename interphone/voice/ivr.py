@@ -106,8 +106,13 @@ class IvrService:
         reply.speech.insert(0, self._say(REFERENCE, "greeting"))
         return self._saved(state, reply)
 
-    def handle(self, sid: str, step_name: str, digits: str | None) -> Reply:
-        state = self.calls.load(sid)
+    def handle(
+        self, sid: str, step_name: str, digits: str | None, state: CallState | None = None
+    ) -> Reply:
+        """Answer a key press. A ``state`` loaded by the caller is changed in place and
+        left for the caller to save (one Redis round trip with the stored answer)."""
+        persist = state is None
+        state = state or self.calls.load(sid)
         if state is None or step_name not in STEPS:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
         if not state.lang and step_name != "language":
@@ -120,21 +125,24 @@ class IvrService:
             else:
                 target = step.options.get(digits)
             if target is None:
-                return self._saved(state, self._retry(state, step_name, step, bool(digits)))
-            return self._saved(state, self._follow(state, target))
+                return self._saved(
+                    state, self._retry(state, step_name, step, bool(digits)), persist
+                )
+            return self._saved(state, self._follow(state, target), persist)
         if not digits and not step.empty_ok:
-            return self._saved(state, self._retry(state, step_name, step, False))
+            return self._saved(state, self._retry(state, step_name, step, False), persist)
         assert step.action is not None
         action: Callable[[CallState, str], Reply] = getattr(self, f"_act_{step.action}")
-        return self._saved(state, action(state, digits))
+        return self._saved(state, action(state, digits), persist)
 
-    def hold(self, sid: str, digits: str | None) -> Reply:
+    def hold(self, sid: str, digits: str | None, state: CallState | None = None) -> Reply:
         """The live-queue loop: position announcements; ``*`` becomes a callback."""
-        state = self.calls.load(sid)
+        persist = state is None
+        state = state or self.calls.load(sid)
         if state is None:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
         state.lang = state.lang or REFERENCE
-        return self._saved(state, self._hold(state, (digits or "").strip()))
+        return self._saved(state, self._hold(state, (digits or "").strip()), persist)
 
     def _hold(self, state: CallState, digits: str) -> Reply:
         if not state.contact_id:
@@ -379,10 +387,11 @@ class IvrService:
         code = lang or REFERENCE
         return Speech(catalogue(code).text(key, **params), code)
 
-    def _saved(self, state: CallState, reply: Reply) -> Reply:
+    def _saved(self, state: CallState, reply: Reply, persist: bool = True) -> Reply:
         state.seq += 1
         reply.seq = state.seq
-        self.calls.save(state)
+        if persist:
+            self.calls.save(state)
         return reply
 
     def _sites(self) -> dict[str, Site]:

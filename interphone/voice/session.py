@@ -56,10 +56,15 @@ class CallState:
 
 
 @dataclass(frozen=True)
-class Replay:
-    """A stored answer to a webhook already handled."""
+class Turn:
+    """One webhook of a call: its stored answer if it was handled already, whether this
+    request may handle it, and the call's state, all read in one round trip."""
 
-    body: str
+    sid: str
+    n: str
+    cached: str | None
+    acquired: bool
+    state: CallState | None
 
 
 class CallStore:
@@ -115,6 +120,42 @@ class CallStore:
         pipe.delete(lock)
         pipe.execute()
         return body
+
+    def begin(self, sid: str, n: str) -> Turn:
+        key = f"{PREFIX}{sid}:r:{n}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.set(f"{key}:lock", "1", nx=True, ex=30)
+        pipe.hgetall(self._key(sid))
+        cached, acquired, raw = pipe.execute()
+        state = (
+            CallState.from_mapping(sid, {_text(k): _text(v) for k, v in raw.items()})
+            if raw
+            else None
+        )
+        return Turn(sid, n, None if cached is None else _text(cached), bool(acquired), state)
+
+    def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
+        """Another request is handling this webhook right now: wait for its answer."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            cached = self.redis.get(f"{PREFIX}{turn.sid}:r:{turn.n}")
+            if cached is not None:
+                return _text(cached)
+            time.sleep(0.02)
+        return None
+
+    def finish(self, turn: Turn, body: str) -> None:
+        """Store the answer and the state it left, and release the turn: one round trip."""
+        key = f"{PREFIX}{turn.sid}:r:{turn.n}"
+        pipe = self.redis.pipeline(transaction=False)
+        if turn.state is not None:
+            mapping: dict[Any, Any] = dict(turn.state.as_mapping())
+            pipe.hset(self._key(turn.sid), mapping=mapping)
+            pipe.expire(self._key(turn.sid), TTL_S)
+        pipe.set(key, body, ex=TTL_S)
+        pipe.delete(f"{key}:lock")
+        pipe.execute()
 
     def next_sequence(self, sid: str) -> int:
         pipe = self.redis.pipeline(transaction=False)
