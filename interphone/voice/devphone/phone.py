@@ -8,6 +8,7 @@ drive whole calls with it; the ``/dev/phone`` page uses it for people.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 import xml.etree.ElementTree as ET
@@ -24,6 +25,7 @@ from . import rest
 API_VERSION = "2010-04-01"
 ANSWERED = "ip:devphone:answered:"
 ROOMS = "ip:devphone:conference:"
+DIALED = "ip:devphone:dialed:"  # DIALED + parent sid: answered / no-answer / busy
 
 
 class Transport(Protocol):
@@ -45,11 +47,17 @@ class Said:
 
 @dataclass
 class PendingGather:
+    """What the call waits on: keys or speech (gather), a message (record), a place in a
+    Twilio queue (enqueue), a dialled party (dial) or a media stream (stream)."""
+
     action: str
     num_digits: int | None
     finish_on_key: str
     on_empty: bool
     rest: list[ET.Element]
+    kind: str = "gather"
+    speech: bool = False
+    target: str = ""  # the dialled number, the stream URL or the queue's wait URL
 
 
 @dataclass
@@ -66,11 +74,14 @@ class SimCall:
     status_callback: str = "/voice/status"
     conference: str | None = None
     answered_by: str = ""
+    bridged: bool = False  # a <Dial><Number>/<Client> was answered
 
     # -- what a caller does ------------------------------------------------------------
     def press(self, keys: str) -> SimCall:
         """Type ``keys`` at the pending Gather (``#`` ends a free-length entry)."""
         gather = self._pending()
+        if gather.kind not in ("gather", "record"):
+            raise TwimlError(f"keys are not listened to here ({gather.kind})")
         digits = keys
         if gather.finish_on_key and digits.endswith(gather.finish_on_key):
             digits = digits[: -len(gather.finish_on_key)]
@@ -79,14 +90,28 @@ class SimCall:
         return self
 
     def wait(self) -> SimCall:
-        """Say nothing until the Gather times out."""
+        """Let time pass: a Gather or a Record times out, a queue plays its wait URL
+        again, a dialled party that never answers gives up."""
         gather = self._pending()
+        if gather.kind == "enqueue":
+            self._queue_music()
+            return self
         self.gather = None
-        if gather.on_empty:
+        if gather.kind == "dial":
+            self._dial_result(gather, "no-answer")
+        elif gather.kind == "record":
+            self._post_and_run(gather.action, {"RecordingDuration": "0", "Digits": ""})
+        elif gather.on_empty:
             self._post_and_run(gather.action, {"Digits": ""})
         else:
             self._run(gather.rest, base=gather.action)
         return self
+
+    def _dial_result(self, pending: PendingGather, status: str) -> None:
+        if pending.action:
+            self._post_and_run(pending.action, {"DialCallStatus": status})
+        else:
+            self._run(pending.rest, base=self.status_callback)
 
     def hang_up(self) -> SimCall:
         if self.status == "in-progress":
@@ -94,7 +119,15 @@ class SimCall:
         return self
 
     def poll(self) -> SimCall:
-        """Apply what the app asked Twilio to do to this call (redirect, hang up)."""
+        """Apply what happened meanwhile: the app's redirects and hang-ups, and the
+        answer of a dialled party."""
+        if self.gather is not None and self.gather.kind == "dial":
+            outcome = self.phone.dial_outcome(self.sid)
+            if outcome == "answered":
+                self.bridged = True
+            elif outcome:
+                pending, self.gather = self.gather, None
+                self._dial_result(pending, outcome)
         for update in self.phone.updates(self.sid):
             if self.status != "in-progress":
                 break
@@ -120,6 +153,9 @@ class SimCall:
                 "finish_on_key": self.gather.finish_on_key,
                 "on_empty": self.gather.on_empty,
                 "rest": [ET.tostring(v, encoding="unicode") for v in self.gather.rest],
+                "kind": self.gather.kind,
+                "speech": self.gather.speech,
+                "target": self.gather.target,
             }
         return {
             "sid": self.sid,
@@ -236,18 +272,18 @@ class SimCall:
                     finish_on_key=verb.get("finishOnKey", "#"),
                     on_empty=verb.get("actionOnEmptyResult", "false") == "true",
                     rest=verbs[index + 1 :],
+                    speech="speech" in verb.get("input", "dtmf"),
                 )
+                return
+            elif tag in ("Record", "Enqueue", "Connect"):
+                self._wait_on(tag, verb, verbs[index + 1 :], base)
                 return
             elif tag == "Redirect":
                 self._post_and_run(urljoin(base, (verb.text or "").strip()), {})
                 return
             elif tag == "Dial":
-                rooms = [child for child in verb if child.tag == "Conference"]
-                if len(rooms) != 1 or len(verb) != 1:
-                    raise TwimlError("the dev phone dials conferences only")
-                self.conference = (rooms[0].text or "").strip()
-                self.phone.join(self.conference, self.sid)
-                return  # connected until somebody hangs up
+                self._dial(verb, verbs[index + 1 :], base)
+                return
             elif tag in ("Hangup", "Reject"):
                 self._finish("completed" if tag == "Hangup" else "busy")
                 return
@@ -259,6 +295,99 @@ class SimCall:
         if self.conference:
             self.phone.leave(self.conference, self.sid)
             self.conference = None
+
+    def _wait_on(self, tag: str, verb: ET.Element, rest: list[ET.Element], base: str) -> None:
+        action = urljoin(base, verb.get("action", base))
+        if tag == "Record":
+            self.gather = PendingGather(
+                action, None, verb.get("finishOnKey", "#"), True, rest, kind="record"
+            )
+        elif tag == "Enqueue":
+            wait_url = urljoin(base, verb.get("waitUrl", ""))
+            self.gather = PendingGather(
+                action, None, "", False, rest, kind="enqueue", target=wait_url
+            )
+            self._queue_music()
+        else:  # Connect
+            streams = [child for child in verb if child.tag == "Stream"]
+            if len(streams) != 1:
+                raise TwimlError("<Connect> needs exactly one <Stream>")
+            self.gather = PendingGather(
+                action, None, "", False, rest, kind="stream", target=streams[0].get("url", "")
+            )
+
+    def _queue_music(self) -> None:
+        """Fetch the queue's wait URL; its Say/Play/Pause are what the caller hears."""
+        assert self.gather is not None and self.gather.kind == "enqueue"
+        if not self.gather.target:
+            return
+        body = self.phone.post(
+            self.gather.target,
+            self._params({"QueuePosition": "1", "QueueTime": "0", "QueueSid": "QU" + "0" * 32}),
+        )
+        for verb in ET.fromstring(body):
+            if verb.tag == "Say":
+                self.heard.append(
+                    Said(verb.text or "", verb.get("voice", ""), verb.get("language", ""))
+                )
+            elif verb.tag == "Leave":
+                pending, self.gather = self.gather, None
+                self._post_and_run(pending.action, {"QueueResult": "leave"})
+                return
+            elif verb.tag == "Hangup":
+                self._finish("completed")
+                return
+
+    def _dial(self, verb: ET.Element, rest: list[ET.Element], base: str) -> None:
+        children = list(verb)
+        if not children and (verb.text or "").strip():  # <Dial>+33...</Dial>
+            child = ET.Element("Number")
+            child.text = verb.text
+        elif len(children) == 1 and children[0].tag in ("Conference", "Number", "Client"):
+            child = children[0]
+        else:
+            raise TwimlError("<Dial> needs a number, or one <Conference>, <Number> or <Client>")
+        name = (child.text or "").strip()
+        if child.tag == "Conference":
+            self.conference = name
+            self.phone.join(self.conference, self.sid)
+            return  # connected until somebody hangs up
+        to = name if child.tag == "Number" else f"client:{name}"
+        action = urljoin(base, verb.get("action", "")) if verb.get("action") else ""
+        self.gather = PendingGather(action, None, "", False, rest, kind="dial", target=to)
+        self.phone.ring_leg(self, to)
+
+    def speak(self, text: str) -> SimCall:
+        """Say ``text`` where the call listens for speech (a Gather with speech input),
+        or leave it as a message at a <Record>."""
+        pending = self._pending()
+        if pending.kind == "gather" and pending.speech:
+            self.gather = None
+            self._post_and_run(pending.action, {"SpeechResult": text, "Confidence": "0.9"})
+        elif pending.kind == "record":
+            self.gather = None
+            seconds = str(max(1, len(text.split()) // 2))
+            self._post_and_run(
+                pending.action,
+                {
+                    "RecordingUrl": f"{self.phone.base}/dev/recordings/{self.sid}",
+                    "RecordingDuration": seconds,
+                    "RecordingSid": "RE" + secrets.token_hex(16),
+                    "Digits": "hangup",
+                },
+            )
+        else:
+            raise TwimlError(f"nothing listens for speech here ({pending.kind})")
+        return self
+
+    def end_stream(self) -> SimCall:
+        """The media stream closes: Twilio asks the <Connect> action what comes next."""
+        pending = self._pending()
+        if pending.kind != "stream":
+            raise TwimlError("no media stream is open")
+        self.gather = None
+        self._post_and_run(pending.action, {})
+        return self
 
     def _finish(self, status: str) -> None:
         self.status = status
@@ -316,8 +445,39 @@ class DevPhone:
             if c.get("To") == to and not self.redis.exists(f"{ANSWERED}{c['sid']}")
         ]
 
+    def ring_leg(self, parent: SimCall, to: str) -> None:
+        """A <Dial> rings ``to``; the answer comes back to the dialling call."""
+        assert self.redis is not None, "the dev phone needs Redis to dial"
+        record = {
+            "sid": "CA" + secrets.token_hex(16),
+            "To": to,
+            "From": parent.caller,
+            "ParentCallSid": parent.sid,
+            "status": "ringing",
+        }
+        self.redis.rpush(rest.CALLS, json.dumps(record))
+
+    def dial_outcome(self, parent_sid: str) -> str:
+        if self.redis is None:
+            return ""
+        raw: Any = self.redis.get(f"{DIALED}{parent_sid}")
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
     def answer(self, to: str, *, answered_by: str = "human") -> SimCall:
         record = self._take(to)
+        if record.get("ParentCallSid"):  # a leg of a <Dial>: no TwiML of its own
+            assert self.redis is not None
+            self.redis.set(f"{DIALED}{record['ParentCallSid']}", "answered", ex=4 * 3600)
+            call = SimCall(
+                self,
+                record["sid"],
+                record.get("From", ""),
+                to,
+                direction="outbound-dial",
+                status_callback="",
+            )
+            call.status, call.bridged = "in-progress", True
+            return call
         call = SimCall(
             self,
             record["sid"],
@@ -334,6 +494,10 @@ class DevPhone:
     def refuse(self, to: str, status: str = "no-answer") -> None:
         """The phone ``to`` rings out (``no-answer``), is ``busy``, or the call ``failed``."""
         record = self._take(to)
+        if record.get("ParentCallSid"):
+            assert self.redis is not None
+            self.redis.set(f"{DIALED}{record['ParentCallSid']}", status, ex=4 * 3600)
+            return
         call = SimCall(
             self,
             record["sid"],
