@@ -11,9 +11,15 @@ APPLICANT = "+33612345678"
 
 
 def _act(client, number: str, action: str, keys: str = "") -> dict:
-    response = client.post(f"/dev/phone/api/{number}", json={"action": action, "keys": keys})
+    response = client.post(
+        "/dev/phone/api/act", json={"number": number, "action": action, "keys": keys}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
+
+
+def _state(client, number: str) -> dict:
+    return client.post("/dev/phone/api/state", json={"number": number}).get_json()
 
 
 def test_page_is_served_offline_with_no_external_assets(app) -> None:
@@ -33,7 +39,7 @@ def test_ringing_typing_and_getting_a_callback_through_the_page(
         view = _act(client, APPLICANT, "keys", key)
     assert view["call"]["status"] == "completed"
     assert any("callback request is recorded" in h["text"] for h in view["call"]["heard"])
-    assert "CANCEL" in client.get(f"/dev/phone/api/{APPLICANT}").get_json()["messages"][0]
+    assert "CANCEL" in _state(client, APPLICANT)["messages"][0]
 
 
 def test_agent_handset_rings_and_answers_through_the_page(app, voice_runtime: Runtime) -> None:
@@ -51,18 +57,20 @@ def test_agent_handset_rings_and_answers_through_the_page(app, voice_runtime: Ru
     voice_runtime.queue.set_presence(agent.id, "available")
     [offer] = voice_runtime.queue.dispatch(SITE)
     voice_runtime.bridge.accept(agent.id, offer.contact_id)
-    assert client.get("/dev/phone/api/+33600000001").get_json()["ringing"]
+    assert _state(client, "+33600000001")["ringing"]
     view = _act(client, "+33600000001", "answer")
     assert view["call"]["conference"] == f"contact-{offer.contact_id}"
-    applicant = client.get(f"/dev/phone/api/{APPLICANT}").get_json()
+    applicant = _state(client, APPLICANT)
     assert applicant["call"]["conference"] == f"contact-{offer.contact_id}"
 
 
 def test_bad_number_or_action_gets_a_clear_400(app) -> None:
     client = app.test_client()
-    assert client.post("/dev/phone/api/12", json={"action": "ring"}).status_code == 400
-    assert client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "x"}).status_code == 400
-    response = client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "keys", "keys": "1"})
+    api = "/dev/phone/api/act"
+    assert client.post(api, json={"number": "12", "action": "ring"}).status_code == 400
+    assert client.post(api, json={"number": APPLICANT, "action": "x"}).status_code == 400
+    assert client.post(api, data="not json").status_code == 400
+    response = client.post(api, json={"number": APPLICANT, "action": "keys", "keys": "1"})
     assert response.status_code == 409
 
 
@@ -74,8 +82,7 @@ def test_dev_phone_does_not_exist_in_production(voice_runtime: Runtime) -> None:
     try:
         client = create_app(runtime=rt).test_client()
         assert client.get("/dev/phone").status_code == 404
-        assert (
-            client.post(f"/dev/phone/api/{APPLICANT}", json={"action": "ring"}).status_code == 404
-        )
+        response = client.post("/dev/phone/api/act", json={"number": APPLICANT, "action": "ring"})
+        assert response.status_code == 404
     finally:
         rt.close()

@@ -51,3 +51,10 @@ def test_queue_logs_never_carry_a_phone_number_in_clear(
     queue.request_callback(SITE, phone="+33612345678", language="fr")
     assert "612345678" not in caplog.text
     assert "•78" in caplog.text
+
+
+def test_no_route_takes_a_phone_number_in_its_url(app) -> None:
+    """Numbers travel in form or JSON bodies only: URLs end up in access logs."""
+    for rule in app.url_map.iter_rules():
+        for argument in rule.arguments:
+            assert argument in {"step", "contact_id", "answer", "filename"}, (rule, argument)

@@ -107,9 +107,14 @@ def _line_number() -> str:
     return (site.phone_numbers or ["+33473000000"])[0] if site else "+33473000000"
 
 
-@bp.get("/dev/phone/api/<path:raw>")
-def state(raw: str) -> Response:
-    number = _number(raw)
+def _request_number() -> str:
+    """Phone numbers travel in the JSON body, never in URLs (they would reach logs)."""
+    return _number(str((request.get_json(silent=True) or {}).get("number", "")))
+
+
+@bp.post("/dev/phone/api/state")
+def state() -> Response:
+    number = _request_number()
     if not number:
         return jsonify(error="not a phone number"), 400  # type: ignore[return-value]
     phone = _phone()
@@ -121,9 +126,9 @@ def state(raw: str) -> Response:
     return jsonify(_view(phone, number, call))
 
 
-@bp.post("/dev/phone/api/<path:raw>")
-def act(raw: str) -> Response:
-    number = _number(raw)
+@bp.post("/dev/phone/api/act")
+def act() -> Response:
+    number = _request_number()
     action = (request.get_json(silent=True) or {}).get("action", "")
     keys = str((request.get_json(silent=True) or {}).get("keys", ""))[:32]
     if not number or action not in ("ring", "keys", "wait", "hangup", "answer", "refuse"):
