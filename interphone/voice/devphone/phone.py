@@ -478,15 +478,8 @@ class DevPhone:
             )
             call.status, call.bridged = "in-progress", True
             return call
-        call = SimCall(
-            self,
-            record["sid"],
-            record.get("From", ""),
-            to,
-            direction="outbound-api",
-            status_callback=record.get("StatusCallback", ""),
-            answered_by=answered_by if record.get("MachineDetection") else "",
-        )
+        call = self._outbound(record, to)
+        call.answered_by = answered_by if record.get("MachineDetection") else ""
         call.status = "in-progress"
         call._post_and_run(record["Url"], {})
         return call
@@ -498,7 +491,13 @@ class DevPhone:
             assert self.redis is not None
             self.redis.set(f"{DIALED}{record['ParentCallSid']}", status, ex=4 * 3600)
             return
-        call = SimCall(
+        call = self._outbound(record, to)
+        call.status = status
+        self.post(call.status_callback, call._params({"CallStatus": status}))
+
+    def _outbound(self, record: dict[str, str], to: str) -> SimCall:
+        """A call the app placed through the REST API, as it reaches the phone ``to``."""
+        return SimCall(
             self,
             record["sid"],
             record.get("From", ""),
@@ -506,8 +505,6 @@ class DevPhone:
             direction="outbound-api",
             status_callback=record.get("StatusCallback", ""),
         )
-        call.status = status
-        self.post(call.status_callback, call._params({"CallStatus": status}))
 
     def _take(self, to: str) -> dict[str, str]:
         calls = self.ringing(to)
