@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, embedded
 from .config import ConfigError, Settings, load_settings
 from .queue.clock import Clock, SystemClock
+from .queue.notifier import Notifier
 from .queue.service import QueueService
 from .queue.store import RedisQueue
 
@@ -86,8 +87,15 @@ class Runtime:
         return RedisQueue(self.redis, self.clock)
 
     @cached_property
+    def notifier(self) -> Notifier:
+        notifier = Notifier(self.redis)
+        notifier.attach(self.sessions)  # once per session factory
+        return notifier
+
+    @cached_property
     def queue(self) -> QueueService:
         trigger = self._trigger if self._trigger is not None else self.enqueue_dispatch
+        _ = self.notifier  # queue changes are published as soon as they commit
         return QueueService(
             self.store,
             self.sessions,

@@ -73,8 +73,9 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     desk.get_by_label("Mot de passe").fill(AGENT_PASSWORD)
     desk.get_by_role("button", name="Se connecter").click()
     desk.get_by_role("button", name="Disponible").click()
+    expect(desk.locator("#state")).to_have_text("available")
     voice_runtime.queue.dispatch(SITE)  # the worker's job, run here
-    desk.goto(f"{server}/agent")
+    # the offer is pushed to the open screen: no reload
     desk.get_by_role("button", name="Accepter").click()
 
     agent = _panel(phone, "Agent")
@@ -84,3 +85,7 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     expect(applicant.locator("[data-log]")).to_contain_text("You asked to be called back")
     expect(applicant.locator("[data-status]")).to_have_text("En communication")
     expect(agent.locator("[data-status]")).to_have_text("En communication")
+    expect(desk.get_by_role("heading", name="En communication")).to_be_visible()
+    desk.get_by_label("Résultat").select_option("resolved")
+    desk.get_by_role("button", name="Terminer").click()
+    expect(desk.locator("#state")).to_have_text("wrap_up")

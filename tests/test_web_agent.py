@@ -119,3 +119,49 @@ def test_accepting_an_offer_that_expired_says_so(agent_client, voice_runtime, cl
     assert response.status_code == 302
     page = agent_client.get("/agent").get_data(as_text=True)
     assert "no longer open" in page
+
+
+def _next_event(lines) -> tuple[str, str]:
+    """Read one Server-Sent Event (name, data) from a streamed response."""
+    name, data = "", ""
+    for raw in lines:
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        for part in line.splitlines():
+            if part.startswith("event: "):
+                name = part[7:]
+            elif part.startswith("data: "):
+                data = part[6:]
+        if name and data:
+            return name, data
+    raise AssertionError("the feed ended")
+
+
+def test_feed_says_hello_then_pushes_each_change_of_the_site(
+    agent_client, voice_runtime: Runtime
+) -> None:
+    import json
+
+    response = agent_client.get("/agent/feed", buffered=False)
+    assert response.mimetype == "text/event-stream"
+    lines = iter(response.response)
+    assert _next_event(lines)[0] == "hello"
+    contact = voice_runtime.queue.enqueue_live(SITE, language="ar")
+    name, data = _next_event(lines)
+    event = json.loads(data)
+    assert name == "change" and event["kind"] == "contact.created"
+    assert event["contact_id"] == contact.contact_id and event["seq"] >= 1
+    response.close()
+
+
+def test_feed_needs_a_signed_in_agent(app) -> None:
+    response = app.test_client().get("/agent/feed")
+    assert response.status_code == 302
+
+
+def test_panel_shows_the_offer_countdown(agent_client, voice_runtime: Runtime) -> None:
+    voice_runtime.queue.enqueue_live(SITE, language="fr")
+    _post(agent_client, "/agent/presence", state="available")
+    voice_runtime.queue.dispatch(SITE)
+    panel = agent_client.get("/agent/panel").get_data(as_text=True)
+    seconds = re.search(r'data-deadline="\d+"[^>]*>(\d+)<', panel)
+    assert seconds and int(seconds.group(1)) == int(voice_runtime.settings.queue.offer_timeout_s)

@@ -35,6 +35,7 @@ from ..privacy import InvalidPhoneNumber, mask_phone, normalize_file_number, to_
 from .clock import Clock, from_ms, to_ms
 from .estimate import wait_for_position
 from .exceptions import Conflict, InvalidInput, UnknownAgent, UnknownContact, UnknownSite
+from .notifier import Notifier
 from .store import NORMAL, URGENT, Offer, RedisQueue
 
 log = logging.getLogger(__name__)
@@ -787,6 +788,7 @@ class QueueService:
                 data=data or {},
             )
         )
+        Notifier.remember(s, site_id, kind, contact_id=contact_id, agent_id=agent_id)
 
     def count_events(self, kind: str) -> int:
         with self.sessions() as s:

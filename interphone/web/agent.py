@@ -1,19 +1,37 @@
 """A plain agent page: presence, the offer in hand, the call in progress and its outcome.
 
-The full queue screen (live updates, countdowns, notes) comes with its own issue; this
-page is what an agent needs to take calls today.
+Updates arrive live through Server-Sent Events fed by Redis pub/sub (the queue's
+notifier); the screen re-renders its panel on each change and after each reconnection.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user, login_required
 
+from ..models import Agent, Site
+from ..queue.clock import to_ms
 from ..queue.exceptions import QueueError
+from ..queue.notifier import channel
 from ..queue.service import OUTCOMES
 from . import runtime_of
+
+KEEP_ALIVE_S = 15.0
 
 bp = Blueprint("agent", __name__)
 
@@ -22,30 +40,80 @@ def _agent_id() -> int:
     return int(current_user.agent_id)
 
 
-@bp.get("/agent")
-@login_required
-def screen() -> Any:
+def _panel_context() -> dict[str, Any]:
     rt = runtime_of(current_app)
     state = rt.store.agent(_agent_id())
     offer = int(state["offer"]) if state.get("offer") else None
     call = int(state["call"]) if state.get("call") else None
     current = offer or call
     contact = rt.queue.ticket(current) if current else None
+    deadline = rt.store.contact(offer).get("deadline", "") if offer else ""
     with rt.sessions() as s:
-        from ..models import Agent, Site
-
         agent = s.get(Agent, _agent_id())
         site = s.get(Site, agent.site_id) if agent else None
     waiting = rt.queue.list_waiting(site.code, limit=50) if site else []
-    return render_template(
-        "agent.html",
-        state=state,
-        offer=offer,
-        call=call,
-        contact=contact,
-        waiting=waiting,
-        outcomes=list(OUTCOMES),
+    return {
+        "state": state,
+        "offer": offer,
+        "call": call,
+        "contact": contact,
+        "deadline_ms": deadline,
+        "now_ms": to_ms(rt.clock.now()),
+        "waiting": waiting,
+        "outcomes": list(OUTCOMES),
+    }
+
+
+@bp.get("/agent")
+@login_required
+def screen() -> Any:
+    return render_template("agent.html", **_panel_context())
+
+
+@bp.get("/agent/panel")
+@login_required
+def panel() -> Any:
+    """The live part of the screen, fetched again whenever the feed says it changed."""
+    return render_template("_agent_panel.html", **_panel_context())
+
+
+@bp.get("/agent/feed")
+@login_required
+def feed() -> Response:
+    """Server-Sent Events: one message per change on the agent's site.
+
+    The first message (``hello``) tells the screen to resynchronize, which it also does
+    after every reconnection, so nothing missed while disconnected stays missed.
+    """
+    rt = runtime_of(current_app)
+    with rt.sessions() as s:
+        agent = s.get(Agent, _agent_id())
+        site_id = agent.site_id if agent else 0
+    return Response(
+        stream_with_context(_events(rt.redis, site_id, rt.notifier.sequence(site_id))),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _events(connection: Any, site_id: int, seq: int) -> Iterator[str]:
+    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel(site_id))
+    try:
+        yield f"event: hello\ndata: {json.dumps({'seq': seq})}\n\n"
+        quiet_since = time.monotonic()
+        while True:
+            message = pubsub.get_message(timeout=1.0)
+            if message is not None:
+                data = message["data"]
+                text = data.decode() if isinstance(data, bytes) else str(data)
+                yield f"event: change\ndata: {text}\n\n"
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEP_ALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
+    finally:
+        pubsub.close()
 
 
 @bp.post("/agent/presence")
