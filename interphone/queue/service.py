@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -29,7 +29,6 @@ from ..models import (
     Contact,
     Event,
     Site,
-    utcnow,
 )
 from ..privacy import InvalidPhoneNumber, mask_phone, normalize_file_number, to_e164
 from .clock import Clock, from_ms, to_ms
@@ -236,6 +235,7 @@ class QueueService:
                     state="waiting",
                     not_before_ms=not_before_ms,
                     call_sid=call_sid,
+                    created_at=from_ms(now),
                     active_phone=number if kind == "callback" else None,
                     active_file=file_no if kind == "callback" else None,
                 )
@@ -449,7 +449,7 @@ class QueueService:
             if result.state == "waiting":
                 values.update(agent_id=None, not_before_ms=result.retry_at_ms)
             else:
-                values.update(closed_at=utcnow(), active_phone=None, active_file=None)
+                values.update(closed_at=self._now(), active_phone=None, active_file=None)
             self._set_contact(s, contact_id, result.contact_version, **values)
             kind = {"waiting": "callback.retry", "unreachable": "callback.unreachable"}.get(
                 result.state, "contact.completed"
@@ -494,7 +494,7 @@ class QueueService:
                 force=released is None,
                 state=state,
                 outcome=reason,
-                closed_at=utcnow(),
+                closed_at=self._now(),
                 active_phone=None,
                 active_file=None,
             )
@@ -668,6 +668,9 @@ class QueueService:
                 self._trigger(site)
             except Exception:  # the periodic sweep will dispatch anyway
                 log.exception("could not trigger dispatch for site %s", site)
+
+    def _now(self) -> datetime:
+        return from_ms(to_ms(self.clock.now()))
 
     def _site(self, s: Session, code: str) -> Site:
         site = s.scalar(select(Site).where(Site.code == code))

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..hours import Schedule
-from ..models import Case, Contact, Site
+from ..models import Case, Contact, Event, Site
 from ..privacy import InvalidPhoneNumber, check_birth_date, normalize_file_number, to_e164
 from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
@@ -325,6 +325,7 @@ class IvrService:
             api_date=cat.spoken_date(case.api_valid_until) if case.api_valid_until else "",
         )
         state.extra["status_text"] = text
+        self._record_self_service(state)
         return self._enter(state, "status_after", [Speech(text, state.lang)])
 
     def _act_take_callback_number(self, state: CallState, digits: str) -> Reply:
@@ -339,6 +340,18 @@ class IvrService:
         return self._enter(state, "callback_reason")
 
     # -- helpers -----------------------------------------------------------------------
+    def _record_self_service(self, state: CallState) -> None:
+        """A caller served by the IVR alone: counted in the day's figures."""
+        with self.sessions.begin() as s:
+            s.add(
+                Event(
+                    at=from_ms(to_ms(self.clock.now())),
+                    kind="ivr.status_served",
+                    site_id=self._site(state.site).id,
+                    data={"lang": state.lang},
+                )
+            )
+
     def _match_case(self, file_number: str, digits: str) -> Case | None:
         """The case, only if the birth date matches: a miss says nothing of which failed."""
         born = _parse_ddmmyyyy(digits)

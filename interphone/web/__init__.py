@@ -43,7 +43,7 @@ def create_app(
     from flask_wtf.csrf import CSRFProtect
 
     from ..voice import http as voice_http
-    from . import agent, auth, health, queue_page
+    from . import agent, auth, health, queue_page, supervisor
 
     csrf = CSRFProtect(app)
     auth.login_manager.init_app(app)
@@ -51,6 +51,7 @@ def create_app(
     app.register_blueprint(queue_page.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(agent.bp)
+    app.register_blueprint(supervisor.bp)
     app.register_blueprint(voice_http.bp)
     csrf.exempt(voice_http.bp)  # Twilio signs its requests instead
     if settings.dev_phone:

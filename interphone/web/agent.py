@@ -90,13 +90,14 @@ def feed() -> Response:
         agent = s.get(Agent, _agent_id())
         site_id = agent.site_id if agent else 0
     return Response(
-        stream_with_context(_events(rt.redis, site_id, rt.notifier.sequence(site_id))),
+        stream_with_context(events_stream(rt.redis, site_id, rt.notifier.sequence(site_id))),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _events(connection: Any, site_id: int, seq: int) -> Iterator[str]:
+def events_stream(connection: Any, site_id: int, seq: int) -> Iterator[str]:
+    """Server-Sent Events of one site: ``hello`` first, then one ``change`` per event."""
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(channel(site_id))
     try:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
 from sqlalchemy import select
 
 from ..accounts import verify_password
-from ..models import Agent
+from ..models import Agent, Event
 from . import runtime_of
 
+F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
@@ -42,6 +61,23 @@ def _failures_key(email: str) -> str:
     return f"ip:login-failures:{email}"
 
 
+def role_required(*roles: str) -> Callable[[F], F]:
+    """Signed-in users only (redirect to /login), and only these roles (403)."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                abort(403, description="this page is not for your role")
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "GET":
@@ -64,7 +100,17 @@ def login() -> Any:
         return render_template("login.html"), 401
     rt.redis.delete(_failures_key(email))
     login_user(User(agent))
-    return redirect(url_for("agent.screen"))
+    with rt.sessions.begin() as s:
+        s.add(
+            Event(
+                kind="user.signed_in",
+                site_id=agent.site_id,
+                agent_id=agent.id,
+                actor=f"agent:{agent.id}",
+            )
+        )
+    home = "supervisor.dashboard" if agent.role in ("supervisor", "admin") else "agent.screen"
+    return redirect(url_for(home))
 
 
 @bp.post("/logout")

@@ -1,0 +1,255 @@
+"""The supervisor dashboard: live tiles, agents, the line, actions, export, staffing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+
+from ..models import Agent, Contact, Event, Site
+from ..privacy import mask_phone
+from ..queue.exceptions import QueueError
+from ..queue.stats import Statistics
+from . import runtime_of
+from .agent import events_stream
+from .auth import role_required
+
+bp = Blueprint("supervisor", __name__)
+SUPERVISORS = ("supervisor", "admin")
+EXPORT_MAX_DAYS = 366
+
+
+def _site() -> Site:
+    rt = runtime_of(current_app)
+    with rt.sessions() as s:
+        agent = s.get(Agent, int(current_user.agent_id))
+        site = s.get(Site, agent.site_id) if agent else None
+    if site is None:
+        abort(404)
+    return site
+
+
+def _context() -> dict[str, Any]:
+    rt = runtime_of(current_app)
+    site = _site()
+    stats = Statistics(
+        rt.store,
+        rt.sessions,
+        rt.clock,
+        default_handle_time_s=rt.settings.queue.default_handle_time_s,
+    )
+    with rt.sessions() as s:
+        agents = s.scalars(
+            select(Agent)
+            .where(Agent.site_id == site.id, Agent.active.is_(True))
+            .order_by(Agent.name)
+        ).all()
+    now_ms = rt.store.now_ms()
+    roster = []
+    for agent in agents:
+        live = rt.store.agent(agent.id)
+        since = int(float(live.get("since") or now_ms))
+        roster.append(
+            {
+                "id": agent.id,
+                "name": agent.name,
+                "state": live.get("state", "offline"),
+                "reason": live.get("reason", ""),
+                "for_s": max(0, (now_ms - since) // 1000),
+            }
+        )
+    return {
+        "site": site,
+        "figures": stats.figures(site.code),
+        "roster": roster,
+        "waiting": rt.queue.list_waiting(site.code, limit=100),
+    }
+
+
+@bp.get("/supervisor")
+@role_required(*SUPERVISORS)
+def dashboard() -> Any:
+    return render_template("supervisor.html", **_context())
+
+
+@bp.get("/supervisor/panel")
+@role_required(*SUPERVISORS)
+def panel() -> Any:
+    return render_template("_supervisor_panel.html", **_context())
+
+
+@bp.get("/supervisor/feed")
+@role_required(*SUPERVISORS)
+def feed() -> Response:
+    rt = runtime_of(current_app)
+    site = _site()
+    return Response(
+        stream_with_context(events_stream(rt.redis, site.id, rt.notifier.sequence(site.id))),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@bp.post("/supervisor/agents/<int:agent_id>/presence")
+@role_required(*SUPERVISORS)
+def agent_presence(agent_id: int) -> Any:
+    rt = runtime_of(current_app)
+    state = request.form.get("state", "")
+    try:
+        rt.queue.set_presence(
+            agent_id,
+            state,
+            request.form.get("reason", "supervisor")[:64],
+            actor=f"supervisor:{current_user.agent_id}",
+        )
+    except QueueError as exc:
+        flash(exc.message)
+    return redirect(url_for("supervisor.dashboard"))
+
+
+@bp.post("/supervisor/contacts/<int:contact_id>/priority")
+@role_required(*SUPERVISORS)
+def contact_priority(contact_id: int) -> Any:
+    rt = runtime_of(current_app)
+    try:
+        rt.queue.set_priority(
+            contact_id,
+            request.form.get("urgent") == "1",
+            actor=f"supervisor:{current_user.agent_id}",
+        )
+    except QueueError as exc:
+        flash(exc.message)
+    return redirect(url_for("supervisor.dashboard"))
+
+
+@bp.post("/supervisor/contacts/<int:contact_id>/cancel")
+@role_required(*SUPERVISORS)
+def contact_cancel(contact_id: int) -> Any:
+    rt = runtime_of(current_app)
+    try:
+        rt.queue.cancel(
+            contact_id,
+            request.form.get("reason", "").strip(),
+            actor=f"supervisor:{current_user.agent_id}",
+        )
+    except QueueError as exc:
+        flash(exc.message)
+    return redirect(url_for("supervisor.dashboard"))
+
+
+@bp.get("/supervisor/export.csv")
+@role_required(*SUPERVISORS)
+def export() -> Any:
+    """Contacts or events of a date range, as CSV. Phone numbers are masked."""
+    rt = runtime_of(current_app)
+    site = _site()
+    try:
+        first = date.fromisoformat(request.args.get("from", ""))
+        last = date.fromisoformat(request.args.get("to", ""))
+    except ValueError:
+        return Response(
+            "from and to must be dates (YYYY-MM-DD)\n", status=400, mimetype="text/plain"
+        )
+    what = request.args.get("what", "contacts")
+    if what not in ("contacts", "events") or last < first or (last - first).days > EXPORT_MAX_DAYS:
+        return Response(
+            "what must be contacts or events, over at most a year\n",
+            status=400,
+            mimetype="text/plain",
+        )
+    zone = ZoneInfo(site.timezone)
+    start = datetime.combine(first, time.min, zone)
+    end = datetime.combine(last + timedelta(days=1), time.min, zone)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    with rt.sessions() as s:
+        if what == "contacts":
+            writer.writerow(
+                [
+                    "id",
+                    "reference",
+                    "kind",
+                    "channel",
+                    "language",
+                    "state",
+                    "outcome",
+                    "priority_class",
+                    "attempts",
+                    "arrived_at",
+                    "closed_at",
+                    "phone",
+                ]
+            )
+            rows = s.scalars(
+                select(Contact)
+                .where(
+                    Contact.site_id == site.id,
+                    Contact.created_at >= start,
+                    Contact.created_at < end,
+                )
+                .order_by(Contact.id)
+            )
+            for c in rows:
+                writer.writerow(
+                    [
+                        c.id,
+                        c.reference,
+                        c.kind,
+                        c.channel,
+                        c.language,
+                        c.state,
+                        _safe(c.outcome),
+                        c.priority_class,
+                        c.attempts,
+                        datetime.fromtimestamp(c.arrived_ms / 1000, zone).isoformat(),
+                        c.closed_at.isoformat() if c.closed_at else "",
+                        mask_phone(c.phone),
+                    ]
+                )
+        else:
+            writer.writerow(["id", "at", "kind", "contact_id", "agent_id", "actor"])
+            events = s.scalars(
+                select(Event)
+                .where(Event.site_id == site.id, Event.at >= start, Event.at < end)
+                .order_by(Event.id)
+            )
+            for e in events:
+                writer.writerow(
+                    [
+                        e.id,
+                        e.at.isoformat(),
+                        e.kind,
+                        e.contact_id or "",
+                        e.agent_id or "",
+                        _safe(e.actor),
+                    ]
+                )
+    filename = f"interphone-{site.code}-{what}-{first}-{last}.csv"
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename={filename}"},
+    )
+
+
+def _safe(value: str | None) -> str:
+    """No spreadsheet formulas from free text (CSV injection)."""
+    text = value or ""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
