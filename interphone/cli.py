@@ -278,6 +278,25 @@ def bench_ivr(
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+@bench.command("feed")
+@click.option("--screens", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=64, show_default=True, type=click.IntRange(2))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.pass_context
+def bench_feed(
+    ctx: click.Context, screens: int, samples: int, workers: int, threads: int, as_json: bool
+) -> None:
+    """Contact created → event on every open agent screen, and the panel it then shows."""
+    from .web import bench as benchmod
+
+    rt = Runtime(_runtime(ctx).settings, trigger=lambda site: None)
+    ctx.call_on_close(rt.close)
+    result = benchmod.run(rt, screens=screens, samples=samples, workers=workers, threads=threads)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
 # -- development -----------------------------------------------------------------------------
 @main.group()
 def dev() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -15,6 +16,7 @@ from interphone.runtime import Runtime
 from .conftest import SITE
 
 CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"  # named in the README
 AGENT_EMAIL, AGENT_PASSWORD = "agent@example.org", "long enough password"
 
 
@@ -86,6 +88,35 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     expect(applicant.locator("[data-status]")).to_have_text("En communication")
     expect(agent.locator("[data-status]")).to_have_text("En communication")
     expect(desk.get_by_role("heading", name="En communication")).to_be_visible()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    desk.screenshot(path=str(SCREENSHOTS / "agent-screen.png"), full_page=True)
     desk.get_by_label("Résultat").select_option("resolved")
     desk.get_by_role("button", name="Terminer").click()
     expect(desk.locator("#state")).to_have_text("wrap_up")
+
+
+def test_supervisor_sees_the_tiles_change_without_reloading(
+    server: str, browser: Browser, voice_runtime: Runtime
+) -> None:
+    add_user(voice_runtime.sessions, "chef@example.org", AGENT_PASSWORD, site_code=SITE,
+             role="supervisor")
+    board = browser.new_page()
+    board.goto(f"{server}/login")
+    board.get_by_label("Adresse électronique").fill("chef@example.org")
+    board.get_by_label("Mot de passe").fill(AGENT_PASSWORD)
+    board.get_by_role("button", name="Se connecter").click()
+    waiting = board.locator("#tile-waiting strong")
+    expect(waiting).to_have_text("0")
+    board.evaluate("window.reloadMarker = 'still the same page'")
+    voice_runtime.queue.enqueue_live(SITE, language="ar", phone="+33612345678")
+    expect(waiting).to_have_text("1")
+    expect(board.locator("#tile-arrivals strong")).to_have_text("1")
+    assert board.evaluate("window.reloadMarker") == "still the same page"
+    SCREENSHOTS.mkdir(exist_ok=True)
+    board.screenshot(path=str(SCREENSHOTS / "supervisor-dashboard.png"), full_page=True)
+    with board.expect_download() as download:
+        board.get_by_label("Du", exact=True).fill("2027-01-15")
+        board.get_by_label("au", exact=True).fill("2027-01-15")
+        board.get_by_role("button", name="Télécharger").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert text.splitlines()[0].startswith("id,reference,kind") and len(text.splitlines()) == 2

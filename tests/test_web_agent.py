@@ -165,3 +165,12 @@ def test_panel_shows_the_offer_countdown(agent_client, voice_runtime: Runtime) -
     panel = agent_client.get("/agent/panel").get_data(as_text=True)
     seconds = re.search(r'data-deadline="\d+"[^>]*>(\d+)<', panel)
     assert seconds and int(seconds.group(1)) == int(voice_runtime.settings.queue.offer_timeout_s)
+
+
+def test_feed_benchmark_reaches_every_screen(voice_runtime: Runtime) -> None:
+    """A short run of ``interphone bench feed`` on a real gunicorn."""
+    from interphone.web import bench
+
+    result = bench.run(voice_runtime, screens=3, samples=5, workers=1, threads=8)
+    assert result["events_delivered"] == 15 and result["events_missed"] == 0
+    assert 0 < result["event_p50_ms"] <= result["event_p99_ms"]

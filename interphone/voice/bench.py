@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def gunicorn(rt: Runtime, workers: int) -> Iterator[int]:
+def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
     port = _free_port()
     env = dict(os.environ)
     env.update(
@@ -61,6 +61,12 @@ def gunicorn(rt: Runtime, workers: int) -> Iterator[int]:
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
+            "--worker-class",
+            "gthread" if threads > 1 else "sync",
+            "--threads",
+            str(threads),
+            "--graceful-timeout",
+            "2",
             "interphone.web:create_app()",
         ],
         env=env,
@@ -78,7 +84,11 @@ def gunicorn(rt: Runtime, workers: int) -> Iterator[int]:
         yield port
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 class Load:
