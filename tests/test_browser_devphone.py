@@ -98,8 +98,13 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
 def test_supervisor_sees_the_tiles_change_without_reloading(
     server: str, browser: Browser, voice_runtime: Runtime
 ) -> None:
-    add_user(voice_runtime.sessions, "chef@example.org", AGENT_PASSWORD, site_code=SITE,
-             role="supervisor")
+    add_user(
+        voice_runtime.sessions,
+        "chef@example.org",
+        AGENT_PASSWORD,
+        site_code=SITE,
+        role="supervisor",
+    )
     board = browser.new_page()
     board.goto(f"{server}/login")
     board.get_by_label("Adresse électronique").fill("chef@example.org")
