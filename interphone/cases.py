@@ -81,6 +81,42 @@ def parse_record(row: dict[str, str], *, region: str = "FR") -> CaseRecord:
     return CaseRecord(file_number, birth_date, status, changed, api, phone, language)
 
 
+def upsert_case(
+    sessions: sessionmaker[Session],
+    file_number: str,
+    fields: dict[str, str],
+    key: str,
+    *,
+    region: str = "FR",
+) -> tuple[Case, bool]:
+    """Create or update one case from the préfecture's systems (the JSON API).
+
+    A new case needs every required field; an update may leave out the birth date (the
+    stored hash is kept) and the status change time (now). Returns (case, created).
+    """
+    number = normalize_file_number(file_number)
+    with transaction(sessions) as s:
+        case = s.scalar(select(Case).where(Case.file_number == number))
+        row = {"file_number": number, **fields}
+        if case is not None:
+            row.setdefault("status_changed_at", datetime.now(UTC).isoformat())
+            if not row.get("birth_date"):
+                row["birth_date"] = "1900-01-01"  # placeholder: the stored hash is kept
+        record = parse_record(row, region=region)
+        created = case is None
+        if case is None:
+            case = Case(file_number=record.file_number)
+            s.add(case)
+        if created or fields.get("birth_date"):
+            case.birth_date_hash = hash_birth_date(key, record.file_number, record.birth_date)
+        case.status = record.status
+        case.status_changed_at = record.status_changed_at
+        case.api_valid_until = record.api_valid_until
+        case.phone = record.phone
+        case.language = record.language
+    return case, created
+
+
 def read_csv(stream: Iterable[str], *, region: str = "FR") -> tuple[list[CaseRecord], ImportReport]:
     """Parse a whole file; good rows are returned, bad ones reported by line number."""
     report = ImportReport()

@@ -60,6 +60,7 @@ class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
 
     dev_phone: bool = True
+    api_tokens: tuple[str, ...] = ()
 
     @property
     def twilio_configured(self) -> bool:
@@ -161,6 +162,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if twilio_sid is None:
         twilio_sid, twilio_token = DEV_ACCOUNT_SID, DEV_AUTH_TOKEN
 
+    api_tokens = tuple(t.strip() for t in (env.text("API_TOKENS") or "").split(",") if t.strip())
+    if any(len(token) < 32 for token in api_tokens):
+        raise ConfigError("API_TOKENS: each token must have at least 32 characters")
     vosk_dir = env.text("VOSK_MODELS_DIR")
     public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
 
@@ -190,6 +194,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         twilio_account_sid=twilio_sid,
         twilio_auth_token=twilio_token,
         dev_phone=dev_phone,
+        api_tokens=api_tokens,
         twilio_api_key=env.text("TWILIO_API_KEY"),
         twilio_api_secret=env.text("TWILIO_API_SECRET"),
         vosk_models_dir=Path(vosk_dir) if vosk_dir else None,

@@ -57,7 +57,14 @@ def test_no_route_takes_a_phone_number_in_its_url(app) -> None:
     """Numbers travel in form or JSON bodies only: URLs end up in access logs."""
     for rule in app.url_map.iter_rules():
         for argument in rule.arguments:
-            assert argument in {"step", "contact_id", "agent_id", "answer", "filename"}, (
+            assert argument in {
+                "step",
+                "contact_id",
+                "agent_id",
+                "answer",
+                "filename",
+                "file_number",
+            }, (
                 rule,
                 argument,
             )

@@ -43,7 +43,7 @@ def create_app(
     from flask_wtf.csrf import CSRFProtect
 
     from ..voice import http as voice_http
-    from . import agent, auth, health, queue_page, supervisor
+    from . import agent, api, auth, health, queue_page, supervisor
 
     csrf = CSRFProtect(app)
     auth.login_manager.init_app(app)
@@ -52,6 +52,8 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(supervisor.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # bearer tokens, no cookies
     app.register_blueprint(voice_http.bp)
     csrf.exempt(voice_http.bp)  # Twilio signs its requests instead
     if settings.dev_phone:
