@@ -265,3 +265,23 @@ def test_callback_asked_at_night_is_scheduled_for_the_next_opening(
     [contact] = contacts(voice_runtime)
     monday = datetime(2027, 1, 18, 8, 0, tzinfo=UTC)
     assert contact.not_before_ms == int(monday.timestamp() * 1000)
+
+
+def test_every_call_gets_one_record_closed_by_its_final_status(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    from interphone.models import Call
+
+    call = english_main_menu(devphone)
+    devphone.post("/voice/incoming", call._params({"CallStatus": "ringing"}))  # a retry
+    devphone.post("/voice/status", call._params({"CallStatus": "completed", "CallDuration": "42"}))
+    with voice_runtime.sessions() as s:
+        [row] = s.scalars(select(Call)).all()
+    assert (row.sid, row.direction, row.from_number, row.status, row.duration_s) == (
+        call.sid,
+        "inbound",
+        CALLER,
+        "completed",
+        42,
+    )
+    assert row.ended_at is not None

@@ -119,7 +119,7 @@ def status() -> Response:
     sid = _call_sid()
     if sid is None:
         return _bad_request()
-    _runtime().ivr.call_ended(sid, _field("CallStatus"))
+    _runtime().ivr.call_ended(sid, _field("CallStatus"), _field("CallDuration"))
     return Response(status=204)
 
 

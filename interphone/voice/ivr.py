@@ -16,11 +16,12 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..hours import Schedule
-from ..models import Case, Contact, Event, Site
+from ..models import Call, Case, Contact, Event, Site
 from ..privacy import InvalidPhoneNumber, check_birth_date, normalize_file_number, to_e164
 from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
@@ -93,6 +94,7 @@ class IvrService:
             channel=channel,
             started_ms=to_ms(self.clock.now()),
         )
+        self._record_call(state, called)
         languages = self._languages(site)
         if len(languages) == 1:
             state.lang = languages[0]
@@ -160,10 +162,21 @@ class IvrService:
             speech.append(self._position(state, "queue_position", ticket, live=True))
         return Reply(speech=speech, hold=True)
 
-    def call_ended(self, sid: str, status: str) -> None:
-        """Twilio's final status callback: a caller still in line hung up (abandoned)."""
+    def call_ended(self, sid: str, status: str, duration_s: str = "") -> None:
+        """Twilio's final status callback: the call's record is closed, and a caller
+        still in line who hung up is counted as abandoned."""
         if status not in ("completed", "busy", "failed", "no-answer", "canceled"):
             return
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Call)
+                .where(Call.sid == sid, Call.ended_at.is_(None))
+                .values(
+                    status=status,
+                    ended_at=from_ms(to_ms(self.clock.now())),
+                    duration_s=int(duration_s) if duration_s.isdigit() else None,
+                )
+            )
         state = self.calls.load(sid)
         if state is None or not state.contact_id:
             return
@@ -340,6 +353,25 @@ class IvrService:
         return self._enter(state, "callback_reason")
 
     # -- helpers -----------------------------------------------------------------------
+    def _record_call(self, state: CallState, called: str) -> None:
+        """The call's record (once per CallSid: Twilio may post /voice/incoming twice)."""
+        try:
+            with self.sessions.begin() as s:
+                s.add(
+                    Call(
+                        sid=state.sid,
+                        site_id=self._site(state.site).id,
+                        direction="inbound",
+                        channel=state.channel,
+                        from_number=state.caller or None,
+                        to_number=called[:64] or None,
+                        status="in-progress",
+                        started_at=from_ms(to_ms(self.clock.now())),
+                    )
+                )
+        except IntegrityError:
+            pass  # already recorded by the first delivery
+
     def _record_self_service(self, state: CallState) -> None:
         """A caller served by the IVR alone: counted in the day's figures."""
         with self.sessions.begin() as s:
