@@ -22,7 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..hours import Schedule
 from ..models import Call, Case, Contact, Event, Site
-from ..privacy import InvalidPhoneNumber, check_birth_date, normalize_file_number, to_e164
+from ..privacy import (
+    InvalidPhoneNumber,
+    check_birth_date,
+    last_digits,
+    normalize_file_number,
+    to_e164,
+)
 from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
@@ -221,7 +227,7 @@ class IvrService:
                 for i, code in enumerate(self._languages_of(state.site))
             ]
         if step_name == "callback":
-            spaced = " ".join(state.caller[-4:])
+            spaced = " ".join(last_digits(state.caller))
             return [self._say(state.lang, "callback_confirm_number", last_digits=spaced)]
         return [self._say(state.lang, STEPS[step_name].prompt)]
 

@@ -163,9 +163,6 @@ class CallStore:
         pipe.expire(f"{PREFIX}{sid}:seq", TTL_S)
         return int(pipe.execute()[0])
 
-    def forget(self, sid: str) -> None:
-        self.redis.delete(self._key(sid))
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import redis
 from twilio.request_validator import RequestValidator
@@ -545,7 +545,3 @@ class DevPhone:
         call.status = "in-progress"
         call._post_and_run("/voice/incoming", {"CallStatus": "ringing"})
         return call
-
-
-def encode_form(form: dict[str, str]) -> bytes:
-    return urlencode(form).encode()
