@@ -89,6 +89,12 @@ def feed() -> Response:
     with rt.sessions() as s:
         agent = s.get(Agent, _agent_id())
         site_id = agent.site_id if agent else 0
+    return feed_response(site_id)
+
+
+def feed_response(site_id: int) -> Response:
+    """The live feed of a site, as a streamed Server-Sent Events response."""
+    rt = runtime_of(current_app)
     return Response(
         stream_with_context(events_stream(rt.redis, site_id, rt.notifier.sequence(site_id))),
         mimetype="text/event-stream",

@@ -17,7 +17,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
@@ -28,7 +27,7 @@ from ..privacy import mask_phone
 from ..queue.exceptions import QueueError
 from ..queue.stats import Statistics
 from . import runtime_of
-from .agent import events_stream
+from .agent import feed_response
 from .auth import role_required
 
 bp = Blueprint("supervisor", __name__)
@@ -98,13 +97,7 @@ def panel() -> Any:
 @bp.get("/supervisor/feed")
 @role_required(*SUPERVISORS)
 def feed() -> Response:
-    rt = runtime_of(current_app)
-    site = _site()
-    return Response(
-        stream_with_context(events_stream(rt.redis, site.id, rt.notifier.sequence(site.id))),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return feed_response(_site().id)
 
 
 @bp.post("/supervisor/agents/<int:agent_id>/presence")
