@@ -262,18 +262,32 @@ def bench_queue(
 @bench.command("ivr")
 @click.option("--rate", default=200.0, show_default=True, type=click.FloatRange(1))
 @click.option("--seconds", default=15.0, show_default=True, type=click.FloatRange(1))
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--threads", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--threads", default=32, show_default=True, type=click.IntRange(1), help="per gunicorn worker"
+)
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 @click.pass_context
 def bench_ivr(
-    ctx: click.Context, rate: float, seconds: float, workers: int, threads: int, as_json: bool
+    ctx: click.Context,
+    rate: float,
+    seconds: float,
+    workers: int,
+    threads: int,
+    clients: int,
+    as_json: bool,
 ) -> None:
     """IVR webhook latency on gunicorn under a fixed request rate, beside GET /ping."""
     from .voice import bench as benchmod
 
     result = benchmod.run(
-        _runtime(ctx), rate=rate, seconds=seconds, workers=workers, threads=threads
+        _runtime(ctx),
+        rate=rate,
+        seconds=seconds,
+        workers=workers,
+        server_threads=threads,
+        clients=clients,
     )
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 

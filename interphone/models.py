@@ -198,3 +198,5 @@ class Event(Base):
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
     actor: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # set on events recorded through the journal: at most one event per ref
+    ref: Mapped[str | None] = mapped_column(String(80), unique=True)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, embedded
 from .config import ConfigError, Settings, load_settings
+from .journal import Journal
 from .queue.clock import Clock, SystemClock
 from .queue.notifier import Notifier
 from .queue.service import QueueService
@@ -112,13 +113,18 @@ class Runtime:
         return CallStore(self.redis)
 
     @cached_property
+    def journal(self) -> Journal:
+        _ = self.notifier  # journaled events reach the screens once applied
+        return Journal(self.redis, self.sessions)
+
+    @cached_property
     def ivr(self) -> IvrService:
         from .voice.ivr import IvrService
 
         return IvrService(
             self.queue,
             self.sessions,
-            self.calls,
+            self.journal,
             self.redis,
             self.clock,
             birthdate_key=self.settings.birthdate_key,

@@ -275,6 +275,9 @@ def test_every_call_gets_one_record_closed_by_its_final_status(
     call = english_main_menu(devphone)
     devphone.post("/voice/incoming", call._params({"CallStatus": "ringing"}))  # a retry
     devphone.post("/voice/status", call._params({"CallStatus": "completed", "CallDuration": "42"}))
+    with voice_runtime.sessions() as s:  # written behind the IVR: the sweep applies it
+        assert s.scalars(select(Call)).all() == []
+    assert voice_runtime.journal.drain() == 2  # started (once, despite the retry), ended
     with voice_runtime.sessions() as s:
         [row] = s.scalars(select(Call)).all()
     assert (row.sid, row.direction, row.from_number, row.status, row.duration_s) == (

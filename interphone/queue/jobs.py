@@ -78,12 +78,17 @@ def dispatch_site(site: str) -> int:
 
 
 def sweep() -> dict[str, Any]:
+    """The periodic housekeeping: queue expiries and reconciliation, then the journal
+    of call records (each runs even if the other fails; the next sweep is always set)."""
     rt = runtime()
     try:
         counts = rt.queue.sweep()
     finally:
-        schedule_sweep(rt.rq_queue, rt.settings.queue.sweep_interval_s)
-    return counts
+        try:
+            counts_journal = rt.journal.drain()
+        finally:
+            schedule_sweep(rt.rq_queue, rt.settings.queue.sweep_interval_s)
+    return {**counts, "journal": counts_journal}
 
 
 def schedule_sweep(queue: Queue, interval_s: float) -> None:

@@ -31,7 +31,6 @@ from ..runtime import Runtime
 from ..sites import ensure_site
 
 BENCH_FILE, BENCH_BORN = "6399000001", date(1980, 6, 15)
-STEPS_PER_CALL = 6
 
 
 def _free_port() -> int:
@@ -91,72 +90,120 @@ def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
             proc.wait(timeout=10)
 
 
-class Load:
-    """Requests due at a fixed rate, sent by a pool of threads."""
+Request = tuple[str, str, str, dict[str, str]]  # method, path, body, headers
 
-    def __init__(self, port: int, rate: float, seconds: float, threads: int) -> None:
-        self.port, self.rate, self.seconds, self.threads = port, rate, seconds, threads
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.late = 0
+
+class Load:
+    """Requests due at fixed times (open loop), sent by whichever client thread is free.
+
+    A slow server cannot slow the load down: a request starts at its due time unless every
+    client thread is busy, which is counted (``late_starts``, more than 50 ms after due).
+    Requests are built (and signed) beforehand, so the client does the same little work
+    for every route, and few client threads are used: the measuring instrument must not
+    fight the server for the CPU.
+    """
+
+    def __init__(self, port: int, clients: int) -> None:
+        self.port, self.clients = port, clients
         self._lock = threading.Lock()
 
-    def run(self, make_request: Any, per_call: int = 1) -> dict[str, Any]:
-        """Send requests due at ``rate`` per second. The ``per_call`` requests of one call
-        go one after the other on one thread, as Twilio sends a call's webhooks."""
-        total = int(self.rate * self.seconds)
-        counter = iter(range(0, total, per_call))
+    def run(self, schedule: list[tuple[float, str, Request]]) -> dict[str, dict[str, Any]]:
+        """Send ``(due seconds, label, request)``; figures per label."""
+        latencies: dict[str, list[tuple[str, float]]] = {}
+        errors: dict[str, int] = {}
+        late: dict[str, int] = {}
+        counter = iter(schedule)
         start = time.perf_counter() + 0.2
 
         def worker() -> None:
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             while True:
                 with self._lock:
-                    first = next(counter, None)
-                if first is None:
+                    item = next(counter, None)
+                if item is None:
                     break
-                for index in range(first, min(first + per_call, total)):
-                    due = start + index / self.rate
-                    pause = due - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
-                    method, path, body, headers = make_request(index)
-                    t0 = time.perf_counter()
-                    try:
-                        connection.request(method, path, body=body, headers=headers)
-                        response = connection.getresponse()
-                        response.read()
-                        ok = response.status < 400
-                        if response.getheader("Connection", "").lower() == "close":
-                            connection.close()
-                    except (OSError, http.client.HTTPException):
-                        ok = False
+                offset, label, (method, path, body, headers) = item
+                due = start + offset
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                t0 = time.perf_counter()
+                try:
+                    connection.request(method, path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    ok = response.status < 400
+                    if response.getheader("Connection", "").lower() == "close":
                         connection.close()
-                    elapsed = (time.perf_counter() - t0) * 1000
-                    with self._lock:
-                        self.latencies.append(elapsed)
-                        self.errors += 0 if ok else 1
-                        self.late += 1 if t0 - due > 0.05 else 0
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    connection.close()
+                elapsed = (time.perf_counter() - t0) * 1000
+                with self._lock:
+                    latencies.setdefault(label, []).append((path.split("?")[0], elapsed))
+                    errors[label] = errors.get(label, 0) + (0 if ok else 1)
+                    late[label] = late.get(label, 0) + (1 if t0 - due > 0.05 else 0)
 
-        pool = [threading.Thread(target=worker) for _ in range(self.threads)]
+        pool = [threading.Thread(target=worker) for _ in range(self.clients)]
         for t in pool:
             t.start()
         for t in pool:
             t.join()
-        wall = time.perf_counter() - start
-        ordered = sorted(self.latencies)
         return {
-            "requests": len(ordered),
-            "errors": self.errors,
-            "late_starts": self.late,
-            "throughput_per_s": round(len(ordered) / wall, 1),
-            "p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+            label: _figures(samples, errors[label], late[label])
+            for label, samples in latencies.items()
         }
 
 
-def _ivr_requests(rt: Runtime) -> Any:
-    """Each simulated call: incoming, English, status, file number, birth date, goodbye."""
+def _figures(samples: list[tuple[str, float]], errors: int, late: int) -> dict[str, Any]:
+    ordered = sorted(ms for _, ms in samples)
+    routes: dict[str, list[float]] = {}
+    for route, ms in samples:
+        routes.setdefault(route, []).append(ms)
+    out: dict[str, Any] = {
+        "requests": len(ordered),
+        "errors": errors,
+        "late_starts": late,
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": _percentile(ordered, 0.99),
+    }
+    if len(routes) > 1:
+        out["by_route"] = {
+            route: {"p50_ms": _percentile(sorted(v), 0.5), "p99_ms": _percentile(sorted(v), 0.99)}
+            for route, v in sorted(routes.items())
+        }
+    return out
+
+
+def interleave(
+    loads: dict[str, list[Request]], rate: float, block_s: float = 1.0
+) -> list[tuple[float, str, Request]]:
+    """The loads take turns, ``block_s`` seconds each at ``rate``: compared routes meet
+    the same machine (a noisy neighbour hits both, not just the one measured second)."""
+    per_block = max(1, int(rate * block_s))
+    longest = max(len(requests) for requests in loads.values())
+    schedule: list[tuple[float, str, Request]] = []
+    t = 0.0
+    for first in range(0, longest, per_block):
+        for label, requests in loads.items():
+            block = requests[first : first + per_block]
+            schedule.extend((t + j / rate, label, request) for j, request in enumerate(block))
+            t += block_s
+    return schedule
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2)
+
+
+def _ivr_requests(rt: Runtime, rate: float, seconds: float) -> list[Request]:
+    """Each simulated call: incoming, English, status, file number, birth date, goodbye.
+
+    As on a real line, calls overlap and each caller presses a key about once a second:
+    a new call starts every ``6 / rate`` seconds and its step ``j`` is due ``j`` seconds
+    after its start; the requests are sent in that order, at the fixed rate, so every
+    second mixes all the steps.
+    """
     validator = RequestValidator(rt.settings.twilio_auth_token or "")
     base = rt.settings.public_base_url
     steps = [
@@ -167,11 +214,15 @@ def _ivr_requests(rt: Runtime) -> Any:
         ("/voice/step/status_birth?n=4", BENCH_BORN.strftime("%d%m%Y")),
         ("/voice/step/status_after?n=5", "0"),
     ]
-    sids: dict[int, str] = {}
+    n_calls = max(1, int(rate * seconds) // len(steps))
+    gap = len(steps) / rate
+    order = sorted(
+        (call * gap + step, call, step) for call in range(n_calls) for step in range(len(steps))
+    )
+    sids = ["CA" + secrets.token_hex(16) for _ in range(n_calls)]
 
-    def make(index: int) -> tuple[str, str, str, dict[str, str]]:
-        call, step = divmod(index, len(steps))
-        sid = sids.setdefault(call, "CA" + secrets.token_hex(16))
+    def make(call: int, step: int) -> Request:
+        sid = sids[call]
         path, digits = steps[step]
         form = {
             "CallSid": sid,
@@ -188,10 +239,20 @@ def _ivr_requests(rt: Runtime) -> Any:
         }
         return "POST", path, urlencode(form), headers
 
-    return make
+    return [make(call, step) for _, call, step in order]
 
 
-def run(rt: Runtime, *, rate: float, seconds: float, workers: int, threads: int) -> dict[str, Any]:
+def run(
+    rt: Runtime,
+    *,
+    rate: float,
+    seconds: float,
+    workers: int,
+    server_threads: int,
+    clients: int,
+) -> dict[str, Any]:
+    """The IVR's load and the floor's, taking turns second by second on one server
+    configured as the Procfile's ``web`` process (gunicorn gthread)."""
     from .. import db
 
     db.upgrade(rt.database_url)
@@ -204,14 +265,25 @@ def run(rt: Runtime, *, rate: float, seconds: float, workers: int, threads: int)
         rt.settings.birthdate_key,
         ImportReport(),
     )
-    with gunicorn(rt, workers) as port:
-        Load(port, rate, 1, threads).run(_ivr_requests(rt), STEPS_PER_CALL)  # warm-up
-        ivr = Load(port, rate, seconds, threads).run(_ivr_requests(rt), STEPS_PER_CALL)
-        floor = Load(port, rate, seconds, threads).run(lambda i: ("GET", "/ping", "", {}))
+    total = int(rate * seconds)
+    with gunicorn(rt, workers, server_threads) as port:
+        load = Load(port, clients)
+        load.run(interleave({"warm-up": _ivr_requests(rt, rate, 2)}, rate))
+        figures = load.run(
+            interleave(
+                {
+                    "ivr": _ivr_requests(rt, rate, seconds),
+                    "floor": [("GET", "/ping", "", {})] * total,
+                },
+                rate,
+            )
+        )
+    ivr, floor = figures["ivr"], figures["floor"]
     return {
         "rate_per_s": rate,
         "seconds": seconds,
-        "gunicorn_workers": workers,
+        "gunicorn": {"workers": workers, "threads": server_threads},
+        "client_threads": clients,
         "ivr": ivr,
         "floor": floor,
         "p99_ratio": round(ivr["p99_ms"] / floor["p99_ms"], 2) if floor["p99_ms"] else None,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from .. import journal
 from ..prompts import catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
@@ -47,7 +47,7 @@ def _call_sid() -> str | None:
     return sid if SID.match(sid) else None
 
 
-def _render(sid: str, reply: Any) -> str:
+def _render(sid: str, reply: Reply) -> str:
     n = reply.seq or _runtime().calls.next_sequence(sid)
     return render(
         reply,
@@ -66,16 +66,17 @@ def incoming() -> Response:
     sid = _call_sid()
     if sid is None:
         return _bad_request()
-    rt = _runtime()
-    channel = "browser" if _field("From").startswith("client:") else "phone"
-    body = rt.calls.once(
-        sid, "0", lambda: _render(sid, rt.ivr.incoming(sid, _field("From"), _field("To"), channel))
-    )
-    return _xml(body)
+    ivr = _runtime().ivr
+    caller, called = _field("From"), _field("To")
+    channel = "browser" if caller.startswith("client:") else "phone"
+    return _xml(_turn(sid, "0", lambda _: ivr.incoming(sid, caller, called, channel)))
 
 
 def _turn(sid: str, n: str, answer: Callable[[CallState | None], Reply]) -> str:
-    """Handle one webhook of a call once; a retried webhook gets the stored answer."""
+    """Handle one webhook of a call once; a retried webhook gets the stored answer.
+
+    Two Redis round trips: one read (stored answer, claim, call state), one atomic
+    write (answer, new state, journal records)."""
     calls = _runtime().calls
     turn = calls.begin(sid, n)
     if turn.cached is not None:
@@ -84,8 +85,9 @@ def _turn(sid: str, n: str, answer: Callable[[CallState | None], Reply]) -> str:
         body = calls.wait_for_answer(turn)
         if body is not None:
             return body
-    body = _render(sid, answer(turn.state))
-    calls.finish(turn, body)
+    reply = answer(turn.state)
+    body = _render(sid, reply)
+    calls.finish(turn, body, reply.state, journal.encode(reply.records))
     return body
 
 
@@ -98,7 +100,7 @@ def step(step: str) -> Response:
     digits = _field("Digits")
     n = request.args.get("n", "")[:12] or f"step:{step[:40]}:{digits}"
     ivr = _runtime().ivr
-    return _xml(_turn(sid, n, lambda state: ivr.handle(sid, step[:40], digits, state)))
+    return _xml(_turn(sid, n, lambda state: ivr.handle(state, step[:40], digits)))
 
 
 @bp.post("/voice/queue")
@@ -110,7 +112,7 @@ def hold() -> Response:
     digits = _field("Digits")
     n = request.args.get("n", "")[:12] or f"hold:{digits}"
     ivr = _runtime().ivr
-    return _xml(_turn(sid, n, lambda state: ivr.hold(sid, digits, state)))
+    return _xml(_turn(sid, n, lambda state: ivr.hold(state, digits)))
 
 
 @bp.post("/voice/status")
@@ -119,7 +121,8 @@ def status() -> Response:
     sid = _call_sid()
     if sid is None:
         return _bad_request()
-    _runtime().ivr.call_ended(sid, _field("CallStatus"), _field("CallDuration"))
+    rt = _runtime()
+    rt.ivr.call_ended(rt.calls.load(sid), sid, _field("CallStatus"), _field("CallDuration"))
     return Response(status=204)
 
 

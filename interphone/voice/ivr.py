@@ -2,7 +2,10 @@
 
 :class:`IvrService` knows nothing of HTTP or TwiML: it takes the CallSid and the keys,
 and returns a :class:`Reply` (speech, then a step to gather, the hold loop or a hang-up)
-that :mod:`interphone.voice.twiml` renders.
+that :mod:`interphone.voice.twiml` renders, with the call's new state and the records
+to journal, which the webhook stores together with its answer in one Redis write. The
+IVR's hot path reads SQL only for a case lookup and never writes it (see
+:mod:`interphone.journal`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import redis
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import journal
 from ..hours import Schedule
-from ..models import Call, Case, Contact, Event, Site
+from ..journal import Journal, Record
+from ..models import Case, Contact, Site
 from ..privacy import (
     InvalidPhoneNumber,
     check_birth_date,
@@ -34,7 +38,7 @@ from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
 from .flow import STEPS, Step, Target
-from .session import CallState, CallStore
+from .session import CallState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,15 @@ class Reply:
     hold: bool = False  # the live-queue hold loop
     hangup: bool = False
     seq: int = 0  # the number of this answer in the call, carried by its action URLs
+    state: CallState | None = None  # the call's state after this answer, to be stored
+    records: list[Record] = field(default_factory=list)  # for the journal, with the answer
+
+
+@dataclass(frozen=True)
+class CaseStatus:
+    status: str
+    status_changed_at: datetime
+    api_valid_until: date | None
 
 
 Notify = Callable[[int, str], None]  # (contact id, prompt key of the SMS to send)
@@ -68,7 +81,7 @@ class IvrService:
         self,
         queue: QueueService,
         sessions: sessionmaker[Session],
-        calls: CallStore,
+        journal: Journal,
         connection: redis.Redis,
         clock: Clock,
         *,
@@ -79,7 +92,7 @@ class IvrService:
     ) -> None:
         self.queue = queue
         self.sessions = sessions
-        self.calls = calls
+        self.journal = journal
         self.redis = connection
         self.clock = clock
         self.birthdate_key = birthdate_key
@@ -91,6 +104,8 @@ class IvrService:
 
     # -- entry points ------------------------------------------------------------------
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
+        """A new call. Twilio may post it twice: the webhook answers a retry from the
+        first answer, and the journal keeps one record per CallSid."""
         site = self._site_for(called)
         number = self._e164_or_empty(caller)
         state = CallState(
@@ -100,27 +115,28 @@ class IvrService:
             channel=channel,
             started_ms=to_ms(self.clock.now()),
         )
-        self._record_call(state, called)
         languages = self._languages(site)
         if len(languages) == 1:
             state.lang = languages[0]
-            self.calls.create(state)
             reply = self._enter(state, "main")
             reply.speech.insert(0, self._say(state.lang, "greeting"))
-            return self._saved(state, reply)
-        state.lang = ""
-        self.calls.create(state)
-        reply = self._enter(state, "language")
-        reply.speech.insert(0, self._say(REFERENCE, "greeting"))
+        else:
+            reply = self._enter(state, "language")
+            reply.speech.insert(0, self._say(REFERENCE, "greeting"))
+        reply.records.append(
+            journal.call_started(
+                sid,
+                site_id=site.id,
+                channel=channel,
+                from_number=number or None,
+                to_number=called[:64] or None,
+                at_ms=state.started_ms,
+            )
+        )
         return self._saved(state, reply)
 
-    def handle(
-        self, sid: str, step_name: str, digits: str | None, state: CallState | None = None
-    ) -> Reply:
-        """Answer a key press. A ``state`` loaded by the caller is changed in place and
-        left for the caller to save (one Redis round trip with the stored answer)."""
-        persist = state is None
-        state = state or self.calls.load(sid)
+    def handle(self, state: CallState | None, step_name: str, digits: str | None) -> Reply:
+        """Answer a key press of the call whose ``state`` the webhook loaded."""
         if state is None or step_name not in STEPS:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
         if not state.lang and step_name != "language":
@@ -133,24 +149,20 @@ class IvrService:
             else:
                 target = step.options.get(digits)
             if target is None:
-                return self._saved(
-                    state, self._retry(state, step_name, step, bool(digits)), persist
-                )
-            return self._saved(state, self._follow(state, target), persist)
+                return self._saved(state, self._retry(state, step_name, step, bool(digits)))
+            return self._saved(state, self._follow(state, target))
         if not digits and not step.empty_ok:
-            return self._saved(state, self._retry(state, step_name, step, False), persist)
+            return self._saved(state, self._retry(state, step_name, step, False))
         assert step.action is not None
         action: Callable[[CallState, str], Reply] = getattr(self, f"_act_{step.action}")
-        return self._saved(state, action(state, digits), persist)
+        return self._saved(state, action(state, digits))
 
-    def hold(self, sid: str, digits: str | None, state: CallState | None = None) -> Reply:
+    def hold(self, state: CallState | None, digits: str | None) -> Reply:
         """The live-queue loop: position announcements; ``*`` becomes a callback."""
-        persist = state is None
-        state = state or self.calls.load(sid)
         if state is None:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
         state.lang = state.lang or REFERENCE
-        return self._saved(state, self._hold(state, (digits or "").strip()), persist)
+        return self._saved(state, self._hold(state, (digits or "").strip()))
 
     def _hold(self, state: CallState, digits: str) -> Reply:
         if not state.contact_id:
@@ -168,22 +180,24 @@ class IvrService:
             speech.append(self._position(state, "queue_position", ticket, live=True))
         return Reply(speech=speech, hold=True)
 
-    def call_ended(self, sid: str, status: str, duration_s: str = "") -> None:
-        """Twilio's final status callback: the call's record is closed, and a caller
-        still in line who hung up is counted as abandoned."""
+    def call_ended(
+        self, state: CallState | None, sid: str, status: str, duration_s: str = ""
+    ) -> None:
+        """Twilio's final status callback: the call's record is closed (through the
+        journal, behind its start), and a caller still in line who hung up is counted
+        as abandoned."""
         if status not in ("completed", "busy", "failed", "no-answer", "canceled"):
             return
-        with self.sessions.begin() as s:
-            s.execute(
-                update(Call)
-                .where(Call.sid == sid, Call.ended_at.is_(None))
-                .values(
-                    status=status,
-                    ended_at=from_ms(to_ms(self.clock.now())),
-                    duration_s=int(duration_s) if duration_s.isdigit() else None,
-                )
+        self.journal.append(
+            journal.call_ended(
+                sid,
+                status=status,
+                at_ms=to_ms(self.clock.now()),
+                duration_s=int(duration_s)
+                if duration_s.isdigit() and len(duration_s) < 9
+                else None,
             )
-        state = self.calls.load(sid)
+        )
         if state is None or not state.contact_id:
             return
         with self.sessions() as s:
@@ -344,8 +358,17 @@ class IvrService:
             api_date=cat.spoken_date(case.api_valid_until) if case.api_valid_until else "",
         )
         state.extra["status_text"] = text
-        self._record_self_service(state)
-        return self._enter(state, "status_after", [Speech(text, state.lang)])
+        reply = self._enter(state, "status_after", [Speech(text, state.lang)])
+        reply.records.append(  # a caller served by the IVR alone, counted once per call
+            journal.event(
+                f"{state.sid}:status_served",
+                "ivr.status_served",
+                site_id=self._site(state.site).id,
+                at_ms=to_ms(self.clock.now()),
+                data={"lang": state.lang},
+            )
+        )
+        return reply
 
     def _act_take_callback_number(self, state: CallState, digits: str) -> Reply:
         try:
@@ -359,49 +382,23 @@ class IvrService:
         return self._enter(state, "callback_reason")
 
     # -- helpers -----------------------------------------------------------------------
-    def _record_call(self, state: CallState, called: str) -> None:
-        """The call's record (once per CallSid: Twilio may post /voice/incoming twice)."""
-        try:
-            with self.sessions.begin() as s:
-                s.add(
-                    Call(
-                        sid=state.sid,
-                        site_id=self._site(state.site).id,
-                        direction="inbound",
-                        channel=state.channel,
-                        from_number=state.caller or None,
-                        to_number=called[:64] or None,
-                        status="in-progress",
-                        started_at=from_ms(to_ms(self.clock.now())),
-                    )
-                )
-        except IntegrityError:
-            pass  # already recorded by the first delivery
-
-    def _record_self_service(self, state: CallState) -> None:
-        """A caller served by the IVR alone: counted in the day's figures."""
-        with self.sessions.begin() as s:
-            s.add(
-                Event(
-                    at=from_ms(to_ms(self.clock.now())),
-                    kind="ivr.status_served",
-                    site_id=self._site(state.site).id,
-                    data={"lang": state.lang},
-                )
-            )
-
-    def _match_case(self, file_number: str, digits: str) -> Case | None:
+    def _match_case(self, file_number: str, digits: str) -> CaseStatus | None:
         """The case, only if the birth date matches: a miss says nothing of which failed."""
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
             return None
         with self.sessions() as s:
-            case = s.scalar(select(Case).where(Case.file_number == file_number))
-        if case is None or not check_birth_date(
-            self.birthdate_key, file_number, born, case.birth_date_hash
-        ):
+            row = s.execute(
+                select(
+                    Case.birth_date_hash,
+                    Case.status,
+                    Case.status_changed_at,
+                    Case.api_valid_until,
+                ).where(Case.file_number == file_number)
+            ).one_or_none()
+        if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
             return None
-        return case
+        return CaseStatus(row[1], row[2], row[3])
 
     def _lookup_allowed(self, state: CallState) -> bool:
         who = state.caller or f"call:{state.sid}"
@@ -438,11 +435,9 @@ class IvrService:
         code = lang or REFERENCE
         return Speech(catalogue(code).text(key, **params), code)
 
-    def _saved(self, state: CallState, reply: Reply, persist: bool = True) -> Reply:
+    def _saved(self, state: CallState, reply: Reply) -> Reply:
         state.seq += 1
-        reply.seq = state.seq
-        if persist:
-            self.calls.save(state)
+        reply.seq, reply.state = state.seq, state
         return reply
 
     def _sites(self) -> dict[str, Site]:

@@ -8,11 +8,13 @@ webhook that Twilio retries gets the same answer and changes nothing a second ti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis
+
+from ..journal import KEY as JOURNAL_KEY
 
 TTL_S = 4 * 3600
 PREFIX = "ip:call:"
@@ -67,9 +69,43 @@ class Turn:
     state: CallState | None
 
 
+# One round trip to open a webhook's turn: its stored answer if any, else the claim on
+# it and the call's state. Returns {code, answer, state words...}: code 1 = answered
+# already, 2 = claimed by this request, 3 = being handled by another request.
+_BEGIN = """
+local answer = redis.call('get', KEYS[1])
+if answer then return {1, answer} end
+local claimed = redis.call('set', KEYS[2], '1', 'NX', 'EX', 30)
+local out = {claimed and 2 or 3, ''}
+local words = redis.call('hgetall', KEYS[3])
+for i = 1, #words do out[#out + 1] = words[i] end
+return out
+"""
+
+# One atomic round trip to close it: the call's new state, the journal records, the
+# answer (kept for retries), the claim released.
+# ARGV: ttl, answer, number of state words, state words..., records...
+_FINISH = """
+local ttl = tonumber(ARGV[1])
+local words = tonumber(ARGV[3])
+if words > 0 then
+  redis.call('hset', KEYS[3], unpack(ARGV, 4, 3 + words))
+  redis.call('expire', KEYS[3], ttl)
+end
+if #ARGV > 3 + words then
+  redis.call('rpush', KEYS[4], unpack(ARGV, 4 + words, #ARGV))
+end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ttl)
+redis.call('del', KEYS[2])
+return 1
+"""
+
+
 class CallStore:
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
+        self._begin = connection.register_script(_BEGIN)
+        self._finish = connection.register_script(_FINISH)
 
     def _key(self, sid: str) -> str:
         return f"{PREFIX}{sid}"
@@ -79,22 +115,6 @@ class CallStore:
         if not raw:
             return None
         return CallState.from_mapping(sid, {_text(k): _text(v) for k, v in raw.items()})
-
-    def save(self, state: CallState) -> None:
-        key = self._key(state.sid)
-        pipe = self.redis.pipeline()
-        mapping: dict[Any, Any] = dict(state.as_mapping())
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, TTL_S)
-        pipe.execute()
-
-    def create(self, state: CallState) -> bool:
-        """Store a new call; False when this CallSid is already known (a retried webhook)."""
-        key = self._key(state.sid)
-        if not self.redis.hsetnx(key, "sid", state.sid):
-            return False
-        self.save(state)
-        return True
 
     def once(self, sid: str, n: str, produce: Callable[[], str]) -> str:
         """Run ``produce`` once per (call, sequence number); replay its answer after."""
@@ -123,17 +143,12 @@ class CallStore:
 
     def begin(self, sid: str, n: str) -> Turn:
         key = f"{PREFIX}{sid}:r:{n}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.set(f"{key}:lock", "1", nx=True, ex=30)
-        pipe.hgetall(self._key(sid))
-        cached, acquired, raw = pipe.execute()
-        state = (
-            CallState.from_mapping(sid, {_text(k): _text(v) for k, v in raw.items()})
-            if raw
-            else None
-        )
-        return Turn(sid, n, None if cached is None else _text(cached), bool(acquired), state)
+        code, answer, *words = self._begin(keys=[key, f"{key}:lock", self._key(sid)])
+        if int(code) == 1:
+            return Turn(sid, n, _text(answer), False, None)
+        raw = {_text(words[i]): _text(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        state = CallState.from_mapping(sid, raw) if raw else None
+        return Turn(sid, n, None, int(code) == 2, state)
 
     def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
         """Another request is handling this webhook right now: wait for its answer."""
@@ -145,17 +160,18 @@ class CallStore:
             time.sleep(0.02)
         return None
 
-    def finish(self, turn: Turn, body: str) -> None:
-        """Store the answer and the state it left, and release the turn: one round trip."""
+    def finish(
+        self, turn: Turn, body: str, state: CallState | None, records: Sequence[str] = ()
+    ) -> None:
+        """Store the answer, the state it left and its journal records, and release the
+        turn: one atomic write (a script), one round trip. A retried webhook finds the
+        answer, so its records are never journaled twice."""
         key = f"{PREFIX}{turn.sid}:r:{turn.n}"
-        pipe = self.redis.pipeline(transaction=False)
-        if turn.state is not None:
-            mapping: dict[Any, Any] = dict(turn.state.as_mapping())
-            pipe.hset(self._key(turn.sid), mapping=mapping)
-            pipe.expire(self._key(turn.sid), TTL_S)
-        pipe.set(key, body, ex=TTL_S)
-        pipe.delete(f"{key}:lock")
-        pipe.execute()
+        words = [w for pair in (state.as_mapping().items() if state else ()) for w in pair]
+        self._finish(
+            keys=[key, f"{key}:lock", self._key(turn.sid), JOURNAL_KEY],
+            args=[TTL_S, body, len(words), *words, *records],
+        )
 
     def next_sequence(self, sid: str) -> int:
         pipe = self.redis.pipeline(transaction=False)
