@@ -90,6 +90,22 @@ def test_retried_gather_gets_the_same_answer_and_queues_the_caller_once(
     assert _count(voice_runtime, Contact) == 1
 
 
+def test_same_gather_delivered_twice_at_once_is_handled_once_and_answered_alike(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """A Twilio retry racing the first delivery: one claims the turn, the other waits
+    for its answer instead of computing a second one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    call = devphone.call(CALLER)
+    call.press("2")
+    url, params = call.gather.action, call._params({"Digits": "3"})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        bodies = list(pool.map(lambda _: devphone.post(url, params), range(4)))
+    assert len(set(bodies)) == 1 and "number 1 in line" in bodies[0]
+    assert _count(voice_runtime, Contact) == 1
+
+
 def test_retried_incoming_webhook_does_not_restart_the_call(
     devphone: DevPhone, voice_runtime: Runtime
 ) -> None:
