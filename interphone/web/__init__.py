@@ -43,9 +43,10 @@ def create_app(
     from flask_wtf.csrf import CSRFProtect
 
     from ..voice import http as voice_http
-    from . import agent, api, auth, health, queue_page, supervisor
+    from . import agent, api, auth, health, i18n, queue_page, supervisor
 
     csrf = CSRFProtect(app)
+    i18n.init_app(app)
     auth.login_manager.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(queue_page.bp)
