@@ -335,3 +335,58 @@ def test_each_site_has_its_own_line_and_its_own_agents(
         (riom_contact, riom_agent.id)
     ]
     assert queue.ticket(riom_contact).state == "offered"
+
+
+# -- a supervisor's reassignment ---------------------------------------------------------
+def test_reassigned_contact_is_offered_to_the_chosen_agent_not_the_longest_idle(
+    queue: QueueService, clock: ManualClock, make_agent
+) -> None:
+    make_agent(["fr"])  # longest idle
+    clock.advance(5)
+    chosen = make_agent(["ar"])
+    first = queue.enqueue_live(SITE, language="fr").contact_id
+    second = queue.enqueue_live(SITE, language="fr").contact_id
+    offer = queue.reassign(second, chosen.id, actor="supervisor:1")
+    assert (offer.contact_id, offer.agent_id) == (second, chosen.id)
+    assert queue.ticket(second).state == "offered"
+    assert queue.store.agent(chosen.id)["offer"] == f"{second:012d}"
+    [normal] = queue.dispatch(SITE)  # the line goes on as usual for the others
+    assert normal.contact_id == first and normal.agent_id != chosen.id
+    with queue.sessions() as s:
+        row = s.get(Contact, second)
+        assert row is not None and (row.state, row.agent_id) == ("offered", chosen.id)
+
+
+def test_declined_reassignment_puts_the_contact_back_at_its_place(
+    queue: QueueService, make_agent
+) -> None:
+    chosen = make_agent(["fr"], available=False)
+    ids = [queue.enqueue_live(SITE, language="fr").contact_id for _ in range(3)]
+    queue.set_presence(chosen.id, "available")
+    queue.reassign(ids[1], chosen.id)
+    queue.decline(chosen.id, ids[1])
+    assert queue.store.waiting_ids(SITE) == ids
+
+
+@pytest.mark.parametrize("why", ["agent_busy", "agent_paused", "not_waiting", "other_site"])
+def test_reassignment_that_does_not_fit_is_refused_and_changes_nothing(
+    queue: QueueService, make_agent, why: str
+) -> None:
+    from interphone.sites import ensure_site
+
+    chosen = make_agent(["fr"])
+    contact = queue.enqueue_live(SITE, language="fr").contact_id
+    if why == "agent_busy":
+        other = queue.enqueue_live(SITE, language="fr").contact_id
+        queue.reassign(other, chosen.id)
+    elif why == "agent_paused":
+        queue.set_presence(chosen.id, "paused", "pause")
+    elif why == "not_waiting":
+        queue.cancel(contact, "doublon")
+    else:
+        ensure_site(queue.sessions, "autre", "Sous-préfecture")
+        chosen = make_agent(["fr"], site="autre")
+    before = queue.store.waiting_ids(SITE)
+    with pytest.raises(Conflict):
+        queue.reassign(contact, chosen.id)
+    assert queue.store.waiting_ids(SITE) == before

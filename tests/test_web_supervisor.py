@@ -161,3 +161,45 @@ def test_staffing_advice_follows_erlang_c(supervisor, voice_runtime: Runtime) ->
     rate = float(rows[0][1])
     expected = agents_needed(rate * 300 / 3600, 300, 0.8, 20)
     assert int(rows[0][2]) == expected and expected > 0
+
+
+def test_supervisor_reassigns_a_waiting_caller_to_a_chosen_agent(
+    supervisor, voice_runtime: Runtime
+) -> None:
+    agent = add_user(voice_runtime.sessions, "ar@example.org", PASSWORD, site_code=SITE)
+    voice_runtime.queue.set_presence(agent.id, "available")
+    contact = voice_runtime.queue.enqueue_live(SITE, language="ar").contact_id
+    html = supervisor.get("/supervisor/panel").get_data(as_text=True)
+    assert f'for="to-{contact}"' in html  # the free agent is offered in the row's menu
+    _post(supervisor, f"/supervisor/contacts/{contact}/reassign", agent_id="x")
+    assert voice_runtime.queue.ticket(contact).state == "waiting"  # no agent: nothing done
+    response = _post(supervisor, f"/supervisor/contacts/{contact}/reassign", agent_id=str(agent.id))
+    assert response.status_code == 302
+    assert voice_runtime.store.agent(agent.id)["state"] == "offered"
+    again = _post(supervisor, f"/supervisor/contacts/{contact}/reassign", agent_id=str(agent.id))
+    assert again.status_code == 302  # a second click: a clear message, not a 500
+    flashed = supervisor.get("/supervisor").get_data(as_text=True)
+    assert "not waiting" in flashed
+
+
+def test_hourly_chart_counts_arrivals_answers_abandons_and_waits(
+    supervisor, devphone: DevPhone, voice_runtime: Runtime, clock
+) -> None:
+    rt = voice_runtime
+    agent = add_user(rt.sessions, "a@example.org", PASSWORD, site_code=SITE)
+    answered = rt.queue.enqueue_live(SITE, language="fr").contact_id
+    rt.queue.enqueue_live(SITE, language="fr")
+    gone = rt.queue.enqueue_live(SITE, language="fr").contact_id
+    clock.advance(42)
+    rt.queue.abandon(gone)
+    rt.queue.set_presence(agent.id, "available")
+    [offer] = rt.queue.dispatch(SITE)
+    rt.queue.accept(agent.id, offer.contact_id)
+    assert offer.contact_id == answered
+    html = supervisor.get("/supervisor/panel").get_data(as_text=True)
+    table = re.search(r'<table id="hours-table">(.*?)</table>', html, re.S).group(1)
+    local_hour = 9  # the test clock: 08:00 UTC, 09:00 in Paris
+    row = re.search(rf"<th scope=\"row\">{local_hour:02d} h</th>(.*?)</tr>", table, re.S).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells == ["3", "1", "1", "42 s", "42 s"]
+    assert "<svg" in html and f"{local_hour:02d} h : 3 arrivées" in html

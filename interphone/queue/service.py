@@ -404,6 +404,27 @@ class QueueService:
                 return offers
             offers.append(result.offer)
 
+    def reassign(self, contact_id: int, agent_id: int, *, actor: str | None = None) -> Offer:
+        """A supervisor offers a waiting contact to a chosen free agent (say, the one who
+        speaks the caller's language, or who handled the file before). The offer then
+        runs as any other and, if declined or missed, the contact is back at its place."""
+        offer = self.store.offer_to(
+            contact_id, agent_id, offer_timeout_s=self.settings.offer_timeout_s
+        )
+        with transaction(self.sessions) as s:
+            self._set_contact(
+                s, contact_id, offer.contact_version, state="offered", agent_id=agent_id
+            )
+            self._event_raw(
+                s,
+                "offer.made",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                actor=actor,
+                data={"reassigned": True},
+            )
+        return offer
+
     def accept(self, agent_id: int, contact_id: int) -> None:
         contact_version, _ = self.store.accept(agent_id, contact_id)
         with transaction(self.sessions) as s:

@@ -189,6 +189,63 @@ class Statistics:
         return advice
 
 
+@dataclass
+class HourRow:
+    """One hour of today, local time: what arrived, what was answered or abandoned, and
+    how long the live calls answered in that hour had waited."""
+
+    hour: int
+    arrivals: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    wait_p50_s: int | None = None
+    wait_p90_s: int | None = None
+
+
+def _percentile(values: list[float], share: float) -> int:
+    ordered = sorted(values)
+    return int(round(ordered[min(len(ordered) - 1, int(share * len(ordered)))]))
+
+
+def hourly(sessions: sessionmaker[Session], clock: Clock, site_code: str) -> list[HourRow]:
+    """Today by hour (the site's local time), from midnight to the current hour."""
+    with sessions() as s:
+        site = s.scalar(select(Site).where(Site.code == site_code))
+        if site is None:
+            return []
+        zone = ZoneInfo(site.timezone)
+        now = from_ms(to_ms(clock.now()))
+        start = _start_of_day(now, site.timezone)
+        rows = {h: HourRow(h) for h in range(now.astimezone(zone).hour + 1)}
+        events = s.execute(
+            select(Event.kind, Event.at, Contact.kind, Contact.arrived_ms)
+            .outerjoin(Contact, Contact.id == Event.contact_id)
+            .where(
+                Event.site_id == site.id,
+                Event.at >= start,
+                Event.kind.in_(("contact.created", "offer.accepted", "contact.abandoned")),
+            )
+        ).all()
+    waits: dict[int, list[float]] = {}
+    for kind, at, contact_kind, arrived_ms in events:
+        row = rows.get(at.astimezone(zone).hour)
+        if row is None:  # an event stamped after the clock's now (clock skew): skip
+            continue
+        if kind == "contact.created":
+            row.arrivals += 1
+        elif kind == "contact.abandoned":
+            row.abandoned += 1
+        else:
+            row.answered += 1
+            if contact_kind == "live" and arrived_ms is not None:
+                waited = max(0.0, (to_ms(at.timestamp()) - arrived_ms) / 1000)
+                waits.setdefault(row.hour, []).append(waited)
+    for hour, values in waits.items():
+        rows[hour].wait_p50_s = _percentile(values, 0.5)
+        rows[hour].wait_p90_s = _percentile(values, 0.9)
+    return list(rows.values())
+
+
 def _start_of_day(now: datetime, timezone: str) -> datetime:
     zone = ZoneInfo(timezone)
     return datetime.combine(now.astimezone(zone).date(), time.min, zone)

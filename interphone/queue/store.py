@@ -36,6 +36,7 @@ SETTABLE_STATES = ("offline", "available", "paused")
 
 _SCRIPTS = (
     "enqueue",
+    "offer_to",
     "position",
     "dispatch",
     "accept",
@@ -265,6 +266,13 @@ class RedisQueue:
             return DispatchResult(None, promoted)
         return DispatchResult(Offer(int(cid), int(_s(raw[1])), int(raw[2]), int(raw[3])), promoted)
 
+    def offer_to(self, contact_id: int, agent_id: int, *, offer_timeout_s: float) -> Offer:
+        now = self.now_ms()
+        raw = self._run(
+            "offer_to", member(contact_id), agent_id, now, now + int(offer_timeout_s * 1000)
+        )
+        return Offer(contact_id, agent_id, int(raw[0]), int(raw[1]))
+
     def accept(self, agent_id: int, contact_id: int) -> tuple[int, int]:
         raw = self._run("accept", agent_id, member(contact_id), self.now_ms())
         return int(raw[0]), int(raw[1])
@@ -346,6 +354,8 @@ _CONFLICTS = {
     "NOT_ON_CALL": "this agent is not on a call with this contact",
     "ON_CALL": "the agent is on a call; finish it first",
     "NOT_WAITING": "the contact is not waiting in line",
+    "OTHER_SITE": "the agent works for another site",
+    "AGENT_NOT_FREE": "the agent is not available",
     "UNKNOWN": "unknown contact",
 }
 

@@ -19,13 +19,14 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
 from ..models import Agent, Contact, Event, Site
 from ..privacy import mask_phone
 from ..queue.exceptions import QueueError
-from ..queue.stats import Statistics
+from ..queue.stats import HourRow, Statistics, hourly
 from . import runtime_of
 from .agent import feed_response
 from .auth import role_required
@@ -79,7 +80,14 @@ def _context() -> dict[str, Any]:
         "figures": stats.figures(site.code),
         "roster": roster,
         "waiting": rt.queue.list_waiting(site.code, limit=100),
+        "hours": _working_hours(hourly(rt.sessions, rt.clock, site.code)),
     }
+
+
+def _working_hours(rows: list[HourRow]) -> list[HourRow]:
+    """From 08:00, or from the first hour that saw anyone if earlier, to now."""
+    first = next((r.hour for r in rows if r.arrivals or r.answered or r.abandoned), 8)
+    return [r for r in rows if r.hour >= min(first, 8)]
 
 
 @bp.get("/supervisor")
@@ -127,6 +135,21 @@ def contact_priority(contact_id: int) -> Any:
             request.form.get("urgent") == "1",
             actor=f"supervisor:{current_user.agent_id}",
         )
+    except QueueError as exc:
+        flash(exc.message)
+    return redirect(url_for("supervisor.dashboard"))
+
+
+@bp.post("/supervisor/contacts/<int:contact_id>/reassign")
+@role_required(*SUPERVISORS)
+def contact_reassign(contact_id: int) -> Any:
+    rt = runtime_of(current_app)
+    raw = request.form.get("agent_id", "")
+    if not raw.isdigit() or len(raw) > 12:
+        flash(_("Choisissez un agent."))
+        return redirect(url_for("supervisor.dashboard"))
+    try:
+        rt.queue.reassign(contact_id, int(raw), actor=f"supervisor:{current_user.agent_id}")
     except QueueError as exc:
         flash(exc.message)
     return redirect(url_for("supervisor.dashboard"))

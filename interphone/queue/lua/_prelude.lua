@@ -47,6 +47,16 @@ local function agent_set(aid, state, now, reason, back_of_line)
   end
   return bump(akey(aid))
 end
+-- Offer a waiting contact to a free agent until the deadline. Returns {contact_v, agent_v}.
+local function make_offer(site, cid, aid, now, deadline)
+  redis.call('ZREM', skey(site, 'waiting'), cid)
+  redis.call('ZADD', P .. 'offers', deadline, cid)
+  redis.call('HSET', ckey(cid), 'state', 'offered', 'agent', aid, 'deadline', fmt(deadline))
+  local cv = bump(ckey(cid))
+  agent_leave_pool(aid)
+  redis.call('HSET', akey(aid), 'state', 'offered', 'since', fmt(now), 'offer', cid)
+  return {cv, bump(akey(aid))}
+end
 -- Put a contact back at its own place: same score, so the same position as before.
 local function contact_requeue(cid)
   local c = redis.call('HMGET', ckey(cid), 'site', 'score', 'not_before')

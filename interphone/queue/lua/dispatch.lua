@@ -39,14 +39,8 @@ for _, cid in ipairs(head) do
     pick = redis.call('ZRANGE', skey(site, 'avail'), 0, 0)[1]
   end
   if pick then
-    redis.call('ZREM', waiting, cid)
-    redis.call('ZADD', P .. 'offers', deadline, cid)
-    redis.call('HSET', ckey(cid), 'state', 'offered', 'agent', pick, 'deadline', fmt(deadline))
-    local cv = bump(ckey(cid))
-    agent_leave_pool(pick)
-    redis.call('HSET', akey(pick), 'state', 'offered', 'since', fmt(now), 'offer', cid)
-    local av = bump(akey(pick))
-    return {cid, pick, cv, av, unpack(promoted)}
+    local v = make_offer(site, cid, pick, now, deadline)
+    return {cid, pick, v[1], v[2], unpack(promoted)}
   end
 end
 return {'', '', 0, 0, unpack(promoted)}
