@@ -174,3 +174,50 @@ def test_feed_benchmark_reaches_every_screen(voice_runtime: Runtime) -> None:
     result = bench.run(voice_runtime, screens=3, samples=5, workers=1, threads=8)
     assert result["events_delivered"] == 15 and result["events_missed"] == 0
     assert 0 < result["event_p50_ms"] <= result["event_p99_ms"]
+
+
+def test_agent_sees_the_case_the_ivr_path_and_earlier_notes_as_text_not_html(
+    agent_client, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    from datetime import UTC, date, datetime
+
+    from interphone.cases import CaseRecord, ImportReport, import_records
+
+    rt = voice_runtime
+    import_records(
+        rt.sessions,
+        [
+            CaseRecord(
+                "6300000077", date(1990, 4, 12), "under_review", datetime(2026, 9, 1, tzinfo=UTC)
+            )
+        ],
+        rt.settings.birthdate_key,
+        ImportReport(),
+    )
+    earlier = rt.queue.request_callback(
+        SITE, phone="+33612345678", language="fr", file_number="6300000077"
+    ).contact_id
+    rt.queue.set_presence(agent_client.agent_id, "available")
+    rt.queue.dispatch(SITE)
+    rt.queue.accept(agent_client.agent_id, earlier)
+    rt.queue.finish(agent_client.agent_id, earlier, "resolved", '<script>alert("x")</script>')
+    rt.clock.advance(60)  # past the wrap-up
+    rt.queue.sweep()
+    caller = devphone.call("+33612345678")
+    caller.press("1").press("1").press("6300000099#").press("01011990")  # a mismatch
+    for _ in range(5):  # silence at the file-number prompt: back to the main menu
+        if caller.waiting_for == "/voice/step/main":
+            break
+        caller.wait()
+    caller.press("3")  # then wait on the line
+    rt.queue.set_presence(agent_client.agent_id, "available")
+    [offer] = rt.queue.dispatch(SITE)
+    rt.queue.accept(agent_client.agent_id, offer.contact_id)
+    page = agent_client.get("/agent/panel").get_data(as_text=True)
+    path = re.search(r'<ol id="ivr-path".*?</ol>', page, re.S).group(0)
+    assert (
+        "numéro de dossier" in path and "dossier non reconnu" in path and "mis en attente" in path
+    )
+    assert "+33 •••••••78" in page and "+33612345678" not in page
+    assert '<script>alert("x")</script>' not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page

@@ -82,6 +82,8 @@ class WaitingContact:
     channel: str
     priority: str
     attempts: int
+    reason: str | None = None
+    waited_s: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -142,9 +144,10 @@ class QueueService:
         file_number: str | None = None,
         arrived_ms: int | None = None,
         not_before_ms: int = 0,
+        call_sid: str | None = None,
     ) -> Ticket:
-        """A callback request. ``arrived_ms`` is when the call that made it began, so the
-        request keeps that call's place. A second request for the same number or file
+        """A callback request. ``arrived_ms`` is when the call that made it (``call_sid``)
+        began, so the request keeps that call's place. A second request for the same number or file
         returns the first one (``created`` is False)."""
         if not phone:
             raise InvalidInput("a callback needs a phone number")
@@ -156,7 +159,7 @@ class QueueService:
             channel=channel,
             reason=reason,
             file_number=file_number,
-            call_sid=None,
+            call_sid=call_sid,
             arrived_ms=arrived_ms,
             not_before_ms=not_before_ms,
         )
@@ -314,6 +317,7 @@ class QueueService:
             held = self.store.delayed_ids(site)
             ids = ready + held
             rows = {c.id: c for c in s.scalars(select(Contact).where(Contact.id.in_(ids)))}
+        now_ms = to_ms(self.clock.now())
         out = []
         for index, cid in enumerate(ids):
             c = rows.get(cid)
@@ -332,6 +336,8 @@ class QueueService:
                     channel=c.channel,
                     priority="urgent" if live.get("cls", "1") == "0" else "normal",
                     attempts=int(live.get("attempts", c.attempts) or 0),
+                    reason=c.reason,
+                    waited_s=max(0, (now_ms - c.arrived_ms) // 1000),
                 )
             )
         return out

@@ -220,6 +220,7 @@ class IvrService:
         if step_name == "callback" and not state.caller:
             step_name = "callback_number"  # withheld number: ask for one
         state.step, state.tries = step_name, 0
+        _trace(state, step_name)
         return Reply(
             speech=list(before or []), gather=step_name, prompt=self._prompt(state, step_name)
         )
@@ -280,6 +281,7 @@ class IvrService:
             log.exception("could not queue call %s", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
         state.contact_id = ticket.contact_id
+        _trace(state, "queue")
         return Reply(
             speech=[
                 self._say(state.lang, "queue_welcome"),
@@ -304,11 +306,13 @@ class IvrService:
                 file_number=state.callback_file or state.file_number or None,
                 arrived_ms=state.started_ms,
                 not_before_ms=not_before,
+                call_sid=state.sid,
             )
         except QueueError:
             log.exception("callback request refused for call %s", state.sid)
             return self._do_goodbye(state)
         state.contact_id = ticket.contact_id
+        _trace(state, "callback_registered")
         return self._registered(state, ticket)
 
     def _convert_to_callback(self, state: CallState) -> Reply:
@@ -347,6 +351,7 @@ class IvrService:
             return self._enter(state, "main", [self._say(state.lang, "status_limit")])
         case = self._match_case(state.file_number, digits)
         if case is None:
+            _trace(state, "status_mismatch")
             state.status_failures += 1
             if state.status_failures >= STATUS_FAILURES_BEFORE_CALLBACK:
                 return self._enter(state, "callback", [self._say(state.lang, "status_too_many")])
@@ -495,3 +500,14 @@ def _parse_ddmmyyyy(digits: str) -> date | None:
         return date(int(digits[4:]), int(digits[2:4]), int(digits[:2]))
     except ValueError:
         return None
+
+
+PATH_STEPS = 24
+
+
+def _trace(state: CallState, mark: str) -> None:
+    """The caller's path through the IVR (steps and key moments), shown to the agent
+    who takes the call: the last few dozen marks, no input values."""
+    path = [p for p in state.extra.get("path", "").split(",") if p]
+    path.append(mark)
+    state.extra["path"] = ",".join(path[-PATH_STEPS:])

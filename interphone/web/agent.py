@@ -22,8 +22,10 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
+from ..desk import contact_card
 from ..models import Agent, Site
 from ..queue.clock import to_ms
 from ..queue.exceptions import QueueError
@@ -34,6 +36,29 @@ from . import runtime_of
 KEEP_ALIVE_S = 15.0
 
 bp = Blueprint("agent", __name__)
+
+# the marks of a caller's path through the IVR (``interphone.voice.ivr._trace``)
+PATH_LABELS = {
+    "language": _l("choix de la langue"),
+    "main": _l("menu principal"),
+    "status_file": _l("numéro de dossier"),
+    "status_birth": _l("date de naissance"),
+    "status_mismatch": _l("dossier non reconnu"),
+    "status_after": _l("situation du dossier entendue"),
+    "callback": _l("demande de rappel"),
+    "callback_number": _l("numéro de rappel"),
+    "callback_file": _l("dossier du rappel"),
+    "callback_reason": _l("motif du rappel"),
+    "callback_registered": _l("rappel enregistré"),
+    "queue": _l("mis en attente"),
+}
+PAUSE_REASONS = {
+    "break": _l("pause"),
+    "lunch": _l("repas"),
+    "back_office": _l("traitement de dossiers"),
+    "training": _l("formation"),
+    "meeting": _l("réunion"),
+}
 
 
 def _agent_id() -> int:
@@ -53,6 +78,9 @@ def _panel_context() -> dict[str, Any]:
         site = s.get(Site, agent.site_id) if agent else None
     waiting = rt.queue.list_waiting(site.code, limit=50) if site else []
     return {
+        "card": contact_card(rt.sessions, rt.calls, current) if current else None,
+        "path_labels": PATH_LABELS,
+        "pause_reasons": PAUSE_REASONS,
         "state": state,
         "offer": offer,
         "call": call,

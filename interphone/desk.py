@@ -1,0 +1,100 @@
+"""What an agent sees of the person on the line: the contact, the case, the path the
+caller took through the IVR, and what earlier calls from the same number or about the
+same file ended with. Read-only; numbers are masked, birth dates never leave the
+database (only their hash is there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Agent, Case, Contact
+from .privacy import mask_phone
+from .queue.clock import from_ms
+from .voice.session import CallStore
+
+HISTORY = 5
+
+
+@dataclass(frozen=True)
+class Earlier:
+    at: datetime
+    kind: str
+    outcome: str | None
+    note: str | None
+    agent: str | None
+
+
+@dataclass(frozen=True)
+class ContactCard:
+    id: int
+    reference: str
+    kind: str
+    channel: str
+    language: str
+    phone: str  # masked
+    reason: str | None
+    attempts: int
+    arrived_at: datetime
+    file_number: str | None
+    case_status: str | None = None
+    case_changed_at: datetime | None = None
+    api_valid_until: date | None = None
+    ivr_path: list[str] = field(default_factory=list)
+    earlier: list[Earlier] = field(default_factory=list)
+
+
+def contact_card(
+    sessions: sessionmaker[Session], calls: CallStore, contact_id: int
+) -> ContactCard | None:
+    with sessions() as s:
+        contact = s.get(Contact, contact_id)
+        if contact is None:
+            return None
+        case = (
+            s.scalar(select(Case).where(Case.file_number == contact.file_number))
+            if contact.file_number
+            else None
+        )
+        earlier = _earlier(s, contact)
+    state = calls.load(contact.call_sid) if contact.call_sid else None
+    path = state.extra.get("path", "") if state else ""
+    return ContactCard(
+        id=contact.id,
+        reference=contact.reference,
+        kind=contact.kind,
+        channel=contact.channel,
+        language=contact.language,
+        phone=mask_phone(contact.phone),
+        reason=contact.reason,
+        attempts=contact.attempts,
+        arrived_at=from_ms(contact.arrived_ms),
+        file_number=contact.file_number,
+        case_status=case.status if case else None,
+        case_changed_at=case.status_changed_at if case else None,
+        api_valid_until=case.api_valid_until if case else None,
+        ivr_path=[p for p in path.split(",") if p],
+        earlier=earlier,
+    )
+
+
+def _earlier(s: Session, contact: Contact) -> list[Earlier]:
+    """The last closed contacts from the same number or about the same file."""
+    same = []
+    if contact.phone:
+        same.append(Contact.phone == contact.phone)
+    if contact.file_number:
+        same.append(Contact.file_number == contact.file_number)
+    if not same:
+        return []
+    rows = s.execute(
+        select(Contact, Agent.name)
+        .outerjoin(Agent, Agent.id == Contact.agent_id)
+        .where(or_(*same), Contact.id != contact.id, Contact.outcome.is_not(None))
+        .order_by(Contact.arrived_ms.desc())
+        .limit(HISTORY)
+    ).all()
+    return [Earlier(from_ms(c.arrived_ms), c.kind, c.outcome, c.note, name) for c, name in rows]
