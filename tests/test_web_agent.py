@@ -118,7 +118,7 @@ def test_accepting_an_offer_that_expired_says_so(agent_client, voice_runtime, cl
     response = _post(agent_client, f"/agent/offer/{offer.contact_id}/accept")
     assert response.status_code == 302
     page = agent_client.get("/agent").get_data(as_text=True)
-    assert "no longer open" in page
+    assert "plus ouverte" in page  # said in the interface's language
 
 
 def _next_event(lines) -> tuple[str, str]:

@@ -179,7 +179,7 @@ def test_supervisor_reassigns_a_waiting_caller_to_a_chosen_agent(
     again = _post(supervisor, f"/supervisor/contacts/{contact}/reassign", agent_id=str(agent.id))
     assert again.status_code == 302  # a second click: a clear message, not a 500
     flashed = supervisor.get("/supervisor").get_data(as_text=True)
-    assert "not waiting" in flashed
+    assert "n&#39;attend plus" in flashed
 
 
 def test_hourly_chart_counts_arrivals_answers_abandons_and_waits(

@@ -32,6 +32,7 @@ from ..queue.exceptions import QueueError
 from ..queue.notifier import channel
 from ..queue.service import OUTCOMES
 from . import runtime_of
+from .i18n import queue_error_text
 
 KEEP_ALIVE_S = 15.0
 
@@ -161,7 +162,7 @@ def presence() -> Any:
             _agent_id(), state, request.form.get("reason", "")[:64], actor=f"agent:{_agent_id()}"
         )
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("agent.screen"))
 
 
@@ -175,7 +176,7 @@ def answer_offer(contact_id: int, answer: str) -> Any:
         else:
             rt.queue.decline(_agent_id(), contact_id)
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("agent.screen"))
 
 
@@ -191,5 +192,5 @@ def finish(contact_id: int) -> Any:
             request.form.get("note") or None,
         )
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("agent.screen"))

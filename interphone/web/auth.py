@@ -16,6 +16,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import (
     LoginManager,
     UserMixin,
@@ -87,7 +88,7 @@ def login() -> Any:
     password = request.form.get("password", "")[:200]
     failures = int(rt.redis.get(_failures_key(email)) or 0)
     if failures >= MAX_FAILURES:
-        flash("Trop d'essais : compte bloqué pendant 15 minutes.")
+        flash(_("Trop d'essais : compte bloqué pendant 15 minutes."))
         return render_template("login.html"), 429
     with rt.sessions() as s:
         agent = s.scalar(select(Agent).where(Agent.email == email, Agent.active.is_(True)))
@@ -96,7 +97,7 @@ def login() -> Any:
         pipe.incr(_failures_key(email))
         pipe.expire(_failures_key(email), LOCK_S)
         pipe.execute()
-        flash("Adresse ou mot de passe incorrect.")
+        flash(_("Adresse ou mot de passe incorrect."))
         return render_template("login.html"), 401
     rt.redis.delete(_failures_key(email))
     login_user(User(agent))

@@ -12,12 +12,48 @@ from __future__ import annotations
 from flask import Blueprint, Flask, redirect, request, session
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
+from flask_babel import lazy_gettext as _l
+
+from ..queue.exceptions import Conflict, QueueError
 
 LANGUAGES = {"fr": "Français", "en": "English"}
 DEFAULT = "fr"
 SESSION_KEY = "ui_lang"
 
 bp = Blueprint("i18n", __name__)
+
+CHANNEL_LABELS = {
+    "phone": _l("téléphone"),
+    "intercom": _l("interphone"),
+    "browser": _l("navigateur"),
+}
+STATE_LABELS = {
+    "available": _l("disponible"),
+    "paused": _l("en pause"),
+    "offline": _l("hors ligne"),
+    "offered": _l("proposition en cours"),
+    "on_call": _l("en communication"),
+    "wrap_up": _l("après-appel"),
+}
+# the queue's refusals, by the reason its Redis scripts give
+CONFLICTS = {
+    "NO_OFFER": _l("Cette proposition n'est plus ouverte (délai dépassé ou reprise)."),
+    "NOT_ON_CALL": _l("Cet agent n'est pas en communication avec ce contact."),
+    "ON_CALL": _l("L'agent est en communication : terminez d'abord l'appel."),
+    "NOT_WAITING": _l("Ce contact n'attend plus dans la file."),
+    "OTHER_SITE": _l("Cet agent travaille pour un autre site."),
+    "AGENT_NOT_FREE": _l("Cet agent n'est pas disponible."),
+    "UNKNOWN": _l("Contact inconnu."),
+}
+
+
+def queue_error_text(exc: QueueError) -> str:
+    """A queue refusal in the interface's language (its English message otherwise)."""
+    if isinstance(exc, Conflict):
+        known = CONFLICTS.get(str(exc.details.get("reason", "")))
+        if known is not None:
+            return str(known)
+    return exc.message
 
 
 def select_locale() -> str:
@@ -31,6 +67,8 @@ def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_locale=DEFAULT)
     app.jinja_env.globals["ui_languages"] = LANGUAGES
     app.jinja_env.globals["ui_lang"] = select_locale
+    app.jinja_env.globals["channel_labels"] = CHANNEL_LABELS
+    app.jinja_env.globals["state_labels"] = STATE_LABELS
     app.register_blueprint(bp)
 
 

@@ -30,6 +30,7 @@ from ..queue.stats import HourRow, Statistics, hourly
 from . import runtime_of
 from .agent import feed_response
 from .auth import role_required
+from .i18n import queue_error_text
 
 bp = Blueprint("supervisor", __name__)
 SUPERVISORS = ("supervisor", "admin")
@@ -121,7 +122,7 @@ def agent_presence(agent_id: int) -> Any:
             actor=f"supervisor:{current_user.agent_id}",
         )
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("supervisor.dashboard"))
 
 
@@ -136,7 +137,7 @@ def contact_priority(contact_id: int) -> Any:
             actor=f"supervisor:{current_user.agent_id}",
         )
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("supervisor.dashboard"))
 
 
@@ -151,7 +152,7 @@ def contact_reassign(contact_id: int) -> Any:
     try:
         rt.queue.reassign(contact_id, int(raw), actor=f"supervisor:{current_user.agent_id}")
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("supervisor.dashboard"))
 
 
@@ -166,7 +167,7 @@ def contact_cancel(contact_id: int) -> Any:
             actor=f"supervisor:{current_user.agent_id}",
         )
     except QueueError as exc:
-        flash(exc.message)
+        flash(queue_error_text(exc))
     return redirect(url_for("supervisor.dashboard"))
 
 
