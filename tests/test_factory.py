@@ -120,14 +120,35 @@ def test_readyz_says_not_ready_when_redis_is_unreachable(runtime: Runtime, setti
         broken.close()
 
 
+def _signed_in(runtime: Runtime):
+    import re
+
+    from interphone.accounts import add_user
+
+    add_user(runtime.sessions, "agent@example.org", "a-long-password", site_code="prefecture")
+    client = create_app(runtime=runtime).test_client()
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    client.post(
+        "/login",
+        data={"email": "agent@example.org", "password": "a-long-password", "csrf_token": token},
+    )
+    return client
+
+
+def test_queue_page_needs_a_signed_in_user(runtime: Runtime, queue) -> None:
+    response = create_app(runtime=runtime).test_client().get("/")
+    assert response.status_code == 302 and "/login" in response.location
+
+
 def test_queue_page_lists_waiting_contacts_with_masked_numbers(runtime: Runtime, queue) -> None:
     queue.enqueue_live("prefecture", language="ar", phone="+33612345678")
-    client = create_app(runtime=runtime).test_client()
+    client = _signed_in(runtime)
     page = client.get("/").get_data(as_text=True)
     assert "1 contact(s) en attente" in page and "ar" in page
     assert "+33612345678" not in page and "78" in page
 
 
 def test_unknown_site_on_the_queue_page_is_a_clear_404(runtime: Runtime, queue) -> None:
-    response = create_app(runtime=runtime).test_client().get("/?site=nowhere")
+    response = _signed_in(runtime).get("/?site=nowhere")
     assert response.status_code == 404 and response.json["error_id"] == "unknown-site"

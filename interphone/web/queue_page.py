@@ -1,10 +1,11 @@
-"""A plain page listing the queue (the agent screens come with their own issue)."""
+"""A plain page listing a site's queue, for anyone signed in (numbers masked)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
+from flask_login import login_required
 
 from . import runtime_of
 
@@ -12,6 +13,7 @@ bp = Blueprint("queue_page", __name__)
 
 
 @bp.get("/")
+@login_required
 def index() -> Any:
     rt = runtime_of(current_app)
     site = request.args.get("site", rt.settings.default_site)[:40]
