@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-pg lint typecheck check bench clean chromium
+.PHONY: run test test-pg lint typecheck check bench clean chromium translations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+## translations: refresh the English catalogue after changing a screen's text, then
+## translate the new entries in interphone/web/translations/en/LC_MESSAGES/messages.po
+TRANSLATIONS := interphone/web/translations
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o $(TRANSLATIONS)/messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) -l en
+	$(BIN)/pybabel compile -d $(TRANSLATIONS)
 
 bench: $(STAMP)
 	$(BIN)/interphone bench queue --json
