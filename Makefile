@@ -46,7 +46,7 @@ check: lint typecheck test
 ## translate the new entries in interphone/web/translations/en/LC_MESSAGES/messages.po
 TRANSLATIONS := interphone/web/translations
 translations: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o $(TRANSLATIONS)/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k N_ --no-location --sort-output -o $(TRANSLATIONS)/messages.pot .
 	$(BIN)/pybabel update --no-fuzzy-matching -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) -l en
 	$(BIN)/pybabel compile -d $(TRANSLATIONS)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
@@ -29,11 +30,9 @@ def _po():
 
 
 def _texts_in_the_code() -> set[str]:
-    method_map = [
-        ("interphone/web/**.py", "python"),
-        ("interphone/web/templates/**.html", "jinja2"),
-    ]
-    keywords = {"_": None, "gettext": None, "_l": None, "lazy_gettext": None}
+    with open(ROOT / "babel.cfg") as f:  # the same files `make translations` reads
+        method_map, _ = parse_mapping_cfg(f)
+    keywords = {"_": None, "gettext": None, "_l": None, "lazy_gettext": None, "N_": None}
     found = set()
     for _, _, message, _, _ in extract_from_dir(
         str(ROOT), method_map, keywords=keywords, options_map={}

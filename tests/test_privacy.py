@@ -64,6 +64,7 @@ def test_no_route_takes_a_phone_number_in_its_url(app) -> None:
                 "answer",
                 "filename",
                 "file_number",
+                "code",  # a site code
             }, (
                 rule,
                 argument,
