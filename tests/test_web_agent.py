@@ -213,11 +213,13 @@ def test_agent_sees_the_case_the_ivr_path_and_earlier_notes_as_text_not_html(
     rt.queue.set_presence(agent_client.agent_id, "available")
     [offer] = rt.queue.dispatch(SITE)
     rt.queue.accept(agent_client.agent_id, offer.contact_id)
+    rt.queue.request_callback(SITE, phone="+33698765432", language="fr", file_number="6300000077")
     page = agent_client.get("/agent/panel").get_data(as_text=True)
     path = re.search(r'<ol id="ivr-path".*?</ol>', page, re.S).group(0)
     assert (
         "numéro de dossier" in path and "dossier non reconnu" in path and "mis en attente" in path
     )
     assert "+33 •••••••78" in page and "+33612345678" not in page
+    assert "en instruction" in page  # the waiting callback's case status, in words
     assert '<script>alert("x")</script>' not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page

@@ -84,6 +84,7 @@ class WaitingContact:
     attempts: int
     reason: str | None = None
     waited_s: int = 0
+    case_status: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -317,6 +318,16 @@ class QueueService:
             held = self.store.delayed_ids(site)
             ids = ready + held
             rows = {c.id: c for c in s.scalars(select(Contact).where(Contact.id.in_(ids)))}
+            files = {c.file_number for c in rows.values() if c.file_number}
+            statuses = (
+                dict(
+                    s.execute(
+                        select(Case.file_number, Case.status).where(Case.file_number.in_(files))
+                    ).all()
+                )
+                if files
+                else {}
+            )
         now_ms = to_ms(self.clock.now())
         out = []
         for index, cid in enumerate(ids):
@@ -338,6 +349,7 @@ class QueueService:
                     attempts=int(live.get("attempts", c.attempts) or 0),
                     reason=c.reason,
                     waited_s=max(0, (now_ms - c.arrived_ms) // 1000),
+                    case_status=statuses.get(c.file_number or ""),
                 )
             )
         return out

@@ -35,6 +35,17 @@ STATE_LABELS = {
     "on_call": _l("en communication"),
     "wrap_up": _l("après-appel"),
 }
+CASE_STATUS_LABELS = {
+    "filed": _l("déposé"),
+    "incomplete": _l("incomplet"),
+    "under_review": _l("en instruction"),
+    "api_issued": _l("API délivrée"),
+    "favourable": _l("avis favorable"),
+    "card_in_production": _l("titre en fabrication"),
+    "card_ready": _l("titre prêt"),
+    "refused": _l("refusé"),
+    "closed": _l("clos"),
+}
 # the queue's refusals, by the reason its Redis scripts give
 CONFLICTS = {
     "NO_OFFER": _l("Cette proposition n'est plus ouverte (délai dépassé ou reprise)."),
@@ -69,6 +80,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["ui_lang"] = select_locale
     app.jinja_env.globals["channel_labels"] = CHANNEL_LABELS
     app.jinja_env.globals["state_labels"] = STATE_LABELS
+    app.jinja_env.globals["case_status_labels"] = CASE_STATUS_LABELS
     app.register_blueprint(bp)
 
 
