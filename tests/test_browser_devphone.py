@@ -128,3 +128,33 @@ def test_supervisor_sees_the_tiles_change_without_reloading(
         board.get_by_role("button", name="Télécharger").click()
     text = Path(download.value.path()).read_text(encoding="utf-8")
     assert text.splitlines()[0].startswith("id,reference,kind") and len(text.splitlines()) == 2
+
+
+def test_door_intercom_from_the_dev_phone_by_voice(
+    server: str, browser: Browser, voice_runtime: Runtime
+) -> None:
+    from sqlalchemy import select
+
+    from interphone.models import Contact, Site
+
+    with voice_runtime.sessions.begin() as s:
+        site = s.scalar(select(Site).where(Site.code == SITE))
+        site.intercom_identities = ["client:borne-1"]
+    page = browser.new_page(locale="fr-FR")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server}/dev/phone")
+    door = _panel(page, "Interphone (porte)")
+    door.get_by_role("button", name="Sonner").click()
+    log = door.locator("[data-log]")
+    expect(log).to_contain_text("interphone du service des étrangers")
+    expect(door.locator("[data-status]")).to_have_text("En ligne — à vous de parler")
+    for words in ("français", "agent"):
+        with page.expect_response(lambda r: r.url.endswith("/api/act")):
+            door.get_by_label("Dire").fill(words)
+            door.get_by_role("button", name="Parler").click()
+    expect(log).to_contain_text("numéro 1 dans la file")
+    assert errors == []  # the page's script never failed
+    with voice_runtime.sessions() as s:
+        [contact] = s.scalars(select(Contact)).all()
+    assert (contact.kind, contact.channel) == ("live", "intercom")

@@ -185,6 +185,7 @@ def test_every_twiml_document_uses_only_what_twilio_python_defines(
     live = devphone.call("+33622222222")
     live.press("1").press("3").wait().press("*")
     documents += live.documents
+    documents += _door_documents(devphone, voice_runtime)
     children, attributes = _twiml_grammar()
     assert {"Say", "Gather"} <= children["Response"] and "Say" in children["Gather"]
     seen = set()
@@ -198,7 +199,31 @@ def test_every_twiml_document_uses_only_what_twilio_python_defines(
                 assert child.tag in children[parent.tag], f"<{child.tag}> in <{parent.tag}>"
             for attribute in parent.attrib:
                 assert attribute in attributes[parent.tag], f"{parent.tag}@{attribute}"
-    assert {"Say", "Gather", "Redirect", "Pause", "Hangup"} <= seen
+    assert {"Say", "Gather", "Redirect", "Pause", "Hangup", "Connect", "Stream"} <= seen
+
+
+def _door_documents(devphone: DevPhone, rt: Runtime) -> list[str]:
+    """The door intercom's documents: a local speech step (French, a model folder exists)
+    and Twilio speech steps (English)."""
+    import tempfile
+    from pathlib import Path
+
+    from interphone.models import Site
+    from interphone.voice.hearing import Hearing
+    from interphone.voice.speech.results import SpeechResults
+
+    with rt.sessions.begin() as s:
+        site = s.scalar(select(Site))
+        site.intercom_identities = ["client:borne-1"]
+    models = Path(tempfile.mkdtemp()) / "fr"
+    models.mkdir()
+    rt.__dict__["hearing"] = Hearing(
+        SpeechResults(rt.redis), models_dir=models.parent, local_languages=None
+    )
+    rt.ivr._sites_read_at = 0.0  # the identity was added a moment ago
+    call = devphone.call("client:borne-1")
+    call.speak("english").speak("hmm").speak("agent")
+    return call.documents
 
 
 KEYS = st.text(alphabet="0123456789*#", max_size=20)

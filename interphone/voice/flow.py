@@ -106,3 +106,74 @@ STEPS: dict[str, Step] = {
 
 #: reasons recorded with a callback, by the key pressed in ``callback_reason``
 REASONS = ("file_question", "permit_expiry", "other")
+
+
+# -- the door intercom: the same service by voice alone ---------------------------------------
+@dataclass(frozen=True)
+class SpeechStep:
+    """A step answered by voice. ``grammar`` is a vocabulary grammar (``yes_no``,
+    ``menu``, ``language``, ``digits``: see :mod:`interphone.voice.speech.vocabulary`);
+    ``options`` map a meaning to a target, ``action`` handles free answers (digits).
+    What is heard is always read back before anything is stored. No answer understood
+    after ``max_tries`` → ``give_up``, which at the door is the live queue."""
+
+    prompt: str
+    grammar: str
+    options: Mapping[str, Target] = field(default_factory=dict)
+    action: str | None = None
+    max_tries: int = 2
+    give_up: Target = field(default_factory=lambda: do("join_queue"))
+    max_s: int = 8  # longest answer, in seconds (digits need more)
+
+
+DOOR_STEPS: dict[str, SpeechStep] = {
+    "door_language": SpeechStep(
+        prompt="door_language",
+        grammar="language",
+        action="door_language",
+        give_up=do("door_language", "fr"),
+    ),
+    "door_main": SpeechStep(
+        prompt="door_main",
+        grammar="menu",
+        options={
+            "status": go("door_file"),
+            "callback": go("door_number"),
+            "agent": do("join_queue"),
+            "repeat": go("door_main"),
+        },
+    ),
+    "door_file": SpeechStep(prompt="door_file", grammar="digits", action="door_file", max_s=15),
+    "door_file_ok": SpeechStep(
+        prompt="door_confirm",
+        grammar="yes_no",
+        options={"yes": do("door_file_confirmed"), "no": go("door_file")},
+    ),
+    "door_birth": SpeechStep(prompt="door_birth", grammar="digits", action="door_birth", max_s=15),
+    "door_birth_ok": SpeechStep(
+        prompt="door_confirm",
+        grammar="yes_no",
+        options={"yes": do("door_check_status"), "no": go("door_birth")},
+    ),
+    "door_after": SpeechStep(
+        prompt="door_after",
+        grammar="menu",
+        options={
+            "repeat": do("door_repeat_status"),
+            "callback": go("door_number"),
+            "agent": do("join_queue"),
+            "status": go("door_file"),
+        },
+        give_up=do("goodbye"),
+    ),
+    "door_number": SpeechStep(
+        prompt="door_number", grammar="digits", action="door_number", max_s=20
+    ),
+    "door_number_ok": SpeechStep(
+        prompt="door_confirm",
+        grammar="yes_no",
+        options={"yes": do("door_callback"), "no": go("door_number")},
+    ),
+}
+#: while waiting at the door, the one thing to say: "callback" (or "agent"/"repeat")
+DOOR_HOLD = SpeechStep(prompt="door_hold", grammar="menu", max_s=50)

@@ -15,13 +15,15 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from .. import journal
-from ..prompts import catalogue
+from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
+from .flow import DOOR_HOLD, DOOR_STEPS
+from .hearing import LOCAL, Heard
 from .ivr import Reply
 from .session import CallState
 from .signature import twilio_signed
-from .twiml import render
+from .twiml import Listening, render
 
 bp = Blueprint("voice", __name__)
 
@@ -48,12 +50,39 @@ def _call_sid() -> str | None:
 
 
 def _render(sid: str, reply: Reply) -> str:
-    n = reply.seq or _runtime().calls.next_sequence(sid)
+    rt = _runtime()
+    n = reply.seq or rt.calls.next_sequence(sid)
     return render(
         reply,
         step_url=lambda step: url_for("voice.step", step=step, n=n),
         hold_url=url_for("voice.hold", n=n),
+        listening=_listening(rt, reply, n) if reply.listen else None,
     )
+
+
+def _listening(rt: Runtime, reply: Reply, n: int) -> Listening:
+    lang = (reply.state.lang if reply.state else "") or REFERENCE
+    name = reply.listen or ""
+    step = DOOR_HOLD if name == "door_hold" else DOOR_STEPS[name]
+    return Listening(
+        local=rt.hearing.mode(lang) == LOCAL,
+        stream_url=rt.speech_stream_url,
+        key=f"{name}-{n}",
+        grammar=step.grammar,
+        lang=lang,
+        max_s=step.max_s,
+        hints=rt.hearing.hints(lang, step.grammar),
+    )
+
+
+def _heard(state: CallState | None, name: str, n: str) -> Heard:
+    """The answer to the door's question ``name`` asked with sequence number ``n``."""
+    hearing = _runtime().hearing
+    lang = (state.lang if state else "") or REFERENCE
+    step = DOOR_HOLD if name == "door_hold" else DOOR_STEPS[name]
+    if "SpeechResult" in request.form or hearing.mode(lang) != LOCAL:
+        return hearing.from_text(lang, step.grammar, _field("SpeechResult"))
+    return hearing.from_stream(_call_sid() or "", f"{name}-{n}")
 
 
 def _bad_request() -> Response:
@@ -100,6 +129,8 @@ def step(step: str) -> Response:
     digits = _field("Digits")
     n = request.args.get("n", "")[:12] or f"step:{step[:40]}:{digits}"
     ivr = _runtime().ivr
+    if step in DOOR_STEPS:  # the door intercom: answered by voice
+        return _xml(_turn(sid, n, lambda state: ivr.hear(state, step, _heard(state, step, n))))
     return _xml(_turn(sid, n, lambda state: ivr.handle(state, step[:40], digits)))
 
 
@@ -112,7 +143,13 @@ def hold() -> Response:
     digits = _field("Digits")
     n = request.args.get("n", "")[:12] or f"hold:{digits}"
     ivr = _runtime().ivr
-    return _xml(_turn(sid, n, lambda state: ivr.hold(state, digits)))
+
+    def answer(state: CallState | None) -> Reply:
+        if state is not None and state.channel == "intercom":
+            return ivr.door_hold(state, _heard(state, "door_hold", n))
+        return ivr.hold(state, digits)
+
+    return _xml(_turn(sid, n, answer))
 
 
 @bp.post("/voice/status")

@@ -37,7 +37,8 @@ from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
-from .flow import STEPS, Step, Target
+from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
+from .hearing import Heard
 from .session import CallState
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Reply:
     seq: int = 0  # the number of this answer in the call, carried by its action URLs
     state: CallState | None = None  # the call's state after this answer, to be stored
     records: list[Record] = field(default_factory=list)  # for the journal, with the answer
+    listen: str | None = None  # a speech step (the door): its prompt is said, then listened to
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class IvrService:
         default_site: str,
         region: str = "FR",
         notify: Notify | None = None,
+        door_callback_offer_s: float = 300.0,
     ) -> None:
         self.queue = queue
         self.sessions = sessions
@@ -99,6 +102,7 @@ class IvrService:
         self.default_site = default_site
         self.region = region
         self.notify = notify
+        self.door_callback_offer_s = door_callback_offer_s
         self._sites_cache: dict[str, Site] = {}
         self._sites_read_at = 0.0
 
@@ -106,8 +110,10 @@ class IvrService:
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
         """A new call. Twilio may post it twice: the webhook answers a retry from the
         first answer, and the journal keeps one record per CallSid."""
-        site = self._site_for(called)
-        number = self._e164_or_empty(caller)
+        door = self._intercom_site(caller)
+        site = door or self._site_for(called)
+        channel = "intercom" if door else channel
+        number = "" if door else self._e164_or_empty(caller)
         state = CallState(
             sid=sid,
             site=site.code,
@@ -116,7 +122,14 @@ class IvrService:
             started_ms=to_ms(self.clock.now()),
         )
         languages = self._languages(site)
-        if len(languages) == 1:
+        if door:
+            if len(languages) == 1:
+                state.lang = languages[0]
+                reply = self._door_ask(state, "door_main")
+            else:
+                reply = self._door_ask(state, "door_language")
+            reply.speech.insert(0, self._say(state.lang or REFERENCE, "door_greeting"))
+        elif len(languages) == 1:
             state.lang = languages[0]
             reply = self._enter(state, "main")
             reply.speech.insert(0, self._say(state.lang, "greeting"))
@@ -212,6 +225,8 @@ class IvrService:
     # -- navigation --------------------------------------------------------------------
     def _follow(self, state: CallState, target: Target) -> Reply:
         if target.kind == "go":
+            if target.name in DOOR_STEPS:
+                return self._door_ask(state, target.name)
             return self._enter(state, target.name)
         action: Callable[[CallState, str], Reply] = getattr(self, f"_do_{target.name}")
         return action(state, target.arg)
@@ -356,6 +371,12 @@ class IvrService:
             if state.status_failures >= STATUS_FAILURES_BEFORE_CALLBACK:
                 return self._enter(state, "callback", [self._say(state.lang, "status_too_many")])
             return self._enter(state, "status_file", [self._say(state.lang, "status_mismatch")])
+        text = self._status_text(state, case)
+        reply = self._enter(state, "status_after", [Speech(text, state.lang)])
+        reply.records.append(self._served_event(state))
+        return reply
+
+    def _status_text(self, state: CallState, case: CaseStatus) -> str:
         cat = catalogue(state.lang)
         text = cat.text(
             f"status.{case.status}",
@@ -363,17 +384,17 @@ class IvrService:
             api_date=cat.spoken_date(case.api_valid_until) if case.api_valid_until else "",
         )
         state.extra["status_text"] = text
-        reply = self._enter(state, "status_after", [Speech(text, state.lang)])
-        reply.records.append(  # a caller served by the IVR alone, counted once per call
-            journal.event(
-                f"{state.sid}:status_served",
-                "ivr.status_served",
-                site_id=self._site(state.site).id,
-                at_ms=to_ms(self.clock.now()),
-                data={"lang": state.lang},
-            )
+        return text
+
+    def _served_event(self, state: CallState) -> Record:
+        """A caller served by the IVR alone: counted once per call."""
+        return journal.event(
+            f"{state.sid}:status_served",
+            "ivr.status_served",
+            site_id=self._site(state.site).id,
+            at_ms=to_ms(self.clock.now()),
+            data={"lang": state.lang, "channel": state.channel},
         )
-        return reply
 
     def _act_take_callback_number(self, state: CallState, digits: str) -> Reply:
         try:
@@ -385,6 +406,155 @@ class IvrService:
     def _act_take_callback_file(self, state: CallState, digits: str) -> Reply:
         state.callback_file = normalize_file_number(digits)[:32]
         return self._enter(state, "callback_reason")
+
+    # -- the door intercom, by voice -----------------------------------------------------
+    def hear(self, state: CallState | None, step_name: str, heard: Heard) -> Reply:
+        """Answer what the person at the door said to the question ``step_name``."""
+        if state is None or step_name not in DOOR_STEPS:
+            return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        step = DOOR_STEPS[step_name]
+        if not state.lang and step_name != "door_language":
+            state.lang = REFERENCE
+        reply: Reply | None = None
+        if heard.matched:
+            if step.action is not None:
+                reply = getattr(self, f"_heard_{step.action}")(state, heard.meaning)
+            elif heard.meaning in step.options:
+                reply = self._follow(state, step.options[heard.meaning])
+        if reply is None:
+            reply = self._door_retry(state, step_name, step)
+        return self._saved(state, reply)
+
+    def door_hold(self, state: CallState | None, heard: Heard) -> Reply:
+        """Waiting at the door: position announcements; "callback" leaves a number and
+        keeps the place; after a long wait the callback is offered."""
+        if state is None:
+            return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        state.lang = state.lang or REFERENCE
+        if heard.matched and heard.meaning == "callback" and state.contact_id:
+            return self._saved(state, self._door_ask(state, "door_number"))
+        reply = self._hold(state, "")
+        if reply.hold:
+            waited_s = self.clock.now() - state.started_ms / 1000
+            key = "door_callback_offer" if waited_s >= self.door_callback_offer_s else "door_hold"
+            reply.speech.append(self._say(state.lang, key))
+        return self._saved(state, reply)
+
+    def _door_ask(
+        self, state: CallState, step_name: str, before: list[Speech] | None = None
+    ) -> Reply:
+        state.step, state.tries = step_name, 0
+        _trace(state, step_name)
+        return Reply(
+            speech=list(before or []),
+            listen=step_name,
+            prompt=self._door_prompt(state, step_name),
+        )
+
+    def _door_prompt(self, state: CallState, step_name: str) -> list[Speech]:
+        step: SpeechStep = DOOR_STEPS[step_name]
+        if step_name == "door_language":
+            return [
+                Speech(catalogue(code).text("door_language"), code)
+                for code in self._languages_of(state.site)
+            ]
+        if step.prompt == "door_confirm":
+            pending = state.extra.get("pending", "")
+            heard = (
+                self._spoken_birth_date(state.lang, pending)
+                if step_name == "door_birth_ok"
+                else " ".join(pending)
+            )
+            return [self._say(state.lang, "door_confirm", heard=heard)]
+        return [self._say(state.lang, step.prompt)]
+
+    def _door_retry(self, state: CallState, step_name: str, step: SpeechStep) -> Reply:
+        state.tries += 1
+        notice = self._say(state.lang or REFERENCE, "door_not_understood")
+        if state.tries >= step.max_tries:
+            reply = self._follow(state, step.give_up)
+            reply.speech.insert(0, notice)
+            return reply
+        tries = state.tries
+        reply = self._door_ask(state, step_name, [notice])
+        state.tries = tries
+        return reply
+
+    def _spoken_birth_date(self, lang: str, digits: str) -> str:
+        born = _parse_ddmmyyyy(digits)
+        return catalogue(lang).spoken_date(born) if born else " ".join(digits)
+
+    def _heard_door_language(self, state: CallState, code: str) -> Reply:
+        return self._do_door_language(state, code)
+
+    def _do_door_language(self, state: CallState, code: str) -> Reply:
+        languages = self._languages_of(state.site)
+        state.lang = code if code in languages else REFERENCE
+        return self._door_ask(state, "door_main")
+
+    def _heard_door_file(self, state: CallState, digits: str) -> Reply | None:
+        number = normalize_file_number(digits)
+        if not number or len(number) > 32:
+            return None
+        state.extra["pending"] = number
+        return self._door_ask(state, "door_file_ok")
+
+    def _do_door_file_confirmed(self, state: CallState, _: str = "") -> Reply:
+        state.file_number = state.extra.pop("pending", "")
+        return self._door_ask(state, "door_birth")
+
+    def _heard_door_birth(self, state: CallState, digits: str) -> Reply | None:
+        if _parse_ddmmyyyy(digits) is None:
+            return None
+        state.extra["pending"] = digits
+        return self._door_ask(state, "door_birth_ok")
+
+    def _do_door_check_status(self, state: CallState, _: str = "") -> Reply:
+        digits = state.extra.pop("pending", "")
+        if not self._lookup_allowed(state):
+            return self._door_ask(state, "door_main", [self._say(state.lang, "status_limit")])
+        case = self._match_case(state.file_number, digits)
+        if case is None:
+            _trace(state, "status_mismatch")
+            state.status_failures += 1
+            mismatch = self._say(state.lang, "status_mismatch")
+            if state.status_failures >= STATUS_FAILURES_BEFORE_CALLBACK:
+                reply = self._do_join_queue(state)  # at the door: an agent, not a dead end
+                reply.speech.insert(0, mismatch)
+                return reply
+            return self._door_ask(state, "door_file", [mismatch])
+        text = self._status_text(state, case)
+        reply = self._door_ask(state, "door_after", [Speech(text, state.lang)])
+        reply.records.append(self._served_event(state))
+        return reply
+
+    def _do_door_repeat_status(self, state: CallState, _: str = "") -> Reply:
+        before = [Speech(state.extra.get("status_text", ""), state.lang)]
+        return self._door_ask(state, "door_after", before)
+
+    def _heard_door_number(self, state: CallState, digits: str) -> Reply | None:
+        try:
+            phone = to_e164(digits, self.region)
+        except InvalidPhoneNumber:
+            return None
+        state.extra["pending"] = digits
+        state.callback_phone = phone
+        return self._door_ask(state, "door_number_ok")
+
+    def _do_door_callback(self, state: CallState, _: str = "") -> Reply:
+        """The number was read back and confirmed: a callback that keeps the place of the
+        person waiting at the door (or a new one), then an SMS."""
+        state.extra.pop("pending", None)
+        if state.contact_id:
+            try:
+                ticket = self.queue.convert_to_callback(
+                    state.contact_id, phone=state.callback_phone
+                )
+            except QueueError:
+                return self._do_goodbye(state)
+            _trace(state, "callback_registered")
+            return self._registered(state, ticket, created=True)
+        return self._do_register_callback(state, "other")
 
     # -- helpers -----------------------------------------------------------------------
     def _match_case(self, file_number: str, digits: str) -> CaseStatus | None:
@@ -443,6 +613,8 @@ class IvrService:
     def _saved(self, state: CallState, reply: Reply) -> Reply:
         state.seq += 1
         reply.seq, reply.state = state.seq, state
+        if reply.hold and state.channel == "intercom":
+            reply.listen = "door_hold"  # at the door, waiting is listened to, not keyed
         return reply
 
     def _sites(self) -> dict[str, Site]:
@@ -453,6 +625,18 @@ class IvrService:
                 self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
             self._sites_read_at = now
         return self._sites_cache
+
+    def _intercom_site(self, caller: str) -> Site | None:
+        """The site whose door intercom (or browser kiosk) this caller is, if any."""
+        who = _identity(caller)
+        if not who:
+            return None
+        for site in self._sites().values():
+            for identity in site.intercom_identities or []:
+                mine = _identity(identity)
+                if who == mine or ("@" not in mine and who.split("@", 1)[0] == mine):
+                    return site
+        return None
 
     def _site_for(self, called: str) -> Site:
         for site in self._sites().values():
@@ -511,3 +695,11 @@ def _trace(state: CallState, mark: str) -> None:
     path = [p for p in state.extra.get("path", "").split(",") if p]
     path.append(mark)
     state.extra["path"] = ",".join(path[-PATH_STEPS:])
+
+
+def _identity(raw: str) -> str:
+    """``sip:Porte@domain;transport=tls`` → ``porte@domain``; ``client:borne`` stays."""
+    value = raw.strip().lower()
+    if value.startswith("sip:") or value.startswith("sips:"):
+        value = value.split(":", 1)[1]
+    return value.split(";", 1)[0].split("?", 1)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -16,9 +17,61 @@ def _say(target: VoiceResponse | Gather, speech: Speech) -> None:
     target.say(speech.text, voice=cat.voice, language=cat.say_language)
 
 
-def render(reply: Reply, *, step_url: Callable[[str], str], hold_url: str) -> str:
+@dataclass(frozen=True)
+class Listening:
+    """How the door's answer to one question is heard: by the local speech server
+    (``local``: the call's audio is streamed to ``stream_url``) or by Twilio."""
+
+    local: bool
+    stream_url: str
+    key: str  # names this question's result (step and sequence number)
+    grammar: str
+    lang: str
+    max_s: int
+    hints: list[str] = field(default_factory=list)
+
+
+def _listen(response: VoiceResponse, reply: Reply, how: Listening, action: str) -> None:
+    speech = reply.speech + reply.prompt
+    if how.local:
+        for item in speech:
+            _say(response, item)
+        connect = response.connect(action=action, method="POST")
+        stream = connect.stream(url=how.stream_url)
+        for name, value in (
+            ("key", how.key),
+            ("grammar", how.grammar),
+            ("lang", how.lang),
+            ("max_s", str(how.max_s)),
+        ):
+            stream.parameter(name=name, value=value)
+        return
+    gather = response.gather(
+        input="speech",
+        action=action,
+        method="POST",
+        language=catalogue(how.lang).say_language,
+        hints=", ".join(how.hints) or None,
+        speech_timeout="auto",
+        timeout=min(how.max_s, 60),
+        action_on_empty_result=True,
+    )
+    for item in speech:
+        _say(gather, item)
+    response.redirect(action, method="POST")
+
+
+def render(
+    reply: Reply,
+    *,
+    step_url: Callable[[str], str],
+    hold_url: str,
+    listening: Listening | None = None,
+) -> str:
     response = VoiceResponse()
-    if reply.gather:
+    if reply.listen and listening is not None:
+        _listen(response, reply, listening, hold_url if reply.hold else step_url(reply.listen))
+    elif reply.gather:
         step = STEPS[reply.gather]
         url = step_url(reply.gather)
         gather = response.gather(

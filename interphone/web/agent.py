@@ -52,6 +52,15 @@ PATH_LABELS = {
     "callback_reason": _l("motif du rappel"),
     "callback_registered": _l("rappel enregistré"),
     "queue": _l("mis en attente"),
+    "door_language": _l("interphone : choix de la langue"),
+    "door_main": _l("interphone : menu"),
+    "door_file": _l("interphone : numéro de dossier dit"),
+    "door_file_ok": _l("interphone : numéro de dossier relu"),
+    "door_birth": _l("interphone : date de naissance dite"),
+    "door_birth_ok": _l("interphone : date de naissance relue"),
+    "door_after": _l("interphone : situation du dossier entendue"),
+    "door_number": _l("interphone : numéro de portable dit"),
+    "door_number_ok": _l("interphone : numéro de portable relu"),
 }
 PAUSE_REASONS = {
     "break": _l("pause"),

@@ -82,6 +82,7 @@ def _context() -> dict[str, Any]:
         "roster": roster,
         "waiting": rt.queue.list_waiting(site.code, limit=100),
         "hours": _working_hours(hourly(rt.sessions, rt.clock, site.code)),
+        "speech_modes": rt.hearing.modes(list(site.languages or [])),
     }
 
 

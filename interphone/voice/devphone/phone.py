@@ -58,6 +58,7 @@ class PendingGather:
     kind: str = "gather"
     speech: bool = False
     target: str = ""  # the dialled number, the stream URL or the queue's wait URL
+    params: dict[str, str] = field(default_factory=dict)  # a stream's <Parameter>s
 
 
 @dataclass
@@ -156,6 +157,7 @@ class SimCall:
                 "kind": self.gather.kind,
                 "speech": self.gather.speech,
                 "target": self.gather.target,
+                "params": self.gather.params,
             }
         return {
             "sid": self.sid,
@@ -192,6 +194,10 @@ class SimCall:
                 g["finish_on_key"],
                 g["on_empty"],
                 [ET.fromstring(v) for v in g["rest"]],
+                kind=g.get("kind", "gather"),
+                speech=bool(g.get("speech", False)),
+                target=g.get("target", ""),
+                params=dict(g.get("params") or {}),
             )
         return call
 
@@ -312,8 +318,18 @@ class SimCall:
             streams = [child for child in verb if child.tag == "Stream"]
             if len(streams) != 1:
                 raise TwimlError("<Connect> needs exactly one <Stream>")
+            params = {
+                p.get("name", ""): p.get("value", "") for p in streams[0] if p.tag == "Parameter"
+            }
             self.gather = PendingGather(
-                action, None, "", False, rest, kind="stream", target=streams[0].get("url", "")
+                action,
+                None,
+                "",
+                False,
+                rest,
+                kind="stream",
+                target=streams[0].get("url", ""),
+                params=params,
             )
 
     def _queue_music(self) -> None:
@@ -364,6 +380,9 @@ class SimCall:
         if pending.kind == "gather" and pending.speech:
             self.gather = None
             self._post_and_run(pending.action, {"SpeechResult": text, "Confidence": "0.9"})
+        elif pending.kind == "stream":
+            self._typed_into_stream(pending, text)
+            self.end_stream()
         elif pending.kind == "record":
             self.gather = None
             seconds = str(max(1, len(text.split()) // 2))
@@ -379,6 +398,33 @@ class SimCall:
         else:
             raise TwimlError(f"nothing listens for speech here ({pending.kind})")
         return self
+
+    def _typed_into_stream(self, pending: PendingGather, text: str) -> None:
+        """Typed text at a local speech step: taken as what the speech server would have
+        understood (the same vocabulary), so the flow can be tried without a microphone.
+        ``speak_audio`` sends real audio through the speech server instead."""
+        from ..hearing import Hearing
+        from ..speech.results import SpeechResult, SpeechResults
+
+        assert self.phone.redis is not None, "the dev phone needs Redis for speech steps"
+        results = SpeechResults(self.phone.redis)
+        params = pending.params
+        grammar, lang = params.get("grammar", ""), params.get("lang", "")
+        heard = Hearing(results, models_dir=None, local_languages=None).from_text(
+            lang, grammar, text
+        )
+        result = SpeechResult(grammar, text[:200], heard.meaning, str(heard.status))
+        results.put(self.sid, params.get("key", ""), result)
+
+    @property
+    def listening(self) -> str:
+        """What the call waits on when it waits for speech: ``stream`` (the local speech
+        server) or ``speech`` (Twilio's recognizer); empty otherwise."""
+        if self.gather is None:
+            return ""
+        if self.gather.kind == "stream":
+            return "stream"
+        return "speech" if self.gather.kind == "gather" and self.gather.speech else ""
 
     def end_stream(self) -> SimCall:
         """The media stream closes: Twilio asks the <Connect> action what comes next."""

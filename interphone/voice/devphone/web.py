@@ -84,6 +84,7 @@ def _view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, Any]:
             "status": call.status,
             "heard": [{"text": h.text, "lang": h.language} for h in call.heard],
             "waiting_for_keys": call.gather is not None,
+            "listening": call.listening,
             "conference": call.conference,
         },
         "ringing": [c["sid"] for c in phone.ringing(number)],
@@ -93,7 +94,10 @@ def _view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, Any]:
 
 @bp.get("/dev/phone")
 def page() -> str:
-    return render_template("devphone.html", line=_line_number())
+    return render_template("devphone.html", line=_line_number(), door=DEMO_DOOR)
+
+
+DEMO_DOOR = "client:borne-1"  # the demo site's door (a browser kiosk identity)
 
 
 def _line_number() -> str:
@@ -131,7 +135,8 @@ def act() -> Response:
     number = _request_number()
     action = (request.get_json(silent=True) or {}).get("action", "")
     keys = str((request.get_json(silent=True) or {}).get("keys", ""))[:32]
-    if not number or action not in ("ring", "keys", "wait", "hangup", "answer", "refuse"):
+    text = str((request.get_json(silent=True) or {}).get("text", ""))[:200]
+    if not number or action not in ("ring", "keys", "say", "wait", "hangup", "answer", "refuse"):
         return jsonify(error="unknown number or action"), 400  # type: ignore[return-value]
     phone = _phone()
     with _runtime().redis.lock(f"ip:devphone:lock:{number}", timeout=30, blocking_timeout=10):
@@ -147,8 +152,10 @@ def act() -> Response:
                 return jsonify(error="no call in progress"), 409  # type: ignore[return-value]
             elif action == "keys":
                 call.press(keys)
+            elif action == "say":
+                call.speak(text)
             elif action == "wait":
-                call.wait()
+                call.end_stream() if call.listening == "stream" else call.wait()
             else:
                 call.hang_up()
         except TwimlError as exc:
