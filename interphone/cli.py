@@ -352,6 +352,8 @@ def bench_speech(
         raise click.ClickException(f"no audio: give --audio (8 kHz µ-law saying {expected!r})")
     result = benchmod.run(
         redis_url=rt.redis_url,
+        auth_token=rt.settings.twilio_auth_token or "",
+        public_base_url=rt.settings.public_base_url,
         model_path=model_path,
         lang=lang,
         grammar=grammar,
@@ -441,6 +443,374 @@ def dev_serve(ctx: click.Context, port: int) -> None:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = str(Path(bindir) / "honcho")
     os.execve(honcho, [honcho, "start", "-f", str(procfile), "web", "worker"], env)
+
+
+# -- simulate --------------------------------------------------------------------------------
+def _plan_options(fn: F) -> F:
+    """The options that describe a simulated day (shared by ``simulate day`` and ``staff``).
+    Defaults are those of :class:`interphone.sim.DayPlan`."""
+    from .sim.plan import DayPlan
+
+    d = DayPlan()
+    share = click.FloatRange(0, 1)
+    seconds = click.FloatRange(0)
+    options = [
+        click.option(
+            "--arrivals-per-hour",
+            help="Calls and rings per hour: one rate, or one per hour separated by commas "
+            f"[default: {d.arrivals_per_hour[0]:g}]",
+        ),
+        click.option(
+            "--hours",
+            type=click.FloatRange(0, 4800, min_open=True),
+            help=f"Length of the simulated period; the line is open throughout unless --open "
+            f"says otherwise [default: {d.hours:g}]",
+        ),
+        click.option("--start", help=f"Local time the period starts [default: {d.start:%H:%M}]"),
+        click.option("--date", "day", help=f"Simulated date [default: {d.day} (a Monday)]"),
+        click.option(
+            "--profile",
+            type=click.Choice(["flat", "monday"]),
+            help="Shape of the day: flat, or the Monday-morning peak by clock hour (rescaled "
+            "so that the mean stays --arrivals-per-hour) [default: flat]",
+        ),
+        click.option(
+            "--agents",
+            help=f"Agents signed in: one number, or one per hour [default: {d.agents[0]}]",
+        ),
+        click.option(
+            "--agent-languages",
+            help="What each agent speaks, given to agents in turn, e.g. fr+en,fr,fr+ar "
+            "[default: fr]",
+        ),
+        click.option(
+            "--languages",
+            help="Callers' languages and shares, e.g. fr=0.7,en=0.2,ar=0.1 [default: fr]",
+        ),
+        click.option(
+            "--intercom-share",
+            type=share,
+            help=f"Share of arrivals ringing the door intercom [default: {d.intercom_share:g}]",
+        ),
+        click.option(
+            "--self-service",
+            type=share,
+            help="Share of arrivals served by the IVR alone, who never reach the queue "
+            f"[default: {d.self_service:g}]",
+        ),
+        click.option(
+            "--callback-share",
+            type=share,
+            help="Share of those who want an agent that ask for a callback instead of "
+            f"waiting [default: {d.callback_share:g}]",
+        ),
+        click.option(
+            "--closed-callback-share",
+            type=share,
+            help="When the line is closed, share who take a callback "
+            f"[default: {d.closed_callback_share:g}]",
+        ),
+        click.option(
+            "--urgent-share",
+            type=share,
+            help="Share whose permit expires within days (urgent class) "
+            f"[default: {d.urgent_share:g}]",
+        ),
+        click.option(
+            "--patience",
+            help="Mean seconds a caller holds before hanging up (exponential), or inf "
+            f"[default: {d.patience_s:g}]",
+        ),
+        click.option(
+            "--aht",
+            type=click.FloatRange(1),
+            help=f"Mean handle time, seconds [default: {d.aht_s:g}]",
+        ),
+        click.option(
+            "--handle",
+            type=click.Choice(["exponential", "lognormal"]),
+            help="Distribution of handle times [default: exponential]",
+        ),
+        click.option(
+            "--handle-cv",
+            type=click.FloatRange(0.01, 10),
+            help=f"Coefficient of variation of log-normal handle times [default: {d.handle_cv:g}]",
+        ),
+        click.option(
+            "--wrap-up",
+            type=seconds,
+            help=f"Wrap-up after each call, seconds [default: {d.wrap_up_s:g}]",
+        ),
+        click.option(
+            "--ivr-time",
+            type=seconds,
+            help=f"Mean seconds in the menus before joining the queue [default: {d.ivr_s:g}]",
+        ),
+        click.option(
+            "--accept-delay",
+            type=seconds,
+            help="Seconds an agent takes to accept an offer [default: 0]",
+        ),
+        click.option(
+            "--callback-answer",
+            type=share,
+            help="Chance that the applicant picks up a callback attempt "
+            f"[default: {d.callback_answer:g}]",
+        ),
+        click.option(
+            "--ring-time",
+            type=seconds,
+            help=f"Seconds an unanswered callback rings [default: {d.ring_s:g}]",
+        ),
+        click.option(
+            "--retry-delay",
+            type=seconds,
+            help="Seconds before an unanswered callback is tried again "
+            f"[default: {d.queue.callback_retry_delay_s:g}]",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(1, 20),
+            help="Callback attempts before 'unreachable' "
+            f"[default: {d.queue.callback_max_attempts}]",
+        ),
+        click.option(
+            "--open",
+            "open",
+            help="Opening hours of the live line, e.g. 09:00-12:00,13:30-16:30 [default: always]",
+        ),
+        click.option(
+            "--callback-hours",
+            help="Hours in which callbacks are placed, e.g. 09:00-17:00 [default: always]",
+        ),
+        click.option(
+            "--drain",
+            type=seconds,
+            help="After the period, at most this long for the agents to finish the line "
+            f"[default: {d.drain_s:g}]",
+        ),
+        click.option(
+            "--sl-threshold",
+            "--threshold",
+            "sl_threshold",
+            type=seconds,
+            help="Service level: answered within this many seconds "
+            f"[default: {d.sl_threshold_s:g}]",
+        ),
+        click.option(
+            "--seed", type=int, help=f"Random seed of the day's callers [default: {d.seed}]"
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _plan(options: dict[str, Any]) -> Any:
+    from .sim.plan import PlanError, plan_from_options
+
+    try:
+        return plan_from_options(**options)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from .sim.report import PLOT_HINT
+
+        raise click.UsageError(f"--plot: {PLOT_HINT}") from None
+
+
+@main.group()
+def simulate() -> None:
+    """Simulated days pushed through the real queue, on a private Redis and database."""
+
+
+@simulate.command("day")
+@_plan_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the per-caller timeline to this CSV file",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the day to this PNG file (needs matplotlib)",
+)
+@click.option(
+    "--exhaustive-sweeps",
+    is_flag=True,
+    help="Run the periodic sweep at every tick, even when nothing can be due (slower; "
+    "gives the same day)",
+)
+def simulate_day(
+    as_json: bool,
+    csv_file: Path | None,
+    plot_file: Path | None,
+    exhaustive_sweeps: bool,
+    **options: Any,
+) -> None:
+    """Simulate a day of calls and intercom rings through the real queue and dispatch
+    code on a virtual clock, and report what applicants and agents live through."""
+    from .sim import render_text, write_csv, write_plot
+    from .sim import simulate_day as run_day
+
+    plan = _plan(options)
+    if plot_file is not None:
+        _need_matplotlib()
+    try:
+        day = run_day(plan, exhaustive_sweeps=exhaustive_sweeps)
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"the simulation could not run: {exc}") from None
+    if csv_file is not None:
+        with csv_file.open("w", encoding="utf-8", newline="") as stream:
+            rows = write_csv(day, stream)
+        if not as_json:
+            click.echo(f"timeline of {rows} callers written to {csv_file}", err=True)
+    if plot_file is not None:
+        write_plot(day, plot_file)
+        if not as_json:
+            click.echo(f"chart written to {plot_file}", err=True)
+    if as_json:
+        click.echo(json.dumps(day.report.as_json(), ensure_ascii=False))
+    else:
+        click.echo(render_text(day))
+
+
+@simulate.command("staff")
+@_plan_options
+@click.option(
+    "--target-sl",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Share of live calls to answer within --threshold seconds, every hour",
+)
+@click.option("--min-agents", type=click.IntRange(1, 500), default=1, show_default=True)
+@click.option("--max-agents", type=click.IntRange(1, 500), default=60, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+def simulate_staff(
+    target_sl: float, min_agents: int, max_agents: int, as_json: bool, **options: Any
+) -> None:
+    """Fewest agents per hour that meet the target in simulation, beside Erlang C.
+    (--agents is not used: the search sets the staffing.)"""
+    from dataclasses import asdict
+
+    from .sim import Sandbox
+    from .sim.staffing import search
+
+    if min_agents > max_agents:
+        raise click.UsageError("--min-agents is larger than --max-agents")
+    plan = _plan(options)
+
+    def progress(line: str) -> None:
+        if not as_json:
+            click.echo(f"  {line}", err=True)
+
+    try:
+        with Sandbox() as box:
+            result = search(
+                plan,
+                target_sl,
+                sandbox=box,
+                min_agents=min_agents,
+                max_agents=max_agents,
+                progress=progress,
+            )
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"the simulation could not run: {exc}") from None
+    report = result.day.report
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "target_sl": target_sl,
+                    "sl_threshold_s": result.threshold_s,
+                    "hours": [asdict(h) for h in result.hours],
+                    "agent_hours": sum(h.agents for h in result.hours),
+                    "erlang_c_agent_hours": sum(h.erlang_c_agents for h in result.hours),
+                    "day": report.as_json(),
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    click.echo(
+        f"Fewest agents per hour for {target_sl:.0%} of live calls answered within "
+        f"{result.threshold_s:g} s (seed {plan.seed}):"
+    )
+    click.echo(
+        f"{'hour':<7}{'calls/h':>8}{'live/h':>8}{'agents':>8}{'SL':>7}   {'Erlang C':>8}{'SL':>7}"
+    )
+    for h in result.hours:
+        level = "—" if h.service_level is None else f"{h.service_level:.0%}"
+        erlang = "—" if h.erlang_c_service_level is None else f"{h.erlang_c_service_level:.0%}"
+        click.echo(
+            f"{h.hour:<7}{h.arrivals_per_hour:>8.0f}{h.live_calls_per_hour:>8.0f}"
+            f"{h.agents:>8}{level:>7}   {h.erlang_c_agents:>8}{erlang:>7}"
+        )
+    click.echo(
+        f"Agent-hours: {sum(h.agents for h in result.hours)} in simulation, "
+        f"{sum(h.erlang_c_agents for h in result.hours)} by Erlang C (live calls only)."
+    )
+    click.echo(
+        f"With that staffing the day gives: service level {report.service_level}, "
+        f"{report.abandoned} hang-ups, {report.callbacks_completed}/"
+        f"{report.callbacks_requested} callbacks done, occupancy {report.agent_occupancy}; "
+        f"lost {report.lost}, duplicated {report.duplicated}."
+    )
+
+
+@bench.command("simulate")
+@click.option(
+    "--calls",
+    default=400_000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Calls of the textbook Erlang C case, all runs together",
+)
+@click.option(
+    "--workers",
+    default=os.cpu_count() or 1,
+    type=click.IntRange(1, 64),
+    help="Parallel processes, each with its own Redis server and database [default: CPUs]",
+)
+@click.option("--runs", type=click.IntRange(1), help="Seeded runs to split the calls into")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--skip-erlang", is_flag=True, help="Only time the 2,000-call day")
+@click.option("--skip-day", is_flag=True, help="Only compare with Erlang C")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+def bench_simulate(
+    calls: int,
+    workers: int,
+    runs: int | None,
+    seed: int,
+    skip_erlang: bool,
+    skip_day: bool,
+    as_json: bool,
+) -> None:
+    """The simulator against Erlang C over many calls, and the time of a 2,000-call day."""
+    from .sim import bench as benchmod
+
+    result: dict[str, Any] = {}
+    if not skip_day:
+        result["day_2000_calls_8_agents"] = benchmod.day_speed(seed)
+    if not skip_erlang:
+        result["erlang_c_textbook"] = benchmod.erlang_comparison(
+            calls,
+            workers=workers,
+            runs=runs,
+            seed=seed,
+            progress=lambda line: click.echo(line, err=True),
+        )
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

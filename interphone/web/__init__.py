@@ -43,7 +43,7 @@ def create_app(
     from flask_wtf.csrf import CSRFProtect
 
     from ..voice import http as voice_http
-    from . import admin, agent, api, auth, health, i18n, queue_page, supervisor
+    from . import admin, agent, api, auth, health, i18n, planning, queue_page, supervisor
 
     csrf = CSRFProtect(app)
     i18n.init_app(app)
@@ -53,6 +53,7 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(supervisor.bp)
+    app.register_blueprint(planning.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer tokens, no cookies

@@ -1,0 +1,128 @@
+"""The speech stream server: a small WSGI app of its own (``Procfile``: ``stream``), so
+the models (about 0.5 GB each) are loaded once, in one process, not in every web worker.
+
+Run it with one gunicorn process and enough threads for the simultaneous streams (each
+stream holds a thread for the length of a speech step)::
+
+    gunicorn --workers 1 --worker-class gthread --threads 128 \
+        "interphone.voice.speech.app:create_stream_app()"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import Flask, abort, jsonify, request
+from twilio.request_validator import RequestValidator
+
+from ...config import Settings, load_settings
+from ...runtime import resolve_redis_url
+from ..signature import raw_path_and_query
+from .models import ModelError, ModelRegistry
+from .recognizer import Limits
+from .results import SpeechResults
+from .stream import PATH, SpeechStreams, init_app
+
+log = logging.getLogger(__name__)
+
+
+def registry_from_settings(settings: Settings, vocabulary_dir: Path | None = None) -> ModelRegistry:
+    """Models from ``VOSK_MODELS_DIR/<lang>/``."""
+    return ModelRegistry(settings.vosk_models_dir, vocabulary_dir=vocabulary_dir)
+
+
+def stream_urls(settings: Settings) -> list[str]:
+    """The URLs Twilio may have signed for this handshake: the raw path and query on
+    ``SPEECH_STREAM_URL``'s host (when the stream server has a host of its own) or on
+    ``PUBLIC_BASE_URL``, each as ``wss://`` (the ``<Stream url>``) and ``https://``."""
+    tail = raw_path_and_query()
+    bases = [settings.public_base_url.rstrip("/")]
+    urls = []
+    if settings.speech_stream_url:
+        urls.append(settings.speech_stream_url)
+        parts = urlsplit(settings.speech_stream_url)
+        bases.insert(0, f"{parts.scheme}://{parts.netloc}")
+    for base in bases:
+        scheme, _, rest = base.partition("://")
+        secure = scheme in ("https", "wss")
+        urls += [("wss://" if secure else "ws://") + rest + tail]
+        urls += [("https://" if secure else "http://") + rest + tail]
+    return urls
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def create_stream_app(
+    settings: Settings | None = None,
+    *,
+    registry: ModelRegistry | None = None,
+    results: SpeechResults | None = None,
+    limits: Limits | None = None,
+    vocabulary_dir: str | Path | None = None,
+    max_streams: int = 100,
+    load: bool = True,
+) -> Flask:
+    """The WebSocket endpoint on ``/voice/stream`` and ``GET /healthz``.
+
+    The endpoint is public (Twilio connects to it), so the WebSocket handshake must carry
+    Twilio's ``X-Twilio-Signature`` (the auth token's signature of the stream URL, as
+    ``PUBLIC_BASE_URL`` gives it, in its ``wss://`` or ``https://`` form): anything else
+    is refused with 403 before any audio is taken.
+
+    ``load``: load every model now (the default: the first caller does not wait for
+    it, and a missing grammar word is logged, or stops start-up in strict mode).
+    """
+    settings = settings or load_settings()
+    vocab = Path(vocabulary_dir) if vocabulary_dir else None
+    registry = registry or registry_from_settings(settings, vocab)
+    if results is None:
+        results = SpeechResults(redis.Redis.from_url(resolve_redis_url(settings)))
+    if load:
+        languages = registry.languages()
+        if not languages:
+            message = "no Vosk model: set VOSK_MODELS_DIR to a folder with one folder per language"
+            if settings.env == "production":
+                raise ModelError(message)
+            log.warning("%s; every speech step will answer 'error'", message)
+        registry.load_all()
+    streams = SpeechStreams(registry, results, limits, max_streams=max_streams)
+    app = Flask(__name__)
+    app.extensions["speech_streams"] = streams
+    init_app(app, streams, PATH)
+    validator = RequestValidator(settings.twilio_auth_token or "")
+
+    @app.before_request
+    def twilio_only() -> None:
+        if request.path != PATH:
+            return
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not any(
+            validator.validate(url, {}, signature) for url in stream_urls(settings)
+        ):
+            abort(403, description="invalid Twilio signature")
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(
+            status="ok",
+            pid=os.getpid(),
+            rss_mb=_rss_mb(),
+            **registry.describe(),
+            **streams.describe(),
+        )
+
+    return app
