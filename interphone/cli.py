@@ -749,13 +749,19 @@ def simulate_staff(
     click.echo(
         f"{'hour':<7}{'calls/h':>8}{'live/h':>8}{'agents':>8}{'SL':>7}   {'Erlang C':>8}{'SL':>7}"
     )
+    short = [
+        h.hour for h in result.hours if h.service_level is not None and h.service_level < target_sl
+    ]
     for h in result.hours:
         level = "—" if h.service_level is None else f"{h.service_level:.0%}"
+        level += "*" if h.hour in short else ""
         erlang = "—" if h.erlang_c_service_level is None else f"{h.erlang_c_service_level:.0%}"
         click.echo(
             f"{h.hour:<7}{h.arrivals_per_hour:>8.0f}{h.live_calls_per_hour:>8.0f}"
             f"{h.agents:>8}{level:>7}   {h.erlang_c_agents:>8}{erlang:>7}"
         )
+    if short:
+        click.echo(f"* the target is not reached even with --max-agents {max_agents}")
     click.echo(
         f"Agent-hours: {sum(h.agents for h in result.hours)} in simulation, "
         f"{sum(h.erlang_c_agents for h in result.hours)} by Erlang C (live calls only)."
