@@ -142,3 +142,19 @@ def test_national_phone_format_is_stored_as_e164(queue: QueueService, runtime) -
     ticket = queue.request_callback(SITE, phone="06 12 34 56 78", language="fr")
     with runtime.sessions() as s:
         assert s.get(Contact, ticket.contact_id).phone == "+33612345678"
+
+
+def test_reference_collision_draws_a_new_reference_instead_of_refusing_the_caller(
+    queue: QueueService, runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six characters collide about once in 50,000 contacts; the caller must not pay."""
+    first = queue.enqueue_live(SITE, language="fr")
+    with runtime.sessions() as s:
+        taken = s.get(Contact, first.contact_id).reference
+    draws = iter([taken, taken, "ZZZZ22"])
+    monkeypatch.setattr("interphone.queue.service._reference", lambda: next(draws))
+    second = queue.enqueue_live(SITE, language="fr")
+    assert second.created
+    with runtime.sessions() as s:
+        assert s.get(Contact, second.contact_id).reference == "ZZZZ22"
+    assert order(queue) == [first.contact_id, second.contact_id]

@@ -226,7 +226,7 @@ class QueueService:
                     if duplicate is not None:
                         return self._ticket(duplicate, created=False)
                 contact = Contact(
-                    reference=_reference(),
+                    reference=self._free_reference(s),
                     kind=kind,
                     channel=channel,
                     site_id=site.id,
@@ -274,6 +274,16 @@ class QueueService:
         )
         self.trigger(site_code)
         return self._ticket(contact, created=True)
+
+    @staticmethod
+    def _free_reference(s: Session) -> str:
+        """A short reference no contact holds yet. Six characters of a 32-letter alphabet
+        collide about once in 50,000 contacts (birthday bound), which would refuse a
+        caller's request; so a taken one is drawn again."""
+        while True:
+            reference = _reference()
+            if s.scalar(select(Contact.id).where(Contact.reference == reference)) is None:
+                return reference
 
     # -- questions ---------------------------------------------------------------------
     def ticket(self, contact_id: int) -> Ticket:
