@@ -425,7 +425,8 @@ def dev_seed(ctx: click.Context) -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.pass_context
 def dev_serve(ctx: click.Context, port: int) -> None:
-    """Migrate, seed, then run web + worker (and the embedded Redis) with honcho."""
+    """Migrate, seed, then run web + worker + transcriber (and the embedded Redis) with
+    honcho."""
     from . import db as dbmod
 
     rt = _runtime(ctx)
@@ -442,7 +443,7 @@ def dev_serve(ctx: click.Context, port: int) -> None:
     bindir = str(Path(sys.executable).parent)  # gunicorn, rq and honcho live beside python
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = str(Path(bindir) / "honcho")
-    os.execve(honcho, [honcho, "start", "-f", str(procfile), "web", "worker"], env)
+    os.execve(honcho, [honcho, "start", "-f", str(procfile), "web", "worker", "transcriber"], env)
 
 
 # -- simulate --------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class Settings:
     local_speech_languages: tuple[str, ...] | None = None
     speech_stream_url: str = ""  # wss://… of the speech server; default from the base URL
     door_callback_offer_s: float = 300.0  # at the door, offer a callback after this wait
+    voicemail_max_s: int = 120  # longest message left after hours (<Record maxLength>)
     instance_path: Path = Path("instance")
     default_site: str = "prefecture"
     default_region: str = "FR"
@@ -212,6 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         speech_stream_url=stream_url or "",
         door_callback_offer_s=env.number("DOOR_CALLBACK_OFFER_S", 300.0, minimum=0),
+        voicemail_max_s=env.integer("VOICEMAIL_MAX_S", 120, minimum=5),
         instance_path=Path(env.text("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
         default_site=env.text("INTERPHONE_SITE", "prefecture") or "prefecture",
         default_region=env.text("DEFAULT_REGION", "FR") or "FR",

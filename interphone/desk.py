@@ -1,7 +1,8 @@
 """What an agent sees of the person on the line: the contact, the case, the path the
 caller took through the IVR, and what earlier calls from the same number or about the
-same file ended with. Read-only; numbers are masked, birth dates never leave the
-database (only their hash is there)."""
+same file ended with, and the messages the caller left (transcript, audio by id).
+Read-only; numbers are masked, birth dates never leave the database (only their hash
+is there)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from datetime import date, datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Agent, Case, Contact
+from .models import Agent, Case, Contact, Voicemail
 from .privacy import mask_phone
 from .queue.clock import from_ms
 from .voice.session import CallStore
+from .voice.voicemail import VoicemailView
 
 HISTORY = 5
 
@@ -45,6 +47,7 @@ class ContactCard:
     api_valid_until: date | None = None
     ivr_path: list[str] = field(default_factory=list)
     earlier: list[Earlier] = field(default_factory=list)
+    voicemails: list[VoicemailView] = field(default_factory=list)
 
 
 def contact_card(
@@ -60,6 +63,12 @@ def contact_card(
             else None
         )
         earlier = _earlier(s, contact)
+        voicemails = [
+            VoicemailView.of(v)
+            for v in s.scalars(
+                select(Voicemail).where(Voicemail.contact_id == contact.id).order_by(Voicemail.id)
+            )
+        ]
     state = calls.load(contact.call_sid) if contact.call_sid else None
     path = state.extra.get("path", "") if state else ""
     return ContactCard(
@@ -78,6 +87,7 @@ def contact_card(
         api_valid_until=case.api_valid_until if case else None,
         ivr_path=[p for p in path.split(",") if p],
         earlier=earlier,
+        voicemails=voicemails,
     )
 
 

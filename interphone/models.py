@@ -14,13 +14,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -200,3 +201,36 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # set on events recorded through the journal: at most one event per ref
     ref: Mapped[str | None] = mapped_column(String(80), unique=True)
+
+
+VOICEMAIL_STATES = ("pending", "transcribed", "no_model", "failed")
+
+
+class Voicemail(Base):
+    """A message left after hours (``<Record>``): kept from the first webhook that names
+    its RecordingSid, linked to the callback contact it created (none for a withheld
+    number or the door), then fetched and transcribed by an RQ job. The audio is kept
+    here, never fetched by a browser from Twilio."""
+
+    __tablename__ = "voicemails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    language: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(16), default="phone")
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    # pending (audio or transcript to come), transcribed, no_model, failed
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    transcript: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(String(200))  # why there is no transcript
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    audio_type: Mapped[str | None] = mapped_column(String(32))
+    audio: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    transcribed_at: Mapped[datetime | None]
+    # a message with no contact (withheld number, the door): marked done by an agent
+    handled_at: Mapped[datetime | None]
+    handled_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))

@@ -32,8 +32,14 @@ if TYPE_CHECKING:
     from .voice.ivr import IvrService
     from .voice.messaging import SmsService
     from .voice.session import CallStore
+    from .voice.speech.models import ModelRegistry
+    from .voice.voicemail import VoicemailService
 
 RQ_QUEUE = "interphone"
+# Voicemail transcriptions take seconds of CPU and a Vosk model in memory: a queue of
+# their own (the ``transcriber`` process), so they never hold up a dispatch.
+RQ_SPEECH_QUEUE = "interphone-speech"
+VOICEMAIL_RETRY_S = (10, 60, 300, 900, 3600)  # a recording not fetched: tried again
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -85,6 +91,10 @@ class Runtime:
         return Queue(RQ_QUEUE, connection=self.redis)
 
     @cached_property
+    def speech_queue(self) -> Queue:
+        return Queue(RQ_SPEECH_QUEUE, connection=self.redis)
+
+    @cached_property
     def store(self) -> RedisQueue:
         return RedisQueue(self.redis, self.clock)
 
@@ -128,12 +138,52 @@ class Runtime:
             self.journal,
             self.redis,
             self.clock,
+            voicemails=self.voicemail,
             birthdate_key=self.settings.birthdate_key,
             default_site=self.settings.default_site,
             region=self.settings.default_region,
             notify=self.notify,
             door_callback_offer_s=self.settings.door_callback_offer_s,
         )
+
+    @cached_property
+    def voicemail(self) -> VoicemailService:
+        from .voice.voicemail import VoicemailService
+
+        return VoicemailService(
+            self.queue,
+            self.sessions,
+            self.clock,
+            client=self.twilio_client,
+            models=lambda: self.speech_models,
+            run_job=self.run_speech_job,
+        )
+
+    @cached_property
+    def speech_models(self) -> ModelRegistry:
+        """Vosk models of this process (loaded on first use: the transcriber's)."""
+        from .voice.speech.models import ModelRegistry
+
+        return ModelRegistry(self.settings.vosk_models_dir)
+
+    def run_speech_job(self, voicemail_id: int, job_id: str) -> None:
+        """Queue a voicemail's transcription once per id, retried when it fails."""
+        from rq import Retry
+        from rq.exceptions import DuplicateJobError
+
+        from .voice.jobs import transcribe_voicemail
+
+        with contextlib.suppress(DuplicateJobError):
+            self.speech_queue.enqueue(
+                transcribe_voicemail,
+                voicemail_id,
+                job_id=job_id,
+                unique=True,
+                retry=Retry(max=len(VOICEMAIL_RETRY_S), interval=list(VOICEMAIL_RETRY_S)),
+                job_timeout=600,
+                result_ttl=86400,
+                failure_ttl=7 * 86400,
+            )
 
     @cached_property
     def hearing(self) -> Hearing:

@@ -95,7 +95,8 @@ def test_record_posts_a_recording_when_the_caller_speaks() -> None:
     call = phone(app).call("+33612345678")
     call.speak("mon titre expire demain merci de me rappeler")
     form = app.last("/recorded")
-    assert form["RecordingUrl"].startswith(BASE) and int(form["RecordingDuration"]) >= 1
+    assert form["RecordingUrl"].startswith("https://api.twilio.com/2010-04-01/Accounts/AC")
+    assert form["RecordingSid"].startswith("RE") and int(form["RecordingDuration"]) >= 1
     assert call.status == "completed"
 
 

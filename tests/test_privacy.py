@@ -60,6 +60,7 @@ def test_no_route_takes_a_phone_number_in_its_url(app) -> None:
             assert argument in {
                 "step",
                 "contact_id",
+                "voicemail_id",
                 "agent_id",
                 "answer",
                 "filename",

@@ -254,6 +254,9 @@ def test_live_queue_outside_opening_hours_offers_a_callback(
     call = english_main_menu(devphone)
     call.press("3")
     assert "closed right now" in call.transcript()
+    assert "To leave a message, press 1. To be called back, press 2." in call.last_said()
+    assert call.waiting_for == "/voice/step/closed"
+    call.press("9")
     assert call.waiting_for == "/voice/step/main"
 
 

@@ -142,7 +142,7 @@ class BridgeService:
         )
         reason = (
             contact.reason
-            if contact.reason in ("file_question", "permit_expiry", "other")
+            if contact.reason in ("file_question", "permit_expiry", "other", "voicemail")
             else "none"
         )
         language = contact.language if contact.language in available() else REFERENCE

@@ -102,6 +102,13 @@ STEPS: dict[str, Step] = {
         },
         give_up=do("register_callback", "other"),
     ),
+    # the live queue is closed: leave a message (recorded, transcribed, called back),
+    # ask for a callback, or go back to the menu (status works at every hour)
+    "closed": Step(
+        prompt="closed_menu",
+        options={"1": do("voicemail"), "2": go("callback"), "9": go("main")},
+        give_up=go("main"),
+    ),
 }
 
 #: reasons recorded with a callback, by the key pressed in ``callback_reason``
@@ -173,6 +180,13 @@ DOOR_STEPS: dict[str, SpeechStep] = {
         prompt="door_confirm",
         grammar="yes_no",
         options={"yes": do("door_callback"), "no": go("door_number")},
+    ),
+    # the live queue is closed: a message instead? Nothing understood: the message
+    "door_closed": SpeechStep(
+        prompt="door_closed",
+        grammar="yes_no",
+        options={"yes": do("voicemail"), "no": go("door_main")},
+        give_up=do("voicemail"),
     ),
 }
 #: while waiting at the door, the one thing to say: "callback" (or "agent"/"repeat")

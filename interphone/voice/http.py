@@ -23,11 +23,12 @@ from .hearing import LOCAL, Heard
 from .ivr import Reply
 from .session import CallState
 from .signature import twilio_signed
-from .twiml import Listening, render
+from .twiml import Listening, Recording, render
 
 bp = Blueprint("voice", __name__)
 
 SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
+RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
 MAX_FIELD = 256
 
 
@@ -57,6 +58,13 @@ def _render(sid: str, reply: Reply) -> str:
         step_url=lambda step: url_for("voice.step", step=step, n=n),
         hold_url=url_for("voice.hold", n=n),
         listening=_listening(rt, reply, n) if reply.listen else None,
+        recording=Recording(
+            action=url_for("voice.voicemail", n=n),
+            status_callback=rt.settings.public_base_url + url_for("voice.recording"),
+            max_s=rt.settings.voicemail_max_s,
+        )
+        if reply.record
+        else None,
     )
 
 
@@ -160,6 +168,44 @@ def status() -> Response:
         return _bad_request()
     rt = _runtime()
     rt.ivr.call_ended(rt.calls.load(sid), sid, _field("CallStatus"), _field("CallDuration"))
+    return Response(status=204)
+
+
+def _recording_sid() -> str:
+    sid = request.form.get("RecordingSid", "")
+    return sid if RECORDING_SID.match(sid) else ""
+
+
+def _seconds(name: str) -> int | None:
+    raw = request.form.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 7 else None
+
+
+@bp.post("/voice/voicemail")
+@twilio_signed
+def voicemail() -> Response:
+    """The ``<Record action>``: the message just left (or nothing, if none was)."""
+    sid = _call_sid()
+    if sid is None:
+        return _bad_request()
+    n = request.args.get("n", "")[:12] or "voicemail"
+    recording, duration = _recording_sid(), _seconds("RecordingDuration")
+    ivr = _runtime().ivr
+    return _xml(_turn(sid, n, lambda state: ivr.voicemail_left(state, recording, duration)))
+
+
+@bp.post("/voice/recording")
+@twilio_signed
+def recording() -> Response:
+    """Twilio's recording status callback: the audio is ready to be fetched. Retried
+    callbacks find the message kept already and its job asked for already."""
+    sid, recording_sid = _call_sid(), _recording_sid()
+    if sid is None or not recording_sid:
+        return Response("missing or malformed CallSid or RecordingSid", 400, mimetype="text/plain")
+    rt = _runtime()
+    duration = _seconds("RecordingDuration")
+    if _field("RecordingStatus") == "completed" and duration != 0:
+        rt.ivr.keep_voicemail(rt.calls.load(sid), sid, recording_sid, duration)
     return Response(status=204)
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import redis
@@ -40,6 +41,9 @@ from ..queue.service import QueueService, Ticket
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
 from .session import CallState
+
+if TYPE_CHECKING:
+    from .voicemail import Saved, VoicemailService
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class Reply:
     state: CallState | None = None  # the call's state after this answer, to be stored
     records: list[Record] = field(default_factory=list)  # for the journal, with the answer
     listen: str | None = None  # a speech step (the door): its prompt is said, then listened to
+    record: bool = False  # a message is recorded after the prompt (<Record>)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class IvrService:
         connection: redis.Redis,
         clock: Clock,
         *,
+        voicemails: VoicemailService,
         birthdate_key: str,
         default_site: str,
         region: str = "FR",
@@ -103,6 +109,7 @@ class IvrService:
         self.region = region
         self.notify = notify
         self.door_callback_offer_s = door_callback_offer_s
+        self.voicemails = voicemails
         self._sites_cache: dict[str, Site] = {}
         self._sites_read_at = 0.0
 
@@ -282,7 +289,10 @@ class IvrService:
     def _do_join_queue(self, state: CallState, _: str = "") -> Reply:
         site = self._site(state.site)
         if not self._schedule(site, "opening").is_open(from_ms(to_ms(self.clock.now()))):
-            return self._enter(state, "main", [self._say(state.lang, "queue_closed")])
+            closed = [self._say(state.lang, "queue_closed")]
+            if state.channel == "intercom":  # no keypad: asked by voice
+                return self._door_ask(state, "door_closed", closed)
+            return self._enter(state, "closed", closed)
         try:
             ticket = self.queue.enqueue_live(
                 state.site,
@@ -305,11 +315,14 @@ class IvrService:
             hold=True,
         )
 
-    def _do_register_callback(self, state: CallState, reason: str) -> Reply:
-        site = self._site(state.site)
+    def _callback_not_before(self, site: Site) -> int:
+        """A callback asked outside callback hours waits for their next opening."""
         now = from_ms(to_ms(self.clock.now()))
         opening = self._schedule(site, "callback").next_opening(now)
-        not_before = to_ms(opening.timestamp()) if opening and opening > now else 0
+        return to_ms(opening.timestamp()) if opening and opening > now else 0
+
+    def _do_register_callback(self, state: CallState, reason: str) -> Reply:
+        not_before = self._callback_not_before(self._site(state.site))
         phone = state.callback_phone or state.caller
         try:
             ticket = self.queue.request_callback(
@@ -352,6 +365,58 @@ class IvrService:
                 log.exception("confirmation SMS not queued for contact %s", ticket.contact_id)
         speech.append(self._say(state.lang, "goodbye"))
         return Reply(speech=speech, hangup=True)
+
+    # -- voicemail (after hours) -------------------------------------------------------
+    def _do_voicemail(self, state: CallState, _: str = "") -> Reply:
+        """The prompt, then a message is recorded (``<Record>``)."""
+        _trace(state, "voicemail")
+        key = "door_voicemail" if state.channel == "intercom" else "voicemail_prompt"
+        return Reply(prompt=[self._say(state.lang, key)], record=True)
+
+    def voicemail_left(
+        self, state: CallState | None, recording_sid: str, duration_s: int | None
+    ) -> Reply:
+        """The ``<Record action>``: the message is kept (and a callback placed when the
+        number is known), then the caller hears where they stand."""
+        if state is None:
+            return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
+        state.lang = state.lang or REFERENCE
+        if not recording_sid or duration_s == 0:
+            speech = [self._say(state.lang, "voicemail_empty"), self._say(state.lang, "goodbye")]
+            return self._saved(state, Reply(speech=speech, hangup=True))
+        saved = self.keep_voicemail(state, state.sid, recording_sid, duration_s)
+        _trace(state, "voicemail_left")
+        if saved.ticket is None:  # a withheld number, the door
+            then = self._say(state.lang, "voicemail_no_number")
+        else:
+            then = self._position(state, "voicemail_callback", saved.ticket, live=False)
+        speech = [self._say(state.lang, "voicemail_saved"), then, self._say(state.lang, "goodbye")]
+        return self._saved(state, Reply(speech=speech, hangup=True))
+
+    def keep_voicemail(
+        self, state: CallState | None, call_sid: str, recording_sid: str, duration_s: int | None
+    ) -> Saved:
+        """Keep a recorded message (once per RecordingSid, from whichever webhook comes
+        first) with a callback keeping the call's place, and ask for its transcription."""
+        site = self._site(state.site if state and state.site else self.default_site)
+        saved = self.voicemails.save(
+            recording_sid=recording_sid,
+            call_sid=call_sid,
+            site=site.code,
+            language=(state.lang if state else "") or REFERENCE,
+            channel=state.channel if state else "phone",
+            duration_s=duration_s,
+            phone=state.caller if state else None,
+            arrived_ms=state.started_ms if state and state.started_ms else None,
+            not_before_ms=self._callback_not_before(site),
+        )
+        self.voicemails.schedule(saved.voicemail_id, recording_sid)
+        if saved.ticket is not None and saved.callback_created and self.notify is not None:
+            try:
+                self.notify(saved.ticket.contact_id, "sms_callback")
+            except Exception:  # the callback is recorded; the SMS is a courtesy
+                log.exception("confirmation SMS not queued for contact %s", saved.ticket.contact_id)
+        return saved
 
     # -- actions taking free input -----------------------------------------------------
     def _act_take_file_number(self, state: CallState, digits: str) -> Reply:

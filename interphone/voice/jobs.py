@@ -15,3 +15,8 @@ def connect(contact_id: int) -> None:
 
 def call_applicant(contact_id: int) -> None:
     runtime().bridge.call_applicant(contact_id)
+
+
+def transcribe_voicemail(voicemail_id: int) -> str:
+    """Fetch a voicemail's audio and transcribe it (``rt.speech_queue``, retried)."""
+    return runtime().voicemail.transcribe(voicemail_id)

@@ -61,15 +61,47 @@ def _listen(response: VoiceResponse, reply: Reply, how: Listening, action: str) 
     response.redirect(action, method="POST")
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Where a message's recording goes: ``action`` (the caller's next step, with the
+    RecordingSid) and ``status_callback`` (Twilio says when the audio is ready)."""
+
+    action: str
+    status_callback: str
+    max_s: int
+    finish_on_key: str = "#"
+    silence_s: int = 5
+
+
+def _record(response: VoiceResponse, reply: Reply, recording: Recording) -> None:
+    for speech in reply.speech + reply.prompt:
+        _say(response, speech)
+    response.record(
+        action=recording.action,
+        method="POST",
+        max_length=recording.max_s,
+        timeout=recording.silence_s,
+        finish_on_key=recording.finish_on_key,
+        play_beep=True,
+        recording_status_callback=recording.status_callback,
+        recording_status_callback_method="POST",
+        recording_status_callback_event="completed absent",
+    )
+    response.redirect(recording.action, method="POST")  # nothing was recorded
+
+
 def render(
     reply: Reply,
     *,
     step_url: Callable[[str], str],
     hold_url: str,
     listening: Listening | None = None,
+    recording: Recording | None = None,
 ) -> str:
     response = VoiceResponse()
-    if reply.listen and listening is not None:
+    if reply.record and recording is not None:
+        _record(response, reply, recording)
+    elif reply.listen and listening is not None:
         _listen(response, reply, listening, hold_url if reply.hold else step_url(reply.listen))
     elif reply.gather:
         step = STEPS[reply.gather]

@@ -6,6 +6,7 @@ notifier); the screen re-renders its panel on each change and after each reconne
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -14,11 +15,13 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     flash,
     redirect,
     render_template,
     request,
+    send_file,
     stream_with_context,
     url_for,
 )
@@ -32,6 +35,7 @@ from ..queue.exceptions import QueueError
 from ..queue.notifier import channel
 from ..queue.service import OUTCOMES
 from . import runtime_of
+from .auth import role_required
 from .i18n import queue_error_text
 
 KEEP_ALIVE_S = 15.0
@@ -61,7 +65,13 @@ PATH_LABELS = {
     "door_after": _l("interphone : situation du dossier entendue"),
     "door_number": _l("interphone : numéro de portable dit"),
     "door_number_ok": _l("interphone : numéro de portable relu"),
+    "closed": _l("service fermé"),
+    "door_closed": _l("interphone : service fermé"),
+    "voicemail": _l("message vocal"),
+    "voicemail_left": _l("message laissé"),
 }
+# who may listen to applicants' messages: the people who call them back
+LISTENERS = ("agent", "supervisor")
 PAUSE_REASONS = {
     "break": _l("pause"),
     "lunch": _l("repas"),
@@ -88,6 +98,8 @@ def _panel_context() -> dict[str, Any]:
         site = s.get(Site, agent.site_id) if agent else None
     waiting = rt.queue.list_waiting(site.code, limit=50) if site else []
     return {
+        "unattended": rt.voicemail.unattended(site.id) if site else [],
+        "can_listen": current_user.role in LISTENERS,
         "card": contact_card(rt.sessions, rt.calls, current) if current else None,
         "path_labels": PATH_LABELS,
         "pause_reasons": PAUSE_REASONS,
@@ -202,4 +214,45 @@ def finish(contact_id: int) -> Any:
         )
     except QueueError as exc:
         flash(queue_error_text(exc))
+    return redirect(url_for("agent.screen"))
+
+
+def _own_site_voicemail(voicemail_id: int) -> None:
+    """403 unless the message belongs to the signed-in user's site (404 if none)."""
+    rt = runtime_of(current_app)
+    site_id = rt.voicemail.site_of(voicemail_id)
+    if site_id is None:
+        abort(404, description="no such voicemail")
+    with rt.sessions() as s:
+        agent = s.get(Agent, _agent_id())
+    if agent is None or agent.site_id != site_id:
+        abort(403, description="this message belongs to another site")
+
+
+@bp.get("/agent/voicemail/<int:voicemail_id>/audio")
+@role_required(*LISTENERS)
+def voicemail_audio(voicemail_id: int) -> Any:
+    """A message's audio, from our database (never from Twilio), by the message's id."""
+    _own_site_voicemail(voicemail_id)
+    found = runtime_of(current_app).voicemail.audio(voicemail_id)
+    if found is None:
+        abort(404, description="the recording has not been fetched yet")
+    _, audio, content_type = found
+    response = send_file(
+        io.BytesIO(audio),
+        mimetype=content_type,
+        conditional=True,
+        download_name=f"message-{voicemail_id}.wav",
+        max_age=0,
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.post("/agent/voicemail/<int:voicemail_id>/done")
+@role_required(*LISTENERS)
+def voicemail_done(voicemail_id: int) -> Any:
+    """A message with no number to call back was dealt with: it leaves the list."""
+    _own_site_voicemail(voicemail_id)
+    runtime_of(current_app).voicemail.mark_handled(voicemail_id, _agent_id())
     return redirect(url_for("agent.screen"))

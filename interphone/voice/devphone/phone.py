@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
+import numpy as np
+import numpy.typing as npt
 import redis
 from twilio.request_validator import RequestValidator
 
+from ..speech import mulaw
 from . import rest
 
 API_VERSION = "2010-04-01"
@@ -76,6 +79,8 @@ class SimCall:
     conference: str | None = None
     answered_by: str = ""
     bridged: bool = False  # a <Dial><Number>/<Client> was answered
+    # recording status callbacks posted (url, form), so a test can deliver one again
+    recording_callbacks: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     # -- what a caller does ------------------------------------------------------------
     def press(self, keys: str) -> SimCall:
@@ -305,8 +310,16 @@ class SimCall:
     def _wait_on(self, tag: str, verb: ET.Element, rest: list[ET.Element], base: str) -> None:
         action = urljoin(base, verb.get("action", base))
         if tag == "Record":
+            callback = verb.get("recordingStatusCallback", "")
             self.gather = PendingGather(
-                action, None, verb.get("finishOnKey", "#"), True, rest, kind="record"
+                action,
+                None,
+                verb.get("finishOnKey", "1234567890*#"),
+                True,
+                rest,
+                kind="record",
+                target=urljoin(base, callback) if callback else "",
+                params={"maxLength": verb.get("maxLength", "3600")},
             )
         elif tag == "Enqueue":
             wait_url = urljoin(base, verb.get("waitUrl", ""))
@@ -384,19 +397,52 @@ class SimCall:
             self._typed_into_stream(pending, text)
             self.end_stream()
         elif pending.kind == "record":
-            self.gather = None
-            seconds = str(max(1, len(text.split()) // 2))
-            self._post_and_run(
-                pending.action,
-                {
-                    "RecordingUrl": f"{self.phone.base}/dev/recordings/{self.sid}",
-                    "RecordingDuration": seconds,
-                    "RecordingSid": "RE" + secrets.token_hex(16),
-                    "Digits": "hangup",
-                },
-            )
+            lang = (self.heard[-1].language if self.heard else "")[:2] or "fr"
+            self.leave_message(message_audio(text, lang))
         else:
             raise TwimlError(f"nothing listens for speech here ({pending.kind})")
+        return self
+
+    def leave_message(self, audio: bytes, *, hang_up: bool = False) -> SimCall:
+        """Say ``audio`` (8 kHz µ-law: a fixture, synthesized speech) at a ``<Record>``,
+        then press the finish key (the answer is then heard) or hang up. As Twilio does:
+        the recording is kept (a WAV the app fetches through the REST side), the
+        ``action`` is requested, then the recording status callback says it is ready."""
+        pending = self._pending()
+        if pending.kind != "record":
+            raise TwimlError(f"nothing records a message here ({pending.kind})")
+        self.gather = None
+        max_s = int(pending.params.get("maxLength", "3600") or 3600)
+        audio = audio[: max_s * mulaw.RATE]
+        recording_sid = "RE" + secrets.token_hex(16)
+        if self.phone.redis is not None:
+            rest.keep_recording(self.phone.redis, recording_sid, audio)
+        url = f"{rest.API}/Accounts/{self.phone.account_sid}/Recordings/{recording_sid}"
+        seconds = str(max(1, round(len(audio) / mulaw.RATE)))
+        form = {
+            "RecordingUrl": url,
+            "RecordingDuration": seconds,
+            "RecordingSid": recording_sid,
+            "Digits": "hangup" if hang_up else pending.finish_on_key[-1:],
+        }
+        if hang_up:  # Twilio still requests the action, but nobody hears its answer
+            self.phone.post(pending.action, self._params(form))
+            self._finish("completed")
+        else:
+            self._post_and_run(pending.action, form)
+        if pending.target:  # the audio is ready: Twilio says so a moment later
+            form = {
+                "AccountSid": self.phone.account_sid,
+                "CallSid": self.sid,
+                "RecordingSid": recording_sid,
+                "RecordingUrl": url,
+                "RecordingStatus": "completed",
+                "RecordingDuration": seconds,
+                "RecordingChannels": "1",
+                "RecordingSource": "RecordVerb",
+            }
+            self.recording_callbacks.append((pending.target, form))
+            self.phone.post(pending.target, form)
         return self
 
     def _typed_into_stream(self, pending: PendingGather, text: str) -> None:
@@ -422,8 +468,8 @@ class SimCall:
         server) or ``speech`` (Twilio's recognizer); empty otherwise."""
         if self.gather is None:
             return ""
-        if self.gather.kind == "stream":
-            return "stream"
+        if self.gather.kind in ("stream", "record"):
+            return self.gather.kind
         return "speech" if self.gather.kind == "gather" and self.gather.speech else ""
 
     def end_stream(self) -> SimCall:
@@ -440,6 +486,43 @@ class SimCall:
         self.gather = None
         self._leave_conference()
         self.phone.post(self.status_callback, self._params({"CallStatus": status}))
+
+
+def message_audio(text: str, lang: str) -> bytes:
+    """What a caller says at a ``<Record>``, as 8 kHz µ-law: ``text`` spoken by
+    espeak-ng in ``lang`` when it is installed, else as long a quiet line (the message
+    is then a silence of about half a second a word)."""
+    import shutil
+    import subprocess
+
+    from ..speech.dictation import AudioFormatError, read_wav
+
+    words = max(1, len(text.split()))
+    program = shutil.which("espeak-ng")
+    if program is not None and lang.isalpha():
+        try:
+            done = subprocess.run(
+                [program, "-v", lang, "--stdout", " ".join(text.split())[:500]],
+                capture_output=True,
+                check=True,
+                timeout=30,
+            )
+            pcm = read_wav(done.stdout)
+            step = pcm.rate / mulaw.RATE
+            at = np.arange(0, pcm.samples.size, step)
+            spoken = np.interp(at, np.arange(pcm.samples.size), pcm.samples)
+            return mulaw.encode(np.concatenate([_hiss(0.3), spoken, _hiss(1.0)]))
+        except (subprocess.SubprocessError, OSError, AudioFormatError):
+            pass  # no voice for that language: a silence stands in
+    return mulaw.encode(_hiss(words / 2))
+
+
+def _hiss(seconds: float) -> npt.NDArray[np.float64]:
+    """A quiet phone line (never digital zeros)."""
+    noise: npt.NDArray[np.float64] = np.random.default_rng(7).normal(
+        0.0, 20.0, int(seconds * mulaw.RATE)
+    )
+    return noise
 
 
 class DevPhone:

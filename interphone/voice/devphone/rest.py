@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -21,6 +22,9 @@ MESSAGES = "ip:devphone:messages"
 CALLS = "ip:devphone:calls"  # calls the app placed, oldest first
 CALL = "ip:devphone:call:"  # CALL + sid: the record of one placed call
 UPDATES = "ip:devphone:update:"  # UPDATES + sid: redirects / hang-ups asked by the app
+RECORDINGS = "ip:devphone:recording:"  # RECORDINGS + sid: a message's WAV, as Twilio keeps it
+API = "https://api.twilio.com/2010-04-01"
+_RECORDING = re.compile(r"/Recordings/(RE[0-9a-f]{32})(\.wav|\.json)?$")
 
 
 class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
@@ -41,6 +45,10 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
     ) -> Response:
         path = urlparse(uri).path
         data = dict(data or {})
+        recording = _RECORDING.search(path)
+        if method.upper() == "DELETE" and recording:
+            self.redis.delete(RECORDINGS + recording.group(1))
+            return Response(204, "")
         if method.upper() == "POST" and path.endswith("/Messages.json"):
             return self._store(MESSAGES, "SM", data)
         if method.upper() == "POST" and path.endswith("/Calls.json"):
@@ -51,6 +59,12 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
             self.redis.expire(UPDATES + sid, 4 * 3600)
             return Response(200, json.dumps({"sid": sid, "status": "in-progress"}))
         return Response(404, json.dumps({"code": 20404, "message": f"not simulated: {path}"}))
+
+    def fetch_media(self, url: str) -> tuple[bytes, str] | None:
+        """A recording's audio (what Twilio serves at ``…/Recordings/<sid>.wav``)."""
+        found = _RECORDING.search(urlparse(url).path)
+        raw = self.redis.get(RECORDINGS + found.group(1)) if found else None
+        return (bytes(raw), "audio/wav") if isinstance(raw, bytes) else None
 
     def _store(self, key: str, prefix: str, data: dict[str, Any]) -> Response:
         record = {
@@ -80,3 +94,13 @@ def placed_calls(connection: redis.Redis) -> list[dict[str, str]]:
 def next_update(connection: redis.Redis, sid: str) -> dict[str, str] | None:
     raw: Any = connection.lpop(UPDATES + sid)
     return None if raw is None else dict(json.loads(raw))
+
+
+def keep_recording(connection: redis.Redis, recording_sid: str, audio: bytes) -> None:
+    """Keep what a caller said at a <Record> (8 kHz µ-law) as Twilio would: a WAV file
+    (16-bit PCM, 8 kHz, mono) served under the recording's SID until deleted."""
+    from ..speech import mulaw
+    from ..speech.dictation import write_wav
+
+    wav = write_wav(mulaw.decode(audio), mulaw.RATE)
+    connection.set(RECORDINGS + recording_sid, wav, ex=7 * 24 * 3600)

@@ -205,11 +205,12 @@ class ModelRegistry:
         return loaded
 
     # -- recognizers ----------------------------------------------------------------------
-    def recognizer(self, loaded: LoadedModel, grammar: Grammar, rate: int) -> Any:
-        """A new ``KaldiRecognizer`` restricted to ``grammar`` (free-form when the model
-        cannot take grammars). It is counted until freed: drop every reference to it."""
+    def recognizer(self, loaded: LoadedModel, grammar: Grammar | None, rate: int) -> Any:
+        """A new ``KaldiRecognizer`` restricted to ``grammar`` (free-form without one, for
+        dictation, or when the model cannot take grammars). It is counted until freed:
+        drop every reference to it."""
         vosk = _vosk()
-        if loaded.dynamic_graph:
+        if loaded.dynamic_graph and grammar is not None:
             rec = vosk.KaldiRecognizer(loaded.model, float(rate), loaded.grammar_json(grammar))
         else:
             rec = vosk.KaldiRecognizer(loaded.model, float(rate))
