@@ -24,7 +24,7 @@ from interphone.voice.voicemail import VoicemailService
 
 from .conftest import SITE
 from .fixtures.speech import support
-from .test_browser_devphone import browser, server  # noqa: F401 (fixtures)
+from .test_browser_devphone import SCREENSHOTS, browser, server  # noqa: F401 (fixtures)
 
 PASSWORD = "long enough password"
 HOSTILE = '<script>window.pwned = 1</script><b>urgent</b> & "vite"'
@@ -205,3 +205,5 @@ def test_browser_shows_the_transcript_as_text_and_plays_our_audio(
         src,
     )
     assert (status, kind) == (200, "audio/wav")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "agent-voicemail.png"), full_page=True)
