@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from flask import abort, current_app, request
+from flask import abort, current_app, g, request
 from twilio.request_validator import (
     HMAC_SHA1,
     HMAC_SHA256,
@@ -56,19 +56,29 @@ def valid_signature(token: str, url: str, params: Any, signature: str, algorithm
     return bool(validator.validate(url, params, signature, algorithm=algorithm))
 
 
-def twilio_signed(view: F) -> F:
-    """403 unless the request carries a valid ``X-Twilio-Signature``."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = current_app.config["TWILIO_AUTH_TOKEN"]
+def request_is_signed() -> bool:
+    """Whether the current request carries a valid ``X-Twilio-Signature``; checked once
+    per request (the rate limiter asks before the view does)."""
+    known: bool | None = g.get("twilio_signed")
+    if known is None:
         signature = request.headers.get("X-Twilio-Signature", "")
         algorithm = get_signature_algorithm(
             request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
         )
         url = signed_url(current_app.config["PUBLIC_BASE_URL"])
         params = request.form if request.method == "POST" else {}
-        if not signature or not valid_signature(token, url, params, signature, algorithm):
+        token = current_app.config["TWILIO_AUTH_TOKEN"]
+        known = bool(signature) and valid_signature(token, url, params, signature, algorithm)
+        g.twilio_signed = known
+    return known
+
+
+def twilio_signed(view: F) -> F:
+    """403 unless the request carries a valid ``X-Twilio-Signature``."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not request_is_signed():
             abort(403, description="invalid Twilio signature")
         # rate limits per calling number (web.ratelimit), checked only once signed
         guard = current_app.extensions.get("twilio_guard")
