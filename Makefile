@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-pg lint typecheck check bench clean chromium translations
+.PHONY: run test test-pg test-faults lint typecheck check bench clean chromium translations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test-pg: $(STAMP) chromium
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## test-faults: the fault campaign (tests marked `slow`) on real processes killed and
+## restarted: 2 gunicorn, 2 workers, private Redis (AOF) and Sentinel, PostgreSQL
+## (docs/topology.md); TEST_DATABASE_URL picks the database, else SQLite
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check interphone tests migrations

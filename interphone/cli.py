@@ -233,6 +233,54 @@ def queue_sweep(ctx: click.Context) -> None:
     click.echo(json.dumps(_runtime(ctx).queue.sweep()))
 
 
+# -- worker --------------------------------------------------------------------------------
+@main.command("worker")
+@click.option("--burst", is_flag=True, help="Run the queued jobs, then stop")
+@click.option(
+    "--maintenance",
+    default=30,
+    show_default=True,
+    type=click.IntRange(5),
+    help="Seconds between RQ's clean-ups (jobs of dead workers, scheduler take-over)",
+)
+@click.option("--logging-level", default="WARNING", show_default=True)
+@click.pass_context
+def worker_command(ctx: click.Context, burst: bool, maintenance: int, logging_level: str) -> None:
+    """The RQ worker with its scheduler, on REDIS_URL or through REDIS_SENTINELS."""
+    from . import worker
+
+    settings = _runtime(ctx).settings
+    worker.run(settings, burst=burst, maintenance_s=maintenance, logging_level=logging_level)
+
+
+# -- retention -----------------------------------------------------------------------------
+@main.group()
+def retention() -> None:
+    """Personal data past RETENTION_DAYS (docs/operations.md)."""
+
+
+@retention.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would be cleared, change nothing")
+@click.option("--days", type=click.IntRange(1), help="Override RETENTION_DAYS")
+@click.pass_context
+@_fail_cleanly(_domain_errors())
+def retention_purge(ctx: click.Context, dry_run: bool, days: int | None) -> None:
+    """Clear the numbers, file numbers and notes of contacts closed long ago (and of old
+    calls and closed cases); anonymous figures stay. Prints the counts as JSON."""
+    from datetime import UTC, datetime
+
+    from . import retention as retention_mod
+
+    rt = _runtime(ctx)
+    report = retention_mod.purge(
+        rt.sessions,
+        datetime.fromtimestamp(rt.clock.now(), tz=UTC),
+        days or rt.settings.retention_days,
+        dry_run=dry_run,
+    )
+    click.echo(json.dumps(report.as_json()))
+
+
 # -- bench ---------------------------------------------------------------------------------
 @main.group()
 def bench() -> None:
@@ -308,6 +356,41 @@ def bench_feed(
     rt = Runtime(_runtime(ctx).settings, trigger=lambda site: None)
     ctx.call_on_close(rt.close)
     result = benchmod.run(rt, screens=screens, samples=samples, workers=workers, threads=threads)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench.command("load")
+@click.option("--rate", default=300.0, show_default=True, type=click.FloatRange(1))
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1))
+@click.option("--warmup", default=10.0, show_default=True, type=click.FloatRange(0))
+@click.option("--screens", default=50, show_default=True, type=click.IntRange(0, 500))
+@click.option("--clients", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=None, type=int, help="the calls' mix and order")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.pass_context
+def bench_load(
+    ctx: click.Context,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    screens: int,
+    clients: int,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """Simulated callers (a Monday morning's mix of webhooks) and agent screens on the
+    live feed, against the Procfile's web and worker processes."""
+    from .voice import loadtest
+
+    result = loadtest.run(
+        _runtime(ctx),
+        rate=rate,
+        seconds=seconds,
+        warmup=warmup,
+        screens=screens,
+        clients=clients,
+        seed=seed,
+    )
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
@@ -431,7 +514,8 @@ def dev_serve(ctx: click.Context, port: int) -> None:
 
     rt = _runtime(ctx)
     env = dict(os.environ)
-    env["REDIS_URL"] = rt.redis_url  # starts the embedded server when REDIS_URL is unset
+    if not rt.settings.redis_sentinels:
+        env["REDIS_URL"] = rt.redis_url  # starts the embedded server when REDIS_URL is unset
     env["DATABASE_URL"] = rt.database_url
     env.setdefault("SECRET_KEY", rt.settings.secret_key)
     env["PORT"] = str(port)
@@ -443,7 +527,22 @@ def dev_serve(ctx: click.Context, port: int) -> None:
     bindir = str(Path(sys.executable).parent)  # gunicorn, rq and honcho live beside python
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = str(Path(bindir) / "honcho")
-    os.execve(honcho, [honcho, "start", "-f", str(procfile), "web", "worker", "transcriber"], env)
+    processes = dev_processes(rt.settings.vosk_models_dir, port, env)
+    if "stream" in processes:
+        click.echo(f"speech stream server (Vosk models: VOSK_MODELS_DIR) on port {port + 200}")
+    os.execve(honcho, [honcho, "start", "-f", str(procfile), *processes], env)
+
+
+def dev_processes(models_dir: Path | None, port: int, env: dict[str, str]) -> list[str]:
+    """The Procfile types ``dev serve`` runs (the voicemail ``transcriber`` last, so that
+    the ports honcho hands out do not move): the speech stream server too when Vosk
+    models are configured (the door's speech is then heard locally, and the dev phone
+    streams to it). honcho gives the third type ``port + 200``; the TwiML (and the dev
+    phone) must name that URL, unless ``SPEECH_STREAM_URL`` already says where it is."""
+    if models_dir is None:
+        return ["web", "worker", "transcriber"]
+    env.setdefault("SPEECH_STREAM_URL", f"ws://127.0.0.1:{port + 200}/voice/stream")
+    return ["web", "worker", "stream", "transcriber"]
 
 
 # -- simulate --------------------------------------------------------------------------------

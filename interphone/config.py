@@ -42,9 +42,27 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class RateLimits:
+    """Flask-Limiter strings ("10/minute;100/hour"); see docs/operations.md."""
+
+    enabled: bool = True
+    login: str = "20/minute;200/hour"  # per IP, sign-in form posts
+    api: str = "600/minute"  # per IP, the JSON API
+    webhooks: str = "120/minute"  # per IP, webhooks refused for a bad signature
+    caller_calls: str = "15/hour"  # per calling number, new calls
+    caller_turns: str = "60/minute"  # per calling number, IVR turns
+    caller_sms: str = "10/hour"  # per sending number, SMS
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "development"
     redis_url: str | None = None
+    # Redis through Sentinel (REDIS_SENTINELS=host:port,...): the primary of
+    # ``redis_sentinel_master`` is found and followed across fail-overs (REDIS_URL unused)
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "interphone"
+    redis_sentinel_db: int = 0
     database_url: str | None = None
     secret_key: str = ""
     birthdate_key: str = ""
@@ -67,6 +85,19 @@ class Settings:
 
     dev_phone: bool = True
     api_tokens: tuple[str, ...] = ()
+    # operations (docs/operations.md)
+    log_format: str = "text"  # LOG_FORMAT: text or json
+    log_level: str = "INFO"
+    metrics_token: str | None = None  # METRICS_TOKEN: /metrics from outside loopback
+    retention_days: int = 180  # RETENTION_DAYS: personal data of closed contacts
+    trusted_proxies: int = 0  # TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For counts
+    limits: RateLimits = field(default_factory=lambda: RateLimits())
+    # the dev phone's REST side reached over HTTP (fault tests cut that network)
+    dev_phone_rest_url: str = ""
+    # named fail points that stop the process where a fault test kills it (never production)
+    failpoints: tuple[str, ...] = ()
+    # a bridge leg with no sign of life after this long was never placed: place it again
+    bridge_leg_timeout_s: float = 90.0
 
     @property
     def twilio_configured(self) -> bool:
@@ -124,6 +155,17 @@ class _Env:
             raise ConfigError(f"{name}: {raw!r} must be >= {minimum}")
         return value
 
+    def rate(self, name: str, default: str) -> str:
+        """A Flask-Limiter rate string such as ``10/minute;100/hour``."""
+        value = self.text(name, default) or default
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a rate such as '10/minute'") from None
+        return value
+
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         value = self.text(name)
         if value is None:
@@ -176,6 +218,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     stream_url = env.url("SPEECH_STREAM_URL", ("ws", "wss"))
     public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
 
+    failpoints = tuple(
+        p.strip() for p in (env.text("INTERPHONE_FAILPOINTS") or "").split(",") if p.strip()
+    )
+    if failpoints and mode == "production":
+        raise ConfigError("INTERPHONE_FAILPOINTS: fault injection is refused in production")
+
     queue = QueueSettings(
         offer_timeout_s=env.number("OFFER_TIMEOUT_S", 20.0, minimum=1),
         wrap_up_s=env.number("WRAP_UP_S", 30.0),
@@ -190,9 +238,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         default_handle_time_s=env.number("DEFAULT_HANDLE_TIME_S", 300.0, minimum=1),
     )
 
+    limits = RateLimits(
+        enabled=env.choice("RATE_LIMITS", ("on", "off"), "off" if mode == "test" else "on") == "on",
+        login=env.rate("RATE_LIMIT_LOGIN", RateLimits.login),
+        api=env.rate("RATE_LIMIT_API", RateLimits.api),
+        webhooks=env.rate("RATE_LIMIT_WEBHOOKS", RateLimits.webhooks),
+        caller_calls=env.rate("RATE_LIMIT_CALLER_CALLS", RateLimits.caller_calls),
+        caller_turns=env.rate("RATE_LIMIT_CALLER_TURNS", RateLimits.caller_turns),
+        caller_sms=env.rate("RATE_LIMIT_CALLER_SMS", RateLimits.caller_sms),
+    )
+    metrics_token = env.text("METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < 32:
+        raise ConfigError("METRICS_TOKEN: must have at least 32 characters")
+
     return Settings(
         env=mode,
+        log_format=env.choice(
+            "LOG_FORMAT", ("text", "json"), "json" if mode == "production" else "text"
+        ),
+        log_level=env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        metrics_token=metrics_token,
+        retention_days=env.integer("RETENTION_DAYS", 180, minimum=1),
+        trusted_proxies=env.integer("TRUSTED_PROXIES", 0),
+        limits=limits,
         redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
+        redis_sentinels=_sentinels(env.text("REDIS_SENTINELS")),
+        redis_sentinel_master=env.text("REDIS_SENTINEL_MASTER", "interphone") or "interphone",
+        redis_sentinel_db=env.integer("REDIS_SENTINEL_DB", 0),
         database_url=env.url(
             "DATABASE_URL", ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
         ),
@@ -203,6 +275,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         twilio_auth_token=twilio_token,
         dev_phone=dev_phone,
         api_tokens=api_tokens,
+        dev_phone_rest_url=(env.url("DEV_PHONE_REST_URL", ("http",)) or "").rstrip("/"),
+        failpoints=failpoints,
+        bridge_leg_timeout_s=env.number("BRIDGE_LEG_TIMEOUT_S", 90.0, minimum=1),
         twilio_api_key=env.text("TWILIO_API_KEY"),
         twilio_api_secret=env.text("TWILIO_API_SECRET"),
         vosk_models_dir=Path(vosk_dir) if vosk_dir else None,
@@ -219,3 +294,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         default_region=env.text("DEFAULT_REGION", "FR") or "FR",
         queue=queue,
     )
+
+
+def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` → ((host, port), ...); empty when unset."""
+    out = []
+    for item in (raw or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS: {item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)

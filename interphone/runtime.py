@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import db, embedded
+from . import db, embedded, failpoints
 from .config import ConfigError, Settings, load_settings
 from .journal import Journal
 from .queue.clock import Clock, SystemClock
@@ -40,6 +40,7 @@ RQ_QUEUE = "interphone"
 # their own (the ``transcriber`` process), so they never hold up a dispatch.
 RQ_SPEECH_QUEUE = "interphone-speech"
 VOICEMAIL_RETRY_S = (10, 60, 300, 900, 3600)  # a recording not fetched: tried again
+SMS_RETRY_S = [2, 5, 10, 30, 60, 120, 300, 600]  # then the job stays failed, visible
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -48,6 +49,53 @@ def resolve_redis_url(settings: Settings) -> str:
     if settings.env == "production":
         raise ConfigError("REDIS_URL: required in production")
     return embedded.ensure_server(settings.instance_path / "redis")
+
+
+class FencedSentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """A connection to the Sentinel primary that also leaves a *former* primary.
+
+    After a fail-over the old primary keeps taking writes on the connections already
+    open to it until the sentinels turn it into a replica (up to ten seconds later), and
+    those writes are then lost. Run the primary with ``min-replicas-to-write 1``: cut off
+    from its replica, it refuses writes with ``NOREPLICAS``, which this connection turns
+    into a reconnection through the sentinels (a ``ConnectionError``, retried by
+    redis-py), as redis-py already does for ``READONLY``."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if self.connection_pool.is_master and str(exc).startswith("NOREPLICAS"):
+                self.disconnect()  # type: ignore[no-untyped-call]
+                raise redis.ConnectionError("the primary lost its replicas") from exc
+            raise
+
+
+def connect_redis(settings: Settings, **options: Any) -> redis.Redis:
+    """The one place a Redis client is made: through Sentinel when ``REDIS_SENTINELS``
+    is set (the client follows the primary across fail-overs), else from the URL.
+
+    A command that cannot reach Redis is retried for about six seconds (exponential
+    back-off): a Sentinel fail-over or a quick Redis restart is ridden through instead
+    of failing a webhook or killing a worker."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    options.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 10))
+    options.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
+    if settings.redis_sentinels:
+        sentinel = redis.Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.redis_sentinels), socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master,
+            db=settings.redis_sentinel_db,
+            health_check_interval=30,
+            connection_class=FencedSentinelConnection,
+            **options,
+        )
+        return client
+    return redis.Redis.from_url(resolve_redis_url(settings), health_check_interval=30, **options)
 
 
 class Runtime:
@@ -63,6 +111,7 @@ class Runtime:
         self.clock = clock or SystemClock()
         self._trigger = trigger
         self.inline_jobs = inline_jobs  # run notifications in-process (tests)
+        failpoints.configure(self.settings.failpoints)
 
     @cached_property
     def redis_url(self) -> str:
@@ -70,7 +119,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, health_check_interval=30)
+        return connect_redis(self.settings)
 
     @cached_property
     def database_url(self) -> str:
@@ -223,6 +272,7 @@ class Runtime:
             self.twilio_client,
             public_base_url=self.settings.public_base_url,
             run_job=self.run_voice_job,
+            leg_timeout_s=self.settings.bridge_leg_timeout_s,
         )
 
     def run_voice_job(self, name: str, job_id: str, contact_id: int) -> None:
@@ -249,7 +299,11 @@ class Runtime:
         from twilio.rest import Client
 
         http_client = None
-        if self.settings.dev_phone:
+        if self.settings.dev_phone and self.settings.dev_phone_rest_url:
+            from .voice.devphone.rest_http import RemoteDevPhoneHttpClient
+
+            http_client = RemoteDevPhoneHttpClient(self.settings.dev_phone_rest_url)
+        elif self.settings.dev_phone:
             from .voice.devphone.rest import DevPhoneHttpClient
 
             http_client = DevPhoneHttpClient(self.redis)
@@ -264,11 +318,13 @@ class Runtime:
         if self.inline_jobs:
             self.sms.send_to_contact(contact_id, key)
             return
+        from rq import Retry
         from rq.exceptions import DuplicateJobError
 
         from .voice.jobs import send_contact_sms
 
-        # one job per contact and message: already sent or on its way means never twice
+        # one job per contact and message: already sent or on its way means never twice;
+        # Twilio unreachable for a while: the same job tries again (RQ's scheduler)
         with contextlib.suppress(DuplicateJobError):
             self.rq_queue.enqueue(
                 send_contact_sms,
@@ -278,7 +334,23 @@ class Runtime:
                 unique=True,
                 result_ttl=3600,
                 failure_ttl=86400,
+                retry=Retry(max=8, interval=SMS_RETRY_S),
             )
+
+    def housekeeping(self) -> dict[str, int]:
+        """What the periodic sweep does beyond the queue: the requests the IVR took while
+        the database was down, and bridge legs that were never placed."""
+        try:
+            deferred = self.ivr.deferred.apply(notify=self.notify)
+        finally:
+            legs = self.bridge.recover_legs()
+        from . import retention  # the retention purge, queued at most once an hour
+
+        return {
+            "deferred_applied": deferred,
+            "legs_replaced": legs,
+            "retention_queued": int(retention.schedule(self)),
+        }
 
     def enqueue_dispatch(self, site: str) -> None:
         """Ask a worker to dispatch ``site`` (events trigger dispatch, not a polling loop)."""

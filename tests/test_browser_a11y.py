@@ -25,6 +25,12 @@ UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
   .map(el => el.outerHTML.slice(0, 80))"""
 
 
+# the elements wider than the window, to name the culprit when a page scrolls sideways
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .slice(0, 5).map(el => el.tagName + '.' + el.className + '#' + el.id)"""
+
+
 def _tab_to(page: Page, selector: str, limit: int = 60) -> None:
     """Press Tab until the element is focused (keyboard only, no clicks)."""
     for _ in range(limit):
@@ -41,6 +47,7 @@ def _sign_in_by_keyboard(page: Page, base: str, email: str) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/login" not in url)  # signed in before the next page
 
 
 def test_agent_works_a_whole_call_by_keyboard_alone(
@@ -98,4 +105,5 @@ def test_every_control_has_a_name_and_pages_reflow_at_200_percent(
         overflow = page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
-        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 200 % zoom"
+        wide = page.evaluate(WIDEST)
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 200 % zoom: {wide}"

@@ -106,7 +106,14 @@ def test_healthz_reports_redis_and_database(runtime: Runtime) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "redis": {"ok": True}, "database": {"ok": True}}
-    assert client.get("/readyz").status_code == 200
+    from rq import SimpleWorker
+
+    worker = SimpleWorker([runtime.rq_queue], connection=runtime.redis)
+    worker.register_birth()  # /readyz also wants an RQ worker alive
+    try:
+        assert client.get("/readyz").status_code == 200
+    finally:
+        worker.register_death()
 
 
 def test_readyz_says_not_ready_when_redis_is_unreachable(runtime: Runtime, settings) -> None:

@@ -205,10 +205,10 @@ def test_the_audit_sees_a_contact_offered_twice_and_an_agent_given_two_offers() 
 def test_a_request_the_queue_cannot_record_is_counted_and_the_day_goes_on(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Contact references are six random characters under a unique constraint; two alike
-    make the intake fail with "please try again" (the IVR then tells the caller of a
-    technical error). Over 50,000 contacts that happens more often than not (birthday
-    paradox on 32^6 references). The simulator counts such callers and goes on."""
+    """When the queue cannot record a request ("please try again": here every draw of a
+    contact reference gives one already taken, so the intake gives up after its bounded
+    redraws), the IVR tells the caller of a technical error. The simulator counts such
+    callers and goes on."""
     import interphone.queue.service as service
 
     monkeypatch.setattr(service, "_reference", lambda: "SAME42")

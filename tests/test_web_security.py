@@ -34,6 +34,7 @@ PUBLIC = (
     "/ping",
     "/healthz",
     "/readyz",
+    "/metrics",  # loopback or METRICS_TOKEN (tests/test_ops_metrics.py)
     "/static/",
     "/api/",
     "/voice/",

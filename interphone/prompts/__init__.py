@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import string
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 REFERENCE = "fr"
+_EXTRA: list[Path] = []  # folders of extra catalogues, see extra_catalogues()
 
 
 class PromptError(KeyError):
@@ -53,25 +57,60 @@ class Catalogue:
         return f"{self.weekdays[day.weekday()]} {self.spoken_date(day)}"
 
 
-def placeholders(template: str) -> set[str]:
-    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+@lru_cache(maxsize=4096)
+def placeholders(template: str) -> frozenset[str]:
+    """The ``{names}`` of a prompt (parsed once per template: every webhook fills some)."""
+    return frozenset(field for _, field, _, _ in string.Formatter().parse(template) if field)
 
 
 def available() -> list[str]:
     """Language codes that have a catalogue, the reference first."""
-    codes = sorted(
+    return list(_available(tuple(_EXTRA)))
+
+
+@cache
+def _available(extra: tuple[Path, ...]) -> tuple[str, ...]:
+    """The catalogues found (once per set of extra folders: every webhook asks)."""
+    codes = {
         entry.name[:-5]
         for entry in resources.files(__name__).iterdir()
         if entry.name.endswith(".toml")
-    )
-    return sorted(codes, key=lambda code: code != REFERENCE)
+    }
+    codes.update(path.stem for folder in extra for path in folder.glob("*.toml"))
+    return tuple(sorted(sorted(codes), key=lambda code: code != REFERENCE))
+
+
+@contextmanager
+def extra_catalogues(folder: Path) -> Iterator[None]:
+    """The catalogues ``folder/<code>.toml`` join the built-in ones while the block runs
+    (the tests' Korean pack, for the one Vosk model installable from PyPI)."""
+    _EXTRA.append(Path(folder))
+    catalogue.cache_clear()
+    _available.cache_clear()
+    try:
+        yield
+    finally:
+        _EXTRA.remove(Path(folder))
+        catalogue.cache_clear()
+        _available.cache_clear()
+
+
+def catalogue_text(code: str) -> str:
+    """The TOML source of the catalogue ``code``."""
+    for folder in reversed(_EXTRA):
+        path = folder / f"{code}.toml"
+        if path.is_file():
+            return path.read_text("utf-8")
+    if code not in available():
+        raise PromptError(f"no prompt catalogue for language {code!r}")
+    return resources.files(__name__).joinpath(f"{code}.toml").read_text("utf-8")
 
 
 @cache
 def catalogue(code: str) -> Catalogue:
     if code not in available():
         raise PromptError(f"no prompt catalogue for language {code!r}")
-    raw = tomllib.loads(resources.files(__name__).joinpath(f"{code}.toml").read_text("utf-8"))
+    raw = tomllib.loads(catalogue_text(code))
     meta = raw.get("meta", {})
     return Catalogue(
         code=code,

@@ -2,8 +2,10 @@
 
 Dispatch is triggered by what changes the queue (a new contact, an agent becoming free,
 an offer returned) and by a sweep every few seconds that expires offers and wrap-ups.
-The sweep re-schedules itself through RQ's scheduler (``rq worker --with-scheduler``);
-a heartbeat key lets the web process restart the chain if it ever breaks.
+The sweep re-schedules itself through RQ's scheduler (``interphone worker`` runs one);
+a heartbeat key lets the web process and the ``interphone worker`` process restart the
+chain if it ever breaks (a worker killed in the middle of a sweep,
+or the worker holding RQ's scheduler lock gone: the lock outlives it for a minute).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rq import Queue
@@ -73,8 +75,28 @@ def enqueue_dispatch(queue: Queue, site: str) -> None:
 
 
 def dispatch_site(site: str) -> int:
-    offers = runtime().queue.dispatch(site)
+    rt = runtime()
+    offers = rt.queue.dispatch(site)
+    _dispatch_figures(rt, site, len(offers))
     return len(offers)
+
+
+def _dispatch_figures(rt: Runtime, site: str, offers: int) -> None:
+    """Dispatch latency for ``GET /metrics``: from the job being queued (a contact
+    arrived, an agent became free) to its offers made."""
+    from rq import get_current_job
+
+    from .. import metrics
+
+    job = get_current_job()
+    recorder = metrics.recorder_for(rt.redis)
+    if job is not None and job.enqueued_at is not None:
+        queued = job.enqueued_at.replace(tzinfo=job.enqueued_at.tzinfo or UTC)
+        latency = (datetime.now(UTC) - queued).total_seconds()
+        recorder.observe("interphone_dispatch_latency_seconds", max(0.0, latency), site)
+    if offers:
+        recorder.inc("interphone_dispatch_offers", site, amount=offers)
+    recorder.flush()  # a worker may stay quiet for long: no figure waits in its memory
 
 
 def sweep() -> dict[str, Any]:
@@ -87,8 +109,11 @@ def sweep() -> dict[str, Any]:
         try:
             counts_journal = rt.journal.drain()
         finally:
-            schedule_sweep(rt.rq_queue, rt.settings.queue.sweep_interval_s)
-    return {**counts, "journal": counts_journal}
+            try:
+                extra = rt.housekeeping()
+            finally:
+                schedule_sweep(rt.rq_queue, rt.settings.queue.sweep_interval_s)
+    return {**counts, "journal": counts_journal, **extra}
 
 
 def schedule_sweep(queue: Queue, interval_s: float) -> None:
@@ -109,8 +134,19 @@ def schedule_sweep(queue: Queue, interval_s: float) -> None:
 
 
 def ensure_sweep(queue: Queue, interval_s: float) -> bool:
-    """Start the sweep chain unless it is alive. Returns True if it was (re)started."""
+    """Start the sweep chain unless it is alive. Returns True if it was (re)started.
+
+    A chain that broke runs at once (a queued job, not a scheduled one: the scheduler
+    itself may be what died); the run schedules the next one as usual."""
     if queue.connection.set(SWEEP_HEARTBEAT, "1", nx=True, px=int(max(interval_s * 5, 10) * 1000)):
-        schedule_sweep(queue, interval_s)
+        slot = int(time.time() / interval_s)
+        with contextlib.suppress(DuplicateJobError):
+            queue.enqueue(
+                sweep,
+                job_id=f"{SWEEP_JOB_ID}-{slot}",
+                unique=True,
+                result_ttl=0,
+                failure_ttl=3600,
+            )
         return True
     return False

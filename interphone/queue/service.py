@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import failpoints
 from ..config import QueueSettings
 from ..db import transaction
 from ..models import (
@@ -53,6 +54,7 @@ OUTCOMES = {
 LANGUAGE_MAX = 8
 REASON_MAX = 200
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+REFERENCE_DRAWS = 20  # a free one is found at the first draw but once in ~20,000
 THROUGHPUT_WINDOW_S = 1800.0
 
 
@@ -224,6 +226,21 @@ class QueueService:
                 if kind == "callback":
                     duplicate = self._active_duplicate(s, number, file_no)
                     if duplicate is not None:
+                        # the same call asking again (its webhook retried) gets the answer
+                        # of the first time; another call hears about its earlier request
+                        again = call_sid is not None and duplicate.call_sid == call_sid
+                        return self._ticket(duplicate, created=again)
+                elif call_sid:
+                    # the same call asking again (a webhook retried after its process died
+                    # between this commit and its answer): one call, one place in line
+                    duplicate = s.scalars(
+                        select(Contact).where(
+                            Contact.site_id == site.id,
+                            Contact.state.in_(ACTIVE_CONTACT_STATES),
+                            Contact.call_sid == call_sid,
+                        )
+                    ).first()
+                    if duplicate is not None:
                         return self._ticket(duplicate, created=False)
                 contact = Contact(
                     reference=self._free_reference(s),
@@ -279,11 +296,12 @@ class QueueService:
     def _free_reference(s: Session) -> str:
         """A short reference no contact holds yet. Six characters of a 32-letter alphabet
         collide about once in 50,000 contacts (birthday bound), which would refuse a
-        caller's request; so a taken one is drawn again."""
-        while True:
+        caller's request; so a taken one is drawn again, a bounded number of times."""
+        for _ in range(REFERENCE_DRAWS):
             reference = _reference()
             if s.scalar(select(Contact.id).where(Contact.reference == reference)) is None:
                 return reference
+        raise Conflict("the request could not be recorded; please try again")
 
     # -- questions ---------------------------------------------------------------------
     def ticket(self, contact_id: int) -> Ticket:
@@ -413,6 +431,8 @@ class QueueService:
                 promote_after_s=settings.promote_after_s,
                 scan=settings.dispatch_scan,
             )
+            if result.offer:
+                failpoints.hit("queue.dispatch.offered", self.store.redis)
             if result.promoted or result.offer:
                 with transaction(self.sessions) as s:
                     for cid in result.promoted:
@@ -659,6 +679,24 @@ class QueueService:
             else:
                 self._bump_contact(c.id, int(self.store.contact(c.id).get("v", 1) or 1))
         return restored
+
+    def resync(self, contact_id: int) -> None:
+        """Bring a contact's SQL row up to its Redis state: a move made in Redis whose
+        SQL write failed (the database down at that moment) is written now. Version-
+        guarded, so it never overwrites a newer state."""
+        live = self.store.contact(contact_id)
+        state = live.get("state", "")
+        if state not in ACTIVE_CONTACT_STATES:
+            return
+        agent = live.get("agent", "")
+        with transaction(self.sessions) as s:
+            self._set_contact(
+                s,
+                contact_id,
+                int(live.get("v", "0") or 0),
+                state=state,
+                agent_id=int(agent) if agent.isdigit() and state != "waiting" else None,
+            )
 
     def rebuild(self) -> dict[str, int]:
         """Restore Redis from SQL after data loss, in the same order as before.

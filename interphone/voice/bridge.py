@@ -5,11 +5,21 @@ redirected into it; for a callback the agent is called first and, only once the 
 has answered (never more applicant calls than agents ready), the applicant is called.
 Calls are placed by RQ jobs with deterministic ids, and each leg is recorded in Redis
 before Twilio is asked, so a retried job never places a leg twice.
+
+A worker can die between recording a leg and asking Twilio (or the job can be lost, or
+Twilio unreachable): every bridge in progress is listed in ``ip:bridge:pending`` with
+the time it last moved, and each side marks itself seen when its webhook arrives (the
+agent's leg answered or ended, the live caller redirected into the conference, the
+applicant's leg answered or ended). A side that gave no sign of life within
+``BRIDGE_LEG_TIMEOUT_S`` — longer than a phone rings — was never reached, so the sweep
+reaches it again (``recover_legs``): a leg that was placed always calls back, answered
+(join) or not (its final status), so a leg placed is never placed twice.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +27,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.rest import Client
 
+from .. import failpoints
 from ..models import Agent, Case, Contact, Site
 from ..privacy import mask_phone
 from ..prompts import REFERENCE, available, catalogue
@@ -26,6 +37,8 @@ from ..queue.service import QueueService
 log = logging.getLogger(__name__)
 
 LEGS = "ip:bridge:"
+PENDING = "ip:bridge:pending"  # contact ids whose next leg is awaited, by waiting since (ms)
+RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its status)
 UNANSWERED = {
     "busy": "busy",
     "no-answer": "no_answer",
@@ -63,6 +76,7 @@ class BridgeService:
         *,
         public_base_url: str,
         run_job: Callable[[str, str, int], None],
+        leg_timeout_s: float = 90.0,
     ) -> None:
         self.queue = queue
         self.sessions = sessions
@@ -70,9 +84,24 @@ class BridgeService:
         self.client = client
         self.base = public_base_url.rstrip("/")
         self.run_job = run_job  # (job name, job id, contact id)
+        self.leg_timeout_s = leg_timeout_s
+
+    def _await_leg(self, contact_id: int) -> None:
+        """From now on a leg of this bridge is expected to show signs of life."""
+        self.redis.zadd(PENDING, {str(contact_id): time.time() * 1000})
+
+    def _mark(self, contact_id: int, what: str) -> None:
+        """``agent_seen`` / ``caller_seen`` / ``applicant_seen``: that side is there;
+        ``agent_ended`` / ``applicant_ended``: that leg's final status came."""
+        key = LEGS + str(contact_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, what, "1")
+        pipe.expire(key, 4 * 3600)
+        pipe.execute()
 
     def accept(self, agent_id: int, contact_id: int) -> None:
         """The agent accepted the offer: record it, then connect the two sides."""
+        self._await_leg(contact_id)  # first: a lost job, or a failed SQL write, is noticed
         self.queue.accept(agent_id, contact_id)
         attempt = self.queue.store.contact(contact_id).get("attempts", "0")
         self.run_job("connect", f"connect-{contact_id}-{attempt}", contact_id)
@@ -86,6 +115,8 @@ class BridgeService:
         if not self.redis.hsetnx(key, "agent_leg", "placing"):
             return  # this job already ran: never a second agent leg
         self.redis.expire(key, 4 * 3600)
+        self._await_leg(contact_id)
+        failpoints.hit("bridge.agent_leg.recorded", self.redis)
         to = agent.phone or f"client:{agent.client_identity}"
         leg = self.client().calls.create(
             to=to,
@@ -93,13 +124,19 @@ class BridgeService:
             url=f"{self.base}/voice/agent/join?c={contact_id}",
             status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=agent",
             status_callback_event=["completed"],
+            timeout=RING_TIMEOUT_S,
         )
+        failpoints.hit("bridge.agent_leg.placed", self.redis)
         self.redis.hset(key, "agent_leg", str(leg.sid))
+        self._redirect_caller(contact)
+        log.info("contact %s: agent %s leg placed", contact_id, agent.id)
+
+    def _redirect_caller(self, contact: Contact) -> None:
+        """A live caller on hold is moved into the conference (again, if need be)."""
         if contact.kind == "live" and contact.call_sid:
             self.client().calls(contact.call_sid).update(
-                url=f"{self.base}/voice/bridge?c={contact_id}", method="POST"
+                url=f"{self.base}/voice/bridge?c={contact.id}", method="POST"
             )
-        log.info("contact %s: agent %s leg placed", contact_id, agent.id)
 
     def call_applicant(self, contact_id: int) -> None:
         contact, agent, site = self._load(contact_id)
@@ -108,6 +145,8 @@ class BridgeService:
         key = LEGS + str(contact_id)
         if not self.redis.hsetnx(key, "applicant_leg", "placing"):
             return
+        self._await_leg(contact_id)
+        failpoints.hit("bridge.applicant_leg.recorded", self.redis)
         leg = self.client().calls.create(
             to=contact.phone,
             from_=_sender(site),
@@ -115,7 +154,9 @@ class BridgeService:
             status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=applicant",
             status_callback_event=["completed"],
             machine_detection="Enable",
+            timeout=RING_TIMEOUT_S,
         )
+        failpoints.hit("bridge.applicant_leg.placed", self.redis)
         self.redis.hset(key, "applicant_leg", str(leg.sid))
         log.info("contact %s: calling %s", contact_id, mask_phone(contact.phone))
 
@@ -123,6 +164,7 @@ class BridgeService:
     def agent_joined(self, contact_id: int) -> AgentLeg:
         """The agent answered: whisper the context; for a callback, now call the applicant."""
         contact, agent, _ = self._load(contact_id)
+        self._mark(contact_id, "agent_seen")
         lang = REFERENCE
         cat = catalogue(lang)
         with self.sessions() as s:
@@ -155,11 +197,17 @@ class BridgeService:
         )
         if contact.kind == "callback":
             attempt = contact.attempts
+            self._await_leg(contact_id)
             self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
         return AgentLeg(whisper, lang, conference_name(contact_id))
 
+    def caller_joined(self, contact_id: int) -> None:
+        """The live caller reached the conference."""
+        self._mark(contact_id, "caller_seen")
+
     def applicant_joined(self, contact_id: int, answered_by: str) -> ApplicantLeg:
         contact, _, _ = self._load(contact_id)
+        self._mark(contact_id, "applicant_seen")
         lang = contact.language if contact.language in available() else REFERENCE
         if answered_by.startswith("machine") or answered_by == "fax":
             self._unanswered(contact_id, "voicemail")
@@ -170,6 +218,7 @@ class BridgeService:
 
     def leg_ended(self, contact_id: int, leg: str, status: str) -> None:
         """A leg's final status: an applicant who did not answer goes back in line."""
+        self._mark(contact_id, f"{leg}_ended")
         if leg == "applicant" and status in UNANSWERED:
             self._unanswered(contact_id, UNANSWERED[status])
 
@@ -186,6 +235,57 @@ class BridgeService:
         if agent_leg and agent_leg != "placing":
             self.client().calls(agent_leg).update(status="completed")
         self.redis.delete(LEGS + str(contact_id))
+
+    # -- recovery ------------------------------------------------------------------------
+    def recover_legs(self) -> int:
+        """Reach again the sides of a bridge that never showed signs of life (run by
+        the sweep). An entry is taken off ``PENDING`` by one ZREM, so two sweeps never
+        both act on it; one that fails again is put back for later. Returns how many
+        sides were reached again."""
+        cutoff = time.time() * 1000 - self.leg_timeout_s * 1000
+        due: list[bytes] = list(self.redis.zrangebyscore(PENDING, 0, cutoff))  # type: ignore[arg-type]
+        done = 0
+        for raw in due:
+            if not self.redis.zrem(PENDING, raw):
+                continue  # another sweep took it
+            contact_id = int(raw)
+            try:
+                if self._recover(contact_id):
+                    done += 1
+            except Exception:  # Twilio still unreachable, say: try again after a while
+                log.warning("contact %s: bridge not recovered yet", contact_id, exc_info=True)
+                self._await_leg(contact_id)
+        return done
+
+    def _recover(self, contact_id: int) -> bool:
+        self.queue.resync(contact_id)  # an accept whose SQL write failed is written now
+        try:
+            contact, agent, _ = self._load(contact_id)
+        except Conflict:
+            return False
+        if contact.state != "on_call" or agent is None:
+            return False  # finished or given back meanwhile: nothing to bridge
+        raw = self.redis.hgetall(LEGS + str(contact_id))
+        seen = {(k.decode() if isinstance(k, bytes) else str(k)) for k in raw}
+        if "agent_seen" not in seen and "agent_ended" in seen:
+            # placed, rang, never answered: not placed again (the agent is not there)
+            log.error("contact %s: the agent did not answer; left for a supervisor", contact_id)
+            return False
+        if "agent_seen" not in seen:
+            log.warning("contact %s: the agent's leg never answered back; placing it", contact_id)
+            self.redis.hdel(LEGS + str(contact_id), "agent_leg")
+            self.connect(contact_id)
+        elif contact.kind == "live" and "caller_seen" not in seen:
+            log.warning("contact %s: the caller never reached the conference", contact_id)
+            self._await_leg(contact_id)
+            self._redirect_caller(contact)
+        elif contact.kind == "callback" and not seen & {"applicant_seen", "applicant_ended"}:
+            log.warning("contact %s: the applicant's leg never answered back", contact_id)
+            self.redis.hdel(LEGS + str(contact_id), "applicant_leg")
+            self.call_applicant(contact_id)
+        else:
+            return False  # every side is there
+        return True
 
     def _load(self, contact_id: int) -> tuple[Contact, Agent | None, Site]:
         with self.sessions() as s:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from .. import journal
+from .. import failpoints, journal
 from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
@@ -30,6 +31,7 @@ bp = Blueprint("voice", __name__)
 SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
 MAX_FIELD = 256
+STEP_PATH, HOLD_PATH = "/voice/step/", "/voice/queue"  # the routes of step() and hold()
 
 
 def _runtime() -> Runtime:
@@ -53,10 +55,12 @@ def _call_sid() -> str | None:
 def _render(sid: str, reply: Reply) -> str:
     rt = _runtime()
     n = reply.seq or rt.calls.next_sequence(sid)
+    # the action URLs as url_for() makes them, for a fraction of its cost (every webhook)
+    root = request.script_root
     return render(
         reply,
-        step_url=lambda step: url_for("voice.step", step=step, n=n),
-        hold_url=url_for("voice.hold", n=n),
+        step_url=lambda step: f"{root}{STEP_PATH}{quote(step, safe='')}?n={n}",
+        hold_url=f"{root}{HOLD_PATH}?n={n}",
         listening=_listening(rt, reply, n) if reply.listen else None,
         recording=Recording(
             action=url_for("voice.voicemail", n=n),
@@ -123,12 +127,13 @@ def _turn(sid: str, n: str, answer: Callable[[CallState | None], Reply]) -> str:
         if body is not None:
             return body
     reply = answer(turn.state)
+    failpoints.hit("webhook.answered", calls.redis)  # fault tests: killed right here
     body = _render(sid, reply)
     calls.finish(turn, body, reply.state, journal.encode(reply.records))
     return body
 
 
-@bp.post("/voice/step/<step>")
+@bp.post(STEP_PATH + "<step>")
 @twilio_signed
 def step(step: str) -> Response:
     sid = _call_sid()
@@ -142,7 +147,7 @@ def step(step: str) -> Response:
     return _xml(_turn(sid, n, lambda state: ivr.handle(state, step[:40], digits)))
 
 
-@bp.post("/voice/queue")
+@bp.post(HOLD_PATH)
 @twilio_signed
 def hold() -> Response:
     sid = _call_sid()
@@ -248,6 +253,7 @@ def bridge_caller() -> Response:
     contact_id = _contact_id()
     if contact_id is None:
         return _bad_request()
+    _runtime().bridge.caller_joined(contact_id)
     response = VoiceResponse()
     _conference(response, conference_name(contact_id), agent=False)
     return _xml(str(response))

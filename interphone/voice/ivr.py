@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import journal
+from .. import failpoints, journal
 from ..hours import Schedule
 from ..journal import Journal, Record
 from ..models import Case, Contact, Site
@@ -38,6 +39,7 @@ from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
+from .deferred import Deferred
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
 from .session import CallState
@@ -112,6 +114,8 @@ class IvrService:
         self.voicemails = voicemails
         self._sites_cache: dict[str, Site] = {}
         self._sites_read_at = 0.0
+        # what is accepted while the database is down, applied by the sweep
+        self.deferred = Deferred(connection, queue)
 
     # -- entry points ------------------------------------------------------------------
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
@@ -193,6 +197,9 @@ class IvrService:
             ticket = self.queue.ticket(state.contact_id)
         except QueueError:
             return self._do_goodbye(state)
+        except SQLAlchemyError:  # the database is down: the caller keeps their place
+            log.warning("hold of call %s: database unavailable", state.sid)
+            return Reply(hold=True)
         if ticket.state in ("completed", "abandoned", "cancelled", "unreachable"):
             return self._do_goodbye(state)
         speech = []
@@ -220,9 +227,13 @@ class IvrService:
         )
         if state is None or not state.contact_id:
             return
-        with self.sessions() as s:
-            contact = s.get(Contact, state.contact_id)
-            live_waiting = contact is not None and contact.kind == "live"
+        try:
+            with self.sessions() as s:
+                contact = s.get(Contact, state.contact_id)
+                live_waiting = contact is not None and contact.kind == "live"
+        except SQLAlchemyError:  # the database is down: the hang-up is applied later
+            self.deferred.hang_up(state.contact_id)
+            return
         if live_waiting:
             try:
                 self.queue.abandon(state.contact_id)
@@ -305,6 +316,7 @@ class IvrService:
         except Exception:
             log.exception("could not queue call %s", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
+        failpoints.hit("ivr.queued", self.redis)  # fault tests: the web process dies here
         state.contact_id = ticket.contact_id
         _trace(state, "queue")
         return Reply(
@@ -339,6 +351,27 @@ class IvrService:
         except QueueError:
             log.exception("callback request refused for call %s", state.sid)
             return self._do_goodbye(state)
+        except SQLAlchemyError:
+            # the database is down: the request waits in Redis, applied by the sweep at
+            # this call's place in line; the caller is told we will call back
+            log.warning("database unavailable: callback of call %s deferred", state.sid)
+            self.deferred.callback(
+                site=state.site,
+                phone=phone,
+                language=state.lang,
+                channel=state.channel,
+                reason=reason,
+                file_number=state.callback_file or state.file_number or None,
+                arrived_ms=state.started_ms,
+                not_before_ms=not_before,
+                call_sid=state.sid,
+            )
+            _trace(state, "callback_deferred")
+            return Reply(
+                speech=[self._say(state.lang, "technical_error"), self._say(state.lang, "goodbye")],
+                hangup=True,
+            )
+        failpoints.hit("ivr.callback_registered", self.redis)
         state.contact_id = ticket.contact_id
         _trace(state, "callback_registered")
         return self._registered(state, ticket)
@@ -350,6 +383,13 @@ class IvrService:
             ticket = self.queue.convert_to_callback(state.contact_id)
         except QueueError:
             return self._do_goodbye(state)
+        except SQLAlchemyError:  # the database is down: converted by the sweep later
+            self.deferred.convert(state.contact_id)
+            state.contact_id = 0  # no longer waiting on the line: hanging up abandons nothing
+            return Reply(
+                speech=[self._say(state.lang, "technical_error"), self._say(state.lang, "goodbye")],
+                hangup=True,
+            )
         return self._registered(state, ticket, created=True)
 
     def _registered(
@@ -429,7 +469,11 @@ class IvrService:
     def _act_check_status(self, state: CallState, digits: str) -> Reply:
         if not self._lookup_allowed(state):
             return self._enter(state, "main", [self._say(state.lang, "status_limit")])
-        case = self._match_case(state.file_number, digits)
+        try:
+            case = self._match_case(state.file_number, digits)
+        except SQLAlchemyError:  # the database is down: offer the callback instead
+            log.warning("status lookup of call %s: database unavailable", state.sid)
+            return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
         if case is None:
             _trace(state, "status_mismatch")
             state.status_failures += 1
@@ -627,15 +671,12 @@ class IvrService:
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
             return None
-        with self.sessions() as s:
-            row = s.execute(
-                select(
-                    Case.birth_date_hash,
-                    Case.status,
-                    Case.status_changed_at,
-                    Case.api_valid_until,
-                ).where(Case.file_number == file_number)
-            ).one_or_none()
+        # one read on the webhook's path: a plain connection, no transaction (no BEGIN and
+        # ROLLBACK round trips) and a statement built once; an ORM session and a fresh
+        # statement cost twice the CPU for the same row
+        engine = self.sessions.kw["bind"]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            row = connection.execute(_CASE_BY_FILE, {"file_number": file_number}).one_or_none()
         if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
             return None
         return CaseStatus(row[1], row[2], row[3])
@@ -686,8 +727,14 @@ class IvrService:
         """Sites by code, read at most every few seconds: every webhook needs them."""
         now = time.monotonic()
         if now - self._sites_read_at > SITES_CACHE_S:
-            with self.sessions() as s:
-                self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
+            try:
+                with self.sessions() as s:
+                    self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
+            except SQLAlchemyError:
+                if not self._sites_cache:
+                    raise
+                # the database is down: the sites read last keep the IVR answering
+                log.warning("sites not read (database unavailable): using the last read")
             self._sites_read_at = now
         return self._sites_cache
 
@@ -740,6 +787,11 @@ class IvrService:
             return to_e164(caller) if caller and caller[0] in "+0" else ""
         except InvalidPhoneNumber:
             return ""
+
+
+_CASE_BY_FILE = select(
+    Case.birth_date_hash, Case.status, Case.status_changed_at, Case.api_valid_until
+).where(Case.file_number == bindparam("file_number"))
 
 
 def _parse_ddmmyyyy(digits: str) -> date | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from ..config import Settings, load_settings
 from ..queue.exceptions import QueueError
@@ -26,6 +27,9 @@ def create_app(
         runtime = Runtime(settings or load_settings())
     settings = runtime.settings
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    # ids in URLs are SQL integers: a larger number is no such page (a 404), not an
+    # overflow in PostgreSQL (a 500); found by tests/test_hostile_requests.py
+    app.url_map.converters["int"] = _SqlInteger
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
@@ -44,7 +48,9 @@ def create_app(
 
     from ..voice import http as voice_http
     from . import admin, agent, api, auth, health, i18n, planning, queue_page, supervisor
+    from .sessions import ScreenSessions
 
+    app.session_interface = ScreenSessions()  # none for Twilio's webhooks
     csrf = CSRFProtect(app)
     i18n.init_app(app)
     auth.login_manager.init_app(app)
@@ -65,10 +71,29 @@ def create_app(
         app.register_blueprint(devphone_web.bp)
         csrf.exempt(devphone_web.bp)
     _register_errors(app)
+    from . import metrics, ratelimit
+
+    if settings.trusted_proxies:  # the client's address for per-IP limits (not signatures)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    metrics.init_app(app, runtime)  # request ids, log context, latency, GET /metrics
+    ratelimit.init_app(app, runtime)  # RATE_LIMIT_* (docs/operations.md)
+    if settings.env != "test":  # tests capture logs their own way
+        from ..observability import configure_logging
+
+        configure_logging(settings.log_format, settings.log_level)
 
     if app.config["START_SWEEP"]:
         _start_sweep(runtime)
     return app
+
+
+class _SqlInteger(IntegerConverter):
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -29,6 +29,31 @@ def _check_database() -> dict[str, Any]:
         return {"ok": False, "error": type(exc).__name__}
 
 
+def _check_workers() -> dict[str, Any]:
+    """RQ workers registered on the interphone queue whose heartbeat key is still alive
+    (rq lets a worker's key expire when it stops beating); dispatch, callbacks and SMS
+    all run in them."""
+    from rq import Worker
+
+    from ..queue.jobs import SWEEP_HEARTBEAT
+
+    rt = runtime_of(current_app)
+    try:
+        workers = Worker.all(queue=rt.rq_queue)
+        sweep_alive = bool(rt.redis.exists(SWEEP_HEARTBEAT))
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    body: dict[str, Any] = {
+        "ok": bool(workers),
+        "count": len(workers),
+        "states": sorted(str(w.get_state()) for w in workers),
+        "sweep": sweep_alive,
+    }
+    if not workers:
+        body["error"] = "no RQ worker is alive on the interphone queue"
+    return body
+
+
 @bp.get("/ping")
 def ping() -> Any:
     """No I/O at all: the framework's floor, for benchmarks and load balancers."""
@@ -44,10 +69,12 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     redis_status, db_status = _check_redis(), _check_database()
-    ready = redis_status["ok"] and db_status["ok"]
+    workers = _check_workers() if redis_status["ok"] else {"ok": False, "error": "no Redis"}
+    ready = redis_status["ok"] and db_status["ok"] and workers["ok"]
     body = {
         "status": "ready" if ready else "not-ready",
         "redis": redis_status,
         "database": db_status,
+        "workers": workers,
     }
     return jsonify(body), 200 if ready else 503

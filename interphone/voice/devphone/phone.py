@@ -472,6 +472,18 @@ class SimCall:
             return self.gather.kind
         return "speech" if self.gather.kind == "gather" and self.gather.speech else ""
 
+    def speak_audio(self, audio: bytes, *, paced: bool = False) -> SimCall:
+        """Say ``audio`` (8 kHz µ-law) into the open ``<Connect><Stream>``: streamed to
+        the real speech server as Twilio streams it, then the action URL is requested
+        (see :mod:`.streaming`). ``paced``: at real-time pace, else as fast as it goes."""
+        from .streaming import stream_call_audio
+
+        pending = self._pending()
+        if pending.kind != "stream":
+            raise TwimlError(f"no media stream is open ({pending.kind})")
+        stream_call_audio(self, pending, audio, paced=paced)
+        return self.end_stream()
+
     def end_stream(self) -> SimCall:
         """The media stream closes: Twilio asks the <Connect> action what comes next."""
         pending = self._pending()

@@ -167,3 +167,6 @@ def act() -> Response:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+from . import voice_web  # noqa: E402,F401  (its routes: speaking through the real stream)

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from flask import Flask, abort, jsonify, request
 from twilio.request_validator import RequestValidator
 
 from ...config import Settings, load_settings
-from ...runtime import resolve_redis_url
+from ...runtime import connect_redis
 from ..signature import raw_path_and_query
 from .models import ModelError, ModelRegistry
 from .recognizer import Limits
@@ -90,7 +89,7 @@ def create_stream_app(
     vocab = Path(vocabulary_dir) if vocabulary_dir else None
     registry = registry or registry_from_settings(settings, vocab)
     if results is None:
-        results = SpeechResults(redis.Redis.from_url(resolve_redis_url(settings)))
+        results = SpeechResults(connect_redis(settings))
     if load:
         languages = registry.languages()
         if not languages:

@@ -35,9 +35,11 @@ from flask import Flask
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from ... import metrics
 from .models import ModelError, ModelRegistry
 from .recognizer import Limits, Utterance
 from .results import SpeechResult, SpeechResults, Status, valid_key_part
+from .wsreader import InlineSocket, NoThread
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class SpeechStreams:
     def handle(self, ws: Socket) -> None:
         admitted = self._enter()
         state = _State()
+        cpu_started = time.thread_time()  # a stream has its thread: its CPU is the stream's
         try:
             self._serve(ws, admitted, state)
         except ConnectionClosed:
@@ -130,8 +133,22 @@ class SpeechStreams:
         finally:
             if state.utterance is not None:
                 state.utterance.close()
+                self._account(time.thread_time() - cpu_started, state.utterance.audio_s)
             if admitted:
                 self._leave()
+
+    def _account(self, cpu_s: float, audio_s: float) -> None:
+        """The recognizer's real-time factor, for the web's ``GET /metrics`` (in Redis)."""
+        if audio_s <= 0:
+            return
+        try:
+            recorder = metrics.recorder_for(self.results.redis)
+            recorder.inc("interphone_speech_audio_seconds", amount=audio_s)
+            recorder.inc("interphone_speech_cpu_seconds", amount=cpu_s)
+            recorder.observe("interphone_speech_real_time_factor", cpu_s / audio_s)
+            recorder.flush()
+        except Exception:  # figures never break a stream
+            log.warning("speech figures not recorded", exc_info=True)
 
     def _serve(self, ws: Socket, admitted: bool, state: _State) -> None:
         limits = self.limits
@@ -308,13 +325,23 @@ def _payload(event: dict[str, Any]) -> bytes | None:
 
 
 def init_app(app: Flask, streams: SpeechStreams, path: str = PATH) -> None:
-    """Serve ``streams`` on ``path`` (a WebSocket route)."""
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES})
+    """Serve ``streams`` on ``path`` (a WebSocket route). Each connection is read in its
+    handler's thread (:mod:`.wsreader`), without Flask-Sock's reader thread."""
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES, "thread_class": NoThread}
+    )
     sock = Sock(app)
 
     @sock.route(path)  # type: ignore[untyped-decorator]
-    def speech_stream(ws: Socket) -> None:
-        streams.handle(ws)
+    def speech_stream(ws: Any) -> None:
+        if not isinstance(getattr(ws, "thread", None), NoThread):
+            streams.handle(ws)  # a reader thread of its own (other SOCK_SERVER_OPTIONS)
+            return
+        inline = InlineSocket(ws, MAX_MESSAGE_BYTES)
+        try:
+            streams.handle(inline)
+        finally:
+            inline.finish()
 
 
 __all__ = ["PATH", "SpeechStreams", "init_app"]

@@ -22,7 +22,6 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
@@ -103,8 +102,7 @@ def _raw_tables(lang: str, extra_dir: Path | None) -> tuple[dict[str, object], s
             with path.open("rb") as stream:
                 return tomllib.load(stream), str(path)
     if lang in prompts.available():
-        entry = resources.files(prompts.__name__).joinpath(f"{lang}.toml")
-        return tomllib.loads(entry.read_text("utf-8")), f"prompts/{lang}.toml"
+        return tomllib.loads(prompts.catalogue_text(lang)), f"prompts/{lang}.toml"
     raise VocabularyError(f"no speech vocabulary for language {lang!r}")
 
 

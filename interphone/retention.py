@@ -1,0 +1,200 @@
+"""Retention: personal data is removed once it has served, anonymous figures stay.
+
+``RETENTION_DAYS`` after a contact was closed, its phone number, file number and the
+agent's note are cleared; the calls of that age lose the applicant's number; closed
+cases (status ``closed`` for that long) lose their phone number and birth-date hash.
+What the statistics read stays: kinds, channels, languages, states and outcomes,
+arrival and closing times, attempts, the reason code, the append-only events (which
+never hold a number). A purged row is recognisable (no number left), so running the
+purge again changes nothing: it is idempotent, and it works in batches so that no
+table is locked for long.
+
+There is no voicemail table yet: when recordings or transcripts are stored, add them to
+:func:`_purges` (and their files) so that they go with the rest.
+
+Run by an RQ job that the periodic sweep queues at most once an hour
+(:func:`schedule`), and by ``interphone retention purge [--dry-run]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import redis
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import transaction
+from .models import Call, Case, Contact
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+PURGED_HASH = "purged"  # never equal to a hex digest: a purged case never matches
+DUE_KEY = "ip:retention:due"
+RUN_EVERY_S = 3600
+
+
+@dataclass
+class Report:
+    cutoff: str
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Purge:
+    """One table: which rows still hold personal data past the cutoff, what to clear."""
+
+    table: str
+    model: Any
+    where: Callable[[datetime], ColumnElement[bool]]
+    values: Callable[[], dict[Any, Any]]
+
+
+def _purges() -> list[_Purge]:
+    return [
+        _Purge(
+            "contacts",
+            Contact,
+            lambda cutoff: and_(
+                Contact.closed_at.is_not(None),
+                Contact.closed_at < cutoff,
+                or_(
+                    Contact.phone.is_not(None),
+                    Contact.file_number.is_not(None),
+                    Contact.note.is_not(None),
+                ),
+            ),
+            lambda: {Contact.phone: None, Contact.file_number: None, Contact.note: None},
+        ),
+        _Purge(
+            "calls",
+            Call,
+            lambda cutoff: and_(
+                func.coalesce(Call.ended_at, Call.started_at) < cutoff,
+                or_(
+                    and_(Call.direction == "inbound", Call.from_number.is_not(None)),
+                    and_(Call.direction != "inbound", Call.to_number.is_not(None)),
+                ),
+            ),
+            lambda: {},  # per direction, see _clear_call
+        ),
+        _Purge(
+            "cases",
+            Case,
+            lambda cutoff: and_(
+                Case.status == "closed",
+                Case.status_changed_at < cutoff,
+                or_(Case.phone.is_not(None), Case.birth_date_hash != PURGED_HASH),
+            ),
+            lambda: {Case.phone: None, Case.birth_date_hash: PURGED_HASH},
+        ),
+    ]
+
+
+def purge(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    days: int,
+    *,
+    dry_run: bool = False,
+    batch: int = BATCH,
+) -> Report:
+    """Clear the personal data older than ``days`` before ``now``; returns the counts
+    (with ``dry_run``, what would be cleared)."""
+    cutoff = now - timedelta(days=days)
+    report = Report(cutoff=cutoff.isoformat(), dry_run=dry_run)
+    for item in _purges():
+        where = item.where(cutoff)
+        if dry_run:
+            with sessions() as s:
+                count = s.scalar(select(func.count()).select_from(item.model).where(where))
+            report.counts[item.table] = int(count or 0)
+            continue
+        total = 0
+        while True:
+            with transaction(sessions) as s:
+                ids = list(s.scalars(select(item.model.id).where(where).limit(batch)))
+                if not ids:
+                    break
+                if item.model is Call:
+                    _clear_calls(s, ids)
+                else:
+                    s.execute(
+                        update(item.model)
+                        .where(item.model.id.in_(ids))
+                        .values(item.values())
+                        .execution_options(synchronize_session=False)
+                    )
+            total += len(ids)
+        report.counts[item.table] = total
+    if not dry_run and any(report.counts.values()):
+        log.info("retention purge before %s: %s", report.cutoff, report.counts)
+    return report
+
+
+def _clear_calls(s: Session, ids: list[int]) -> None:
+    for direction_is_inbound, column in ((True, Call.from_number), (False, Call.to_number)):
+        direction = (
+            Call.direction == "inbound" if direction_is_inbound else Call.direction != "inbound"
+        )
+        s.execute(
+            update(Call)
+            .where(Call.id.in_(ids), direction)
+            .values({column: None})
+            .execution_options(synchronize_session=False)
+        )
+
+
+# -- scheduling -----------------------------------------------------------------------------
+def schedule(runtime: Runtime) -> bool:
+    """Queue the retention job unless one was queued within the hour (called by every
+    sweep: one Redis command when nothing is due). Returns True when queued."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        if not runtime.redis.set(DUE_KEY, "1", nx=True, ex=RUN_EVERY_S):
+            return False
+        slot = int(time.time() // RUN_EVERY_S)
+        with contextlib.suppress(DuplicateJobError):
+            runtime.rq_queue.enqueue(
+                run_job,
+                job_id=f"retention-{slot}",
+                unique=True,
+                result_ttl=86400,
+                failure_ttl=86400,
+            )
+    except redis.RedisError:  # the next sweep tries again
+        with contextlib.suppress(redis.RedisError):
+            runtime.redis.delete(DUE_KEY)
+        return False
+    return True
+
+
+def run_job() -> dict[str, Any]:
+    """The RQ job: purge with the worker's settings and clock."""
+    from . import metrics
+    from .queue.jobs import runtime as job_runtime
+
+    rt = job_runtime()
+    now = datetime.fromtimestamp(rt.clock.now(), tz=UTC)
+    report = purge(rt.sessions, now, rt.settings.retention_days)
+    recorder = metrics.recorder_for(rt.redis)
+    for table, count in report.counts.items():
+        if count:
+            recorder.inc("interphone_retention_purged", table, amount=count)
+    recorder.flush()
+    return report.as_json()

@@ -1,0 +1,151 @@
+"""What the IVR accepts while the database is down, applied once it is back.
+
+The IVR answers from Redis; only a few moves need SQL (a callback request is committed
+to SQL before the caller hears it is recorded). When the database does not answer, the
+IVR still takes the request: it is appended to a Redis list (``ip:deferred``, persisted
+with Redis) and the caller hears "we will call you back as soon as possible". The sweep
+applies the list in order once SQL answers again: the callback keeps the arrival time of
+the call that asked for it, so its place in line is the one it would have had.
+
+Applying is idempotent, so a worker killed half-way changes nothing twice: a callback
+request applied twice finds the first one (one active request per number), a hang-up
+applied twice finds the contact closed, and the confirmation SMS has one job id per
+contact. Only the holder of the lock pops, and only once the record is applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..queue.exceptions import QueueError
+from ..queue.service import QueueService
+
+log = logging.getLogger(__name__)
+
+KEY = "ip:deferred"
+LOCK = "ip:deferred:lock"
+REJECTED = "ip:deferred:rejected"
+LOCK_S = 60
+
+_POP_IF_OWNER = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('lpop', KEYS[1])
+redis.call('expire', KEYS[2], tonumber(ARGV[2]))
+return 1
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Deferred:
+    def __init__(self, connection: redis.Redis, queue: QueueService) -> None:
+        self.redis = connection
+        self.queue = queue
+        self._pop = connection.register_script(_POP_IF_OWNER)
+        self._release = connection.register_script(_RELEASE_IF_OWNER)
+
+    # -- taken by the IVR ---------------------------------------------------------------
+    def callback(
+        self,
+        *,
+        site: str,
+        phone: str,
+        language: str,
+        channel: str,
+        reason: str | None,
+        file_number: str | None,
+        arrived_ms: int,
+        not_before_ms: int,
+        call_sid: str,
+    ) -> None:
+        self._push(
+            {
+                "type": "callback",
+                "site": site,
+                "phone": phone,
+                "language": language,
+                "channel": channel,
+                "reason": reason,
+                "file_number": file_number,
+                "arrived_ms": arrived_ms,
+                "not_before_ms": not_before_ms,
+                "call_sid": call_sid,
+            }
+        )
+
+    def convert(self, contact_id: int) -> None:
+        """A live caller asked for a callback (``*``) while SQL was down."""
+        self._push({"type": "convert", "contact_id": contact_id})
+
+    def hang_up(self, contact_id: int) -> None:
+        """A caller hung up while SQL was down: abandoned if still waiting live."""
+        self._push({"type": "hang_up", "contact_id": contact_id})
+
+    def _push(self, record: dict[str, Any]) -> None:
+        self.redis.rpush(KEY, json.dumps(record, separators=(",", ":")))
+
+    def pending(self) -> int:
+        return int(self.redis.llen(KEY))
+
+    # -- applied by the sweep -----------------------------------------------------------
+    def apply(self, notify: Callable[[int, str], None] | None = None) -> int:
+        """Apply the waiting records in order; stop at the first the database refuses
+        for being unreachable (the next sweep goes on). Returns how many were applied."""
+        if not self.redis.llen(KEY):
+            return 0
+        token = secrets.token_hex(8)
+        if not self.redis.set(LOCK, token, nx=True, ex=LOCK_S):
+            return 0
+        applied = 0
+        try:
+            while (raw := self.redis.lindex(KEY, 0)) is not None:
+                try:
+                    self._apply(json.loads(raw), notify)
+                except SQLAlchemyError:
+                    log.warning(
+                        "database still unavailable: %d deferred records wait", self.pending()
+                    )
+                    return applied
+                except (QueueError, ValueError, KeyError, TypeError) as exc:
+                    log.error("deferred record set aside: %s", type(exc).__name__)
+                    self.redis.rpush(REJECTED, raw)
+                if not self._pop(keys=[KEY, LOCK], args=[token, LOCK_S]):
+                    return applied
+                applied += 1
+        finally:
+            self._release(keys=[LOCK], args=[token])
+        return applied
+
+    def _apply(self, record: dict[str, Any], notify: Callable[[int, str], None] | None) -> None:
+        kind = record["type"]
+        if kind == "callback":
+            ticket = self.queue.request_callback(
+                record["site"],
+                phone=record["phone"],
+                language=record["language"],
+                channel=record["channel"],
+                reason=record["reason"],
+                file_number=record["file_number"],
+                arrived_ms=int(record["arrived_ms"]),
+                not_before_ms=int(record["not_before_ms"]),
+                call_sid=record["call_sid"],
+            )
+            if notify is not None:  # one SMS job per contact: never sent twice
+                notify(ticket.contact_id, "sms_callback")
+        elif kind == "convert":
+            self.queue.convert_to_callback(int(record["contact_id"]))
+        elif kind == "hang_up":
+            contact_id = int(record["contact_id"])
+            if self.queue.ticket(contact_id).kind == "live":
+                self.queue.abandon(contact_id)
+        else:
+            raise ValueError(f"unknown deferred record {kind!r}")

@@ -1,0 +1,776 @@
+"""``interphone bench load``: simulated callers and agent screens against the real stack.
+
+A bounded load generator of the project's own, on loopback only. Simulated callers ring
+the phone line as Twilio would (signed webhooks, the parameters Twilio sends) and go
+through the IVR by following the TwiML they get back: each answer's ``<Gather action>``
+is where the caller's next key press goes, so the sequence numbers, the hold loop and
+the hang-ups are the server's own. The mix is a Monday morning's: status lookups with a
+file number and a birth date of demo cases (some mistyped), callback requests, callers
+waiting in the live queue (the hold loop polled, some pressing ``*`` to be called back),
+callers who leave at the menu, and Twilio's final status callback for every call.
+
+Calls start at fixed times (open loop across calls: a slow server cannot slow their
+arrival down), and a caller presses a key about once a second after each answer. The
+first ``warmup`` seconds are not measured; requests due in the ``seconds`` after are.
+
+Meanwhile ``screens`` agent screens (distinct signed-in agents, in a child process so
+that the measuring clients do not share one interpreter lock with them) hold the live
+feed (``/agent/feed``, Server-Sent Events) open. The feed latency is, for every contact
+a measured webhook created and every screen, the time from the moment the caller's key
+press was sent to the moment that screen received the ``contact.created`` event.
+
+The server is the Procfile's: its ``web`` line (gunicorn gthread, its workers and
+threads) and its ``worker`` line (an RQ worker with the scheduler, which runs the sweep
+that moves the IVR's journal into SQL), on the configured Redis and database.
+"""
+
+from __future__ import annotations
+
+import heapq
+import http.client
+import multiprocessing
+import os
+import queue
+import random
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from ..accounts import add_user
+from ..cases import ImportReport, demo_records, import_records
+from ..models import Agent, Contact
+from ..runtime import Runtime
+from ..sites import ensure_site
+
+SITE = "charge"  # the load test's own site (its queue, its screens' feed)
+LINE = "+33473009999"  # the number it answers
+AGENT_PASSWORD = "load-test-password-2026"
+THINK_S = 1.0  # a caller presses a key about once a second
+LATE_S = 0.05  # a request sent this much after its due time counts as late
+TIMEOUT_S = 10.0
+IDLE_S = 1.0  # a connection idle this long is not reused (gunicorn keeps idle ones 2 s)
+
+#: share of calls of each kind (see :func:`_script`)
+MIX: dict[str, float] = {
+    "status": 0.34,  # a status lookup, the right birth date
+    "status_mistyped": 0.08,  # a status lookup with a wrong birth date, then gives up
+    "callback": 0.20,  # a callback request
+    "live": 0.25,  # waits in the live queue, hangs up while waiting
+    "live_to_callback": 0.08,  # waits, then presses * to be called back instead
+    "menu_only": 0.05,  # picks a language, asks for the menu again, hangs up
+}
+HOLD_POLLS = (2, 6)  # how many times a waiting caller's hold loop comes back
+
+KINDS = ("incoming", "menu", "status_lookup", "callback", "hold", "status_callback")
+
+
+def route_kind(path: str) -> str:
+    """The kind of webhook a path is, for the figures."""
+    bare = path.split("?", 1)[0]
+    if bare == "/voice/incoming":
+        return "incoming"
+    if bare == "/voice/queue":
+        return "hold"
+    if bare == "/voice/status":
+        return "status_callback"
+    step = bare.removeprefix("/voice/step/")
+    if step.startswith("status_file") or step.startswith("status_birth"):
+        return "status_lookup"
+    if step.startswith("callback"):
+        return "callback"
+    return "menu"
+
+
+@dataclass(frozen=True)
+class Press:
+    """What a caller does at one step: the step the answer must lead to, the keys."""
+
+    step: str  # "/voice/step/<name>" or "/voice/queue": the expected Gather action path
+    digits: str
+    creates_contact: bool = False  # this key press puts the caller in the queue
+
+
+@dataclass
+class Caller:
+    sid: str
+    number: str
+    kind: str
+    presses: list[Press]
+    ends_with_hangup: bool  # the server hangs up after the last press (else the caller does)
+    next_url: str = "/voice/incoming"
+    done: int = 0  # presses made
+    started: float = 0.0
+
+
+def _script(kind: str, rng: random.Random, case: tuple[str, date]) -> tuple[list[Press], bool]:
+    language = Press("/voice/step/language", "2")  # English, the second of the site's
+    file_number, born = case
+    if kind in ("status", "status_mistyped"):
+        digits = born.strftime("%d%m%Y")
+        if kind == "status_mistyped":
+            digits = f"{(born.day % 28) + 1:02d}{born.month:02d}{born.year}"
+        presses = [
+            language,
+            Press("/voice/step/main", "1"),
+            Press("/voice/step/status_file", file_number),
+            Press("/voice/step/status_birth", digits),
+        ]
+        if kind == "status":
+            return [*presses, Press("/voice/step/status_after", "0")], True
+        return presses, False  # back at the file number question: the caller leaves
+    if kind == "callback":
+        return [
+            language,
+            Press("/voice/step/main", "2"),
+            Press("/voice/step/callback", "1"),  # yes, call me back on this number
+            Press("/voice/step/callback_file", ""),  # no file number: just '#'
+            Press("/voice/step/callback_reason", str(rng.randint(1, 3)), creates_contact=True),
+        ], True
+    if kind in ("live", "live_to_callback"):
+        presses = [language, Press("/voice/step/main", "3", creates_contact=True)]
+        presses += [Press("/voice/queue", "") for _ in range(rng.randint(*HOLD_POLLS))]
+        if kind == "live_to_callback":
+            return [*presses, Press("/voice/queue", "*")], True
+        return presses, False
+    return [language, Press("/voice/step/main", "9")], False  # menu_only
+
+
+# -- the callers' side ---------------------------------------------------------------------
+@dataclass
+class Sample:
+    due: float  # seconds from the start of the run
+    kind: str
+    ms: float
+    error: str | None  # None, "transport", "http_4xx", "http_5xx", "unexpected_twiml"
+
+
+@dataclass
+class LoadResult:
+    samples: list[Sample] = field(default_factory=list)
+    late: list[float] = field(default_factory=list)  # due times of late requests
+    cut: int = 0  # requests not sent: due after the end of the run
+    calls_started: int = 0
+    contacts: dict[str, float] = field(default_factory=dict)  # call sid → key press sent at
+    start: float = 0.0  # perf_counter() at the run's time 0
+    unexpected: list[str] = field(default_factory=list)  # a few answers the script did not expect
+
+
+class Callers:
+    """Sends the callers' webhooks: due times in a heap, a few client threads.
+
+    Requests are signed as Twilio signs them (``X-Twilio-Signature`` over the public
+    URL and the form); each thread keeps one connection open (keep-alive), as Twilio's
+    edge does.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        public_base_url: str,
+        auth_token: str,
+        account_sid: str,
+        clients: int = 16,
+        think_s: float = THINK_S,
+    ) -> None:
+        self.port, self.clients, self.think_s = port, clients, think_s
+        self.base = public_base_url.rstrip("/")
+        self.validator = RequestValidator(auth_token)
+        self.account_sid = account_sid
+        self._heap: list[tuple[float, int, Caller]] = []  # (due, order, caller)
+        self._cond = threading.Condition()
+        self._count = 0
+        self._busy = 0  # requests being sent: their callers come back to the heap
+        self._end = 0.0
+
+    def run(
+        self,
+        callers: list[tuple[float, Caller]],
+        *,
+        end_s: float,
+    ) -> LoadResult:
+        """Ring every caller at its start time (seconds from now); nothing is sent after
+        ``end_s``. Returns every request's figures.
+
+        One dispatcher thread sleeps until the next request is due and hands it to a free
+        client thread (one wakes per request: no herd of threads polling the clock)."""
+        start = time.perf_counter() + 0.2
+        result = LoadResult(calls_started=len(callers), start=start)
+        self._end = start + end_s
+        with self._cond:
+            for offset, caller in callers:
+                self._push(start + offset, caller)
+        lock = threading.Lock()
+        ready: queue.SimpleQueue[tuple[float, Caller] | None] = queue.SimpleQueue()
+
+        def work() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
+            last_used = time.perf_counter()
+            try:
+                while (item := ready.get()) is not None:
+                    due, caller = item
+                    if due >= self._end:  # the run is over: this caller is cut off
+                        with lock:
+                            result.cut += 1
+                        self._done(None, 0.0)
+                        continue
+                    if time.perf_counter() - last_used > IDLE_S:
+                        connection.close()  # the server may be closing it: start afresh
+                    connection = self._send(connection, due, start, caller, result, lock)
+                    last_used = time.perf_counter()
+            finally:
+                connection.close()
+
+        pool = [threading.Thread(target=work, daemon=True) for _ in range(self.clients)]
+        for thread in pool:
+            thread.start()
+        while (item := self._next()) is not None:
+            ready.put(item)
+        for _ in pool:
+            ready.put(None)
+        for thread in pool:
+            thread.join()
+        return result
+
+    def _push(self, due: float, caller: Caller) -> None:
+        self._count += 1
+        heapq.heappush(self._heap, (due, self._count, caller))
+        self._cond.notify()
+
+    def _next(self) -> tuple[float, Caller] | None:
+        """The dispatcher's next request, at its due time (at once past the end of the
+        run, to be cut off); None once no caller is left."""
+        with self._cond:
+            while True:
+                if not self._heap:
+                    if self._busy == 0:
+                        return None
+                    self._cond.wait()
+                    continue
+                due = self._heap[0][0]
+                pause = due - time.perf_counter()
+                if pause <= 0 or due >= self._end:
+                    due, _, caller = heapq.heappop(self._heap)
+                    self._busy += 1
+                    return due, caller
+                self._cond.wait(pause)
+
+    def _done(self, caller: Caller | None, due: float) -> None:
+        """A request answered: its caller's next one goes back in line."""
+        with self._cond:
+            self._busy -= 1
+            if caller is not None:
+                self._push(due, caller)
+            else:
+                self._cond.notify()
+
+    def _send(
+        self,
+        connection: http.client.HTTPConnection,
+        due: float,
+        start: float,
+        caller: Caller,
+        result: LoadResult,
+        lock: threading.Lock,
+    ) -> http.client.HTTPConnection:
+        path = caller.next_url
+        form = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": caller.sid,
+            "From": caller.number,
+            "To": LINE,
+            "Direction": "inbound",
+        }
+        ending = path == "/voice/status"
+        press = None if ending or caller.done == 0 else caller.presses[caller.done - 1]
+        if ending:
+            form.update(
+                CallStatus="completed",
+                CallDuration=str(max(1, round(time.perf_counter() - caller.started))),
+            )
+        else:
+            form["CallStatus"] = "in-progress" if caller.done else "ringing"
+            if press is not None:
+                form["Digits"] = press.digits
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": self.validator.compute_signature(self.base + path, form),
+        }
+        t0 = time.perf_counter()
+        if caller.done == 0 and not ending:
+            caller.started = t0
+        status, body, error = 0, b"", None
+        try:
+            connection.request("POST", path, body=urlencode(form), headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            status = response.status
+            if response.getheader("Connection", "").lower() == "close":
+                connection.close()
+        except (OSError, http.client.HTTPException):
+            error = "transport"
+            connection.close()
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        if error is None and status >= 500:
+            error = "http_5xx"
+        elif error is None and status >= 400:
+            error = "http_4xx"
+        follow: Caller | None = None
+        if not ending:
+            if error is None:
+                error = self._advance(caller, body)
+                if error is not None and len(result.unexpected) < 5:
+                    with lock:
+                        result.unexpected.append(_outline(path, caller, body))
+            if error is not None:
+                caller.next_url = "/voice/status"  # the caller gives up: the call ends
+            follow = caller
+        with lock:
+            result.samples.append(Sample(due - start, route_kind(path), elapsed_ms, error))
+            if t0 - due > LATE_S:
+                result.late.append(due - start)
+            if press is not None and press.creates_contact and error is None:
+                result.contacts[caller.sid] = t0
+        self._done(follow, max(due + self.think_s, time.perf_counter() + 0.001))
+        return connection
+
+    @staticmethod
+    def _advance(caller: Caller, body: bytes) -> str | None:
+        """Read the answer: where the caller's next key press goes, or the hang-up.
+        Returns an error name when the answer is not what the script expects."""
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            return "unexpected_twiml"
+        gather = root.find("Gather")
+        action = gather.get("action") if gather is not None else None
+        hung_up = root.find("Hangup") is not None
+        if caller.done == len(caller.presses):  # the script's last press was answered
+            if caller.ends_with_hangup and not hung_up:
+                return "unexpected_twiml"
+            caller.next_url = "/voice/status"
+            return None
+        expected = caller.presses[caller.done].step
+        if action is None or action.split("?", 1)[0] != expected:
+            return "unexpected_twiml"
+        caller.next_url = action
+        caller.done += 1
+        return None
+
+
+def _outline(path: str, caller: Caller, body: bytes) -> str:
+    """An unexpected answer, for the report: the step, what was expected, the TwiML's
+    verbs and action paths (no spoken text: it can name a case's status)."""
+    expected = caller.presses[caller.done].step if caller.done < len(caller.presses) else "hangup"
+    try:
+        verbs = [
+            f"{el.tag}:{el.get('action', '').split('?', 1)[0]}" for el in ET.fromstring(body).iter()
+        ]
+    except ET.ParseError:
+        verbs = [f"unparsable ({len(body)} bytes)"]
+    return f"{path.split('?', 1)[0]} expected {expected}, got {' '.join(verbs)}"
+
+
+def plan_calls(
+    rate: float,
+    seconds: float,
+    cases: list[tuple[str, date]],
+    *,
+    seed: int | None = None,
+    mix: dict[str, float] | None = None,
+) -> list[tuple[float, Caller]]:
+    """Callers ringing at fixed times over ``seconds``, as many as make ``rate``
+    webhook requests per second once the first calls are under way."""
+    rng = random.Random(seed)
+    shares = mix or MIX
+    kinds = list(shares)
+    weights = [shares[k] for k in kinds]
+    scripted = [
+        (kind, *_script(kind, rng, rng.choice(cases)))
+        for kind in rng.choices(kinds, weights, k=max(1, int(rate * seconds)))
+    ]
+    # requests per call: incoming + one per press + the status callback
+    per_call = sum(len(presses) + 2 for _, presses, _ in scripted) / len(scripted)
+    gap = per_call / rate
+    base = rng.randrange(10**7, 9 * 10**7)
+    callers = []
+    for i, (kind, presses, hangs_up) in enumerate(scripted):
+        at = i * gap
+        if at >= seconds:
+            break
+        number = f"+336{(base + i) % 10**8:08d}"
+        sid = "CA" + secrets.token_hex(16)
+        callers.append((at, Caller(sid, number, kind, presses, hangs_up)))
+    return callers
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _percentile(ordered: list[float], share: float) -> float:
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2)
+
+
+def _latency(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "p50_ms": _percentile(ordered, 0.50),
+        "p95_ms": _percentile(ordered, 0.95),
+        "p99_ms": _percentile(ordered, 0.99),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def figures(result: LoadResult, *, start_s: float, seconds: float) -> dict[str, Any]:
+    """Throughput, latency and errors of the requests due in the measured window."""
+    window = [s for s in result.samples if start_s <= s.due < start_s + seconds]
+    by_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        mine = [s for s in window if s.kind == kind]
+        if mine:
+            by_kind[kind] = {
+                "requests": len(mine),
+                "errors": sum(1 for s in mine if s.error),
+                **_latency([s.ms for s in mine]),
+            }
+    errors: dict[str, int] = {}
+    for s in window:
+        if s.error:
+            errors[s.error] = errors.get(s.error, 0) + 1
+    return {
+        "requests": len(window),
+        "throughput_per_s": round(len(window) / seconds, 1),
+        "errors": sum(errors.values()),
+        "errors_by_type": errors,
+        "late_starts": sum(1 for due in result.late if start_s <= due < start_s + seconds),
+        **_latency([s.ms for s in window]),
+        "by_kind": by_kind,
+    }
+
+
+# -- the agent screens, in a child process -----------------------------------------------------
+def _sign_in(port: int, email: str, password: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/login")
+        response = conn.getresponse()
+        page = response.read().decode()
+        cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        if token is None:
+            raise RuntimeError("no CSRF token on /login")
+        body = urlencode({"email": email, "password": password, "csrf_token": token.group(1)})
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+        conn.request("POST", "/login", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    if response.status != 302:
+        raise RuntimeError(f"load-test agent {email} could not sign in ({response.status})")
+    return response.getheader("Set-Cookie", "").split(";", 1)[0]
+
+
+def _screens_main(port: int, emails: list[str], pipe: Connection) -> None:
+    """Child process: sign the agents in, hold their feeds open, note when each
+    ``contact.created`` event arrives (``time.perf_counter``: CLOCK_MONOTONIC, the same
+    clock in every process), and send the arrivals back when told to stop."""
+    from ..web.bench import Screen
+
+    seen: dict[int, list[float]] = {}
+    lock = threading.Lock()
+    try:
+        cookies = [_sign_in(port, email, AGENT_PASSWORD) for email in emails]
+        screens = [Screen(port, cookie, seen, lock) for cookie in cookies]
+        for screen in screens:
+            screen.start()
+        for screen in screens:
+            if not screen.ready.wait(timeout=60):
+                raise RuntimeError("an agent screen did not connect")
+    except Exception as exc:  # told to the parent, which stops the run
+        pipe.send(("failed", repr(exc)))
+        return
+    pipe.send(("ready", len(screens)))
+    pipe.recv()  # stop
+    with lock:
+        pipe.send(("seen", {k: list(v) for k, v in seen.items()}))
+
+
+@contextmanager
+def agent_screens(port: int, emails: list[str]) -> Iterator[Callable[[], dict[int, list[float]]]]:
+    """Open the screens; yields a function that returns what they received so far."""
+    if not emails:
+        yield dict
+        return
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_screens_main, args=(port, emails, child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(120):
+            raise RuntimeError("the agent screens did not open in time")
+        status, detail = parent.recv()
+        if status != "ready":
+            raise RuntimeError(f"agent screens: {detail}")
+
+        def collect() -> dict[int, list[float]]:
+            parent.send("stop")
+            _, seen = parent.recv()
+            return dict(seen)
+
+        yield collect
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
+def feed_figures(
+    seen: dict[int, list[float]], sent_at: dict[int, float], screens: int
+) -> dict[str, Any]:
+    """Latency from the key press that created a contact to each screen's event."""
+    delays = [
+        (arrival - sent) * 1000
+        for contact_id, sent in sent_at.items()
+        for arrival in seen.get(contact_id, [])
+    ]
+    delivered = len(delays)
+    ordered = sorted(delays)
+    return {
+        "screens": screens,
+        "contacts": len(sent_at),
+        "events_delivered": delivered,
+        "events_missed": len(sent_at) * screens - delivered,
+        "p50_ms": _percentile(ordered, 0.5) if ordered else None,
+        "p99_ms": _percentile(ordered, 0.99) if ordered else None,
+        "max_ms": round(ordered[-1], 2) if ordered else None,
+    }
+
+
+# -- the Procfile's processes ------------------------------------------------------------------
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def procfile_command(name: str, env: dict[str, str], procfile: Path | None = None) -> list[str]:
+    """The Procfile's ``name`` line as a command, ``${VAR:-default}`` taken from ``env``;
+    its program from this interpreter's environment (the venv)."""
+    path = procfile or Path(__file__).resolve().parents[2] / "Procfile"
+    for line in path.read_text().splitlines():
+        label, _, command = line.partition(":")
+        if label.strip() == name:
+            expanded = _VAR.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", command)
+            words = shlex.split(expanded)
+            words[0] = str(Path(sys.executable).parent / words[0])
+            return words
+    raise RuntimeError(f"no {name!r} process in {path}")
+
+
+def _option(words: list[str], name: str) -> str:
+    return words[words.index(name) + 1] if name in words else ""
+
+
+def process_cpu_s(roots: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each of these processes and their
+    children (gunicorn's workers), from ``/proc``; empty where there is no ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid → (parent pid, cpu seconds)
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        stats[int(entry.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    totals = {}
+    for root in roots:
+        family, todo = {root}, [root]
+        while todo:
+            parent = todo.pop()
+            children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+            family.update(children)
+            todo.extend(children)
+        totals[root] = sum(stats[pid][1] for pid in family if pid in stats)
+    return totals
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def procfile_stack(
+    rt: Runtime, env_extra: dict[str, str]
+) -> Iterator[tuple[int, list[str], Callable[[], dict[str, float]]]]:
+    """The Procfile's ``web`` and ``worker`` on the configured Redis and database; their
+    logs go to ``loadtest.log`` in the instance folder (the access log is written, as in
+    production, and not kept). Also yields a function giving the CPU seconds the web
+    (master and workers) and the worker have used so far."""
+    port = int(env_extra.get("PORT") or _free_port())
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=rt.redis_url,
+        DATABASE_URL=rt.database_url,
+        SECRET_KEY=rt.settings.secret_key,
+        PUBLIC_BASE_URL=rt.settings.public_base_url,
+        BIRTHDATE_HASH_KEY=rt.settings.birthdate_key,
+        HOST="127.0.0.1",
+        PORT=str(port),
+    )
+    env.update(env_extra)
+    web = procfile_command("web", env)
+    worker = procfile_command("worker", env)
+    rt.settings.instance_path.mkdir(parents=True, exist_ok=True)
+    log = (rt.settings.instance_path / "loadtest.log").open("ab")
+    quiet = subprocess.DEVNULL
+    procs = [
+        subprocess.Popen(web, env=env, stdout=quiet, stderr=log),
+        subprocess.Popen(worker, env=env, stdout=quiet, stderr=log),
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.1)
+
+        def cpu() -> dict[str, float]:
+            used = process_cpu_s([proc.pid for proc in procs])
+            return {"web": used.get(procs[0].pid, 0.0), "worker": used.get(procs[1].pid, 0.0)}
+
+        yield port, web, cpu
+    finally:
+        for proc in procs:
+            proc.terminate()
+        # the web's feed threads notice closed screens only when they next write
+        for proc, grace in zip(procs, (5, 30), strict=True):
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log.close()
+
+
+# -- the whole run ---------------------------------------------------------------------------
+def prepare(rt: Runtime, screens: int, cases: int = 40) -> tuple[list[tuple[str, date]], list[str]]:
+    """The load test's site, demo cases and agents (idempotent)."""
+    from .. import db
+
+    db.upgrade(rt.database_url)
+    site = ensure_site(rt.sessions, SITE, "Charge", phone_numbers=[LINE], always_open=True)
+    # statuses that changed lately: the retention job purges older cases' birth dates
+    recent = datetime.now(UTC) - timedelta(days=1)
+    records = [
+        replace(record, status_changed_at=recent - timedelta(days=i % 30))
+        for i, record in enumerate(demo_records(cases, seed=20260))
+    ]
+    import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())
+    emails = [f"load-agent-{i:03d}@interphone.local" for i in range(screens)]
+    with rt.sessions() as s:
+        known = set(s.scalars(select(Agent.email).where(Agent.email.in_(emails))))
+    for email in emails:
+        if email not in known:
+            add_user(rt.sessions, email, AGENT_PASSWORD, site_code=site.code)
+    return [(r.file_number, r.birth_date) for r in records], emails
+
+
+def _contacts_of(rt: Runtime, sids: list[str]) -> dict[str, tuple[int, str]]:
+    """The contacts these calls created: call sid → (contact id, state)."""
+    found: dict[str, tuple[int, str]] = {}
+    with rt.sessions() as s:
+        for first in range(0, len(sids), 500):
+            query = select(Contact.call_sid, Contact.id, Contact.state).where(
+                Contact.call_sid.in_(sids[first : first + 500])
+            )
+            found.update({str(sid): (int(cid), str(state)) for sid, cid, state in s.execute(query)})
+    return found
+
+
+def _tidy(rt: Runtime, contact_ids: list[int]) -> int:
+    """Cancel what the run left waiting (callbacks nobody will make, callers cut off at
+    the end), so that runs do not pile up in the load test's queue."""
+    return sum(rt.queue.cancel(cid, "load test over", actor="bench") for cid in contact_ids)
+
+
+def run(
+    rt: Runtime,
+    *,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    screens: int,
+    clients: int,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    cases, emails = prepare(rt, screens)
+    callers = plan_calls(rate, warmup + seconds, cases, seed=seed)
+    stack = procfile_stack(rt, {})  # WEB_CONCURRENCY, WEB_THREADS: as for the Procfile
+    with stack as (port, web, server_cpu), agent_screens(port, emails) as collect:
+        load = Callers(
+            port,
+            public_base_url=rt.settings.public_base_url,
+            auth_token=rt.settings.twilio_auth_token or "",
+            account_sid=rt.settings.twilio_account_sid or "",
+            clients=clients,
+        )
+        started, cpu, server_before = time.perf_counter(), time.process_time(), server_cpu()
+        result = load.run(callers, end_s=warmup + seconds)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server_used = {k: v - server_before.get(k, 0.0) for k, v in server_cpu().items()}
+        time.sleep(1.0)  # the last events reach the screens
+        seen = collect()
+    in_window = {
+        sid: sent
+        for sid, sent in result.contacts.items()
+        if warmup <= sent - result.start < warmup + seconds
+    }
+    contacts = _contacts_of(rt, [caller.sid for _, caller in callers])
+    sent_at = {contacts[sid][0]: sent for sid, sent in in_window.items() if sid in contacts}
+    tidied = _tidy(rt, [cid for cid, state in contacts.values() if state == "waiting"])
+    out = {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "warmup_s": warmup,
+        "wall_s": round(wall, 1),
+        "server": {
+            "procfile_web": " ".join(Path(web[0]).name if i == 0 else w for i, w in enumerate(web)),
+            "workers": int(_option(web, "--workers") or 1),
+            "threads": int(_option(web, "--threads") or 1),
+            "rq_worker": True,
+            # CPU the processes used during the run (the web also serves the feeds)
+            "cpu_percent": {k: round(100 * v / wall, 1) for k, v in server_used.items()},
+            "web_cpu_us_per_request": round(1e6 * server_used["web"] / max(1, len(result.samples))),
+            "database": rt.database_url.split(":", 1)[0],
+        },
+        "client_threads": clients,
+        "client_cpu_percent": round(100 * cpu / wall, 1),  # the callers' side (not the screens)
+        "calls": result.calls_started,
+        "mix": MIX,
+        "webhooks": figures(result, start_s=warmup, seconds=seconds),
+        "unexpected_answers": result.unexpected,
+        "feed": feed_figures(seen, sent_at, screens),
+        "contacts_left_waiting_cancelled": tidied,
+    }
+    return out

@@ -1,0 +1,161 @@
+"""Rate limits (Flask-Limiter, counters in the app's Redis), configured by ``RATE_LIMIT_*``.
+
+Per client IP (``REMOTE_ADDR``: behind a reverse proxy, see docs/operations.md):
+
+- sign-in: failed sign-ins only (a whole office behind one address signs in at 9:00);
+- the JSON API: every request;
+- Twilio webhooks: requests refused for a bad signature only. Twilio never sends those,
+  so its own addresses are never limited (a 429 would make Twilio play an error to
+  the caller), while an address forging signatures is cut off. A validly signed
+  request skips the check altogether (no Redis round trip for Twilio's traffic).
+
+Per calling number, once the signature is checked (a forged request cannot use up a
+real caller's allowance): new calls, IVR turns and SMS. The caller gets a polite
+sentence and the call ends (an empty answer for SMS): never a 429. Browsers, the door
+intercom and withheld numbers are not limited by number. The number is never a Redis
+key: a keyed hash of it is.
+
+Redis down: the limits let requests through (``swallow_errors``); the rest of the app
+says what it can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from typing import Any, cast
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RequestLimit
+from flask_limiter.util import get_remote_address
+from limits import parse_many
+from limits.strategies import RateLimiter
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
+
+from .. import metrics as figures
+from ..prompts import REFERENCE, catalogue
+from ..runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "ip:limit"
+_E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
+_SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
+LIMITED_BLUEPRINTS = ("auth", "api", "voice")
+# endpoint -> which per-number limit it counts against
+CALLER_LIMITS = {
+    "voice.incoming": "caller_calls",
+    "voice.step": "caller_turns",
+    "voice.hold": "caller_turns",
+    "voice.sms_incoming": "caller_sms",
+}
+
+
+def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
+    """Install the limits on ``app`` (nothing when ``RATE_LIMITS=off``)."""
+    settings = runtime.settings.limits
+    if not app.config.setdefault("RATELIMIT_ENABLED", settings.enabled):
+        return None
+    recorder = figures.recorder_for(runtime.redis)
+
+    def breached(limit: RequestLimit) -> None:
+        recorder.inc("interphone_rate_limited", "ip")
+
+    limiter = Limiter(
+        key_func=get_remote_address,
+        storage_uri="redis://",
+        storage_options=cast(
+            Any, {"connection_pool": runtime.redis.connection_pool, "key_prefix": KEY_PREFIX}
+        ),
+        strategy="moving-window",
+        swallow_errors=True,
+        on_breach=breached,
+    )
+    limiter.init_app(app)
+    # the other routes have no limit: skip Flask-Limiter's evaluation for them (cheaper)
+    limiter.request_filter(lambda: request.blueprint not in LIMITED_BLUEPRINTS)
+    # (RouteLimit's overloads do not type-check with a Blueprint under mypy)
+    for blueprint, limit in (
+        ("auth", limiter.limit(settings.login, methods=["POST"], deduct_when=_failed_sign_in)),
+        ("api", limiter.limit(settings.api)),
+        (
+            "voice",
+            limiter.limit(settings.webhooks, deduct_when=_bad_signature, exempt_when=_signed),
+        ),
+    ):
+        cast(Any, limit)(app.blueprints[blueprint])
+    app.extensions["twilio_guard"] = _CallerGuard(runtime, limiter.limiter, recorder)
+    return limiter
+
+
+def _failed_sign_in(response: Response) -> bool:
+    return request.endpoint == "auth.login" and response.status_code != 302
+
+
+def _bad_signature(response: Response) -> bool:
+    return response.status_code == 403
+
+
+def _signed() -> bool:
+    """A validly signed webhook (Twilio) skips the per-IP check: no Redis round trip
+    for Twilio's traffic (the signature is checked once per request, see the view's)."""
+    from ..voice.signature import request_is_signed
+
+    return request_is_signed()
+
+
+class _CallerGuard:
+    """Called by :func:`interphone.voice.signature.twilio_signed` once a request's
+    signature is valid: a polite answer when the calling number is over its limit."""
+
+    def __init__(self, runtime: Runtime, strategy: RateLimiter, recorder: figures.Recorder):
+        self.runtime = runtime
+        self.strategy = strategy
+        self.recorder = recorder
+        limits = runtime.settings.limits
+        self.items = {
+            name: parse_many(getattr(limits, name))
+            for name in ("caller_calls", "caller_turns", "caller_sms")
+        }
+        self.key = hmac.new(
+            runtime.settings.secret_key.encode(), b"rate-limit", hashlib.sha256
+        ).digest()
+
+    def __call__(self) -> Response | None:
+        which = CALLER_LIMITS.get(request.endpoint or "")
+        if which is None:
+            return None
+        number = request.form.get("From", "")
+        if not _E164.match(number):
+            return None
+        caller = hmac.new(self.key, number.encode(), hashlib.sha256).hexdigest()[:32]
+        try:
+            allowed = all(self.strategy.hit(item, which, caller) for item in self.items[which])
+        except Exception as exc:  # Redis down: never refuse a caller for that
+            log.warning("caller rate limit not checked (%s)", type(exc).__name__)
+            return None
+        if allowed:
+            return None
+        self.recorder.inc("interphone_rate_limited", which)
+        log.info("calling number over its %s limit; answered politely", which)
+        if which == "caller_sms":
+            return Response(str(MessagingResponse()), mimetype="application/xml")
+        return Response(self._goodbye(), mimetype="application/xml")
+
+    def _goodbye(self) -> str:
+        lang = REFERENCE
+        sid = request.form.get("CallSid", "")
+        if _SID.match(sid):
+            try:
+                state = self.runtime.calls.load(sid)
+                lang = (state.lang if state else "") or REFERENCE
+            except Exception:
+                lang = REFERENCE
+        cat = catalogue(lang)
+        response = VoiceResponse()
+        response.say(cat.text("caller_limit"), voice=cat.voice, language=cat.say_language)
+        response.hangup()
+        return str(response)

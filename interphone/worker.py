@@ -1,0 +1,81 @@
+"""The ``worker`` process: an RQ worker (with its scheduler) on the configured Redis.
+
+``interphone worker`` is what the Procfile runs. It differs from a bare ``rq worker
+--url`` in three ways: the Redis connection comes from :func:`runtime.connect_redis`
+(so ``REDIS_SENTINELS`` works and the worker follows a fail-over), RQ's maintenance
+(abandoned jobs of a dead worker, taking over the scheduler lock of a dead worker) runs
+every ``maintenance_s`` instead of every ten minutes, and a keeper thread restarts the
+queue sweep's chain when it breaks (a worker killed in the middle of a sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .config import Settings
+from .runtime import RQ_QUEUE, connect_redis
+
+log = logging.getLogger(__name__)
+
+
+def keep_sweep_alive(settings: Settings, stop: threading.Event) -> None:
+    """Every sweep interval: restart the sweep chain if its heartbeat expired."""
+    from rq import Queue
+
+    from .queue import jobs
+
+    interval = settings.queue.sweep_interval_s
+    queue = Queue(RQ_QUEUE, connection=connect_redis(settings))
+    while not stop.wait(interval):
+        try:
+            if jobs.ensure_sweep(queue, interval):
+                log.warning("the sweep chain was broken: restarted")
+        except Exception:  # Redis away for a moment: try again next time
+            log.warning("could not check the sweep chain", exc_info=True)
+
+
+def run(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    maintenance_s: int = 30,
+    logging_level: str = "WARNING",
+) -> bool:
+    import redis
+    from rq import Queue, SimpleWorker
+
+    stop = threading.Event()
+    keeper = threading.Thread(
+        target=keep_sweep_alive, args=(settings, stop), name="sweep-keeper", daemon=True
+    )
+    if not burst:
+        keeper.start()
+    started = time.monotonic()
+    try:
+        while True:
+            connection = connect_redis(settings)
+            worker = SimpleWorker(
+                [Queue(RQ_QUEUE, connection=connection)],
+                connection=connection,
+                maintenance_interval=maintenance_s,
+                # a job whose worker died is retried (or failed) about a minute after
+                job_monitoring_interval=5,
+            )
+            try:
+                return bool(
+                    worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+                )
+            except redis.ConnectionError:
+                # RQ gives up when Redis goes away while it records a job's end: a new
+                # worker takes over once Redis answers (the job is retried as abandoned)
+                if burst:
+                    raise
+                log.warning("worker lost Redis; starting a new one", exc_info=True)
+                stop.wait(2.0)
+            finally:
+                connection.close()
+    finally:
+        stop.set()
+        log.info("worker stopped after %.0f s", time.monotonic() - started)

@@ -1,0 +1,236 @@
+"""Operations: /readyz knows about the RQ workers, /metrics tells the figures of the whole
+deployment (any web process answers the same), and only to whom it should."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from rq import SimpleWorker
+
+from interphone import metrics as figures
+from interphone.queue import jobs
+from interphone.runtime import Runtime
+from interphone.voice.bench import gunicorn
+from interphone.voice.devphone.phone import DevPhone
+from interphone.voice.speech.models import ModelRegistry
+from interphone.voice.speech.results import SpeechResults
+from interphone.voice.speech.stream import SpeechStreams
+from interphone.web import create_app
+
+from .conftest import SITE
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _scrape(app: Any, **kwargs: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = app.test_client().get("/metrics", **kwargs)
+    assert response.status_code == 200, response.data[:200]
+    assert response.mimetype == "text/plain"
+    return _samples(response.get_data(as_text=True))
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# -- readiness --------------------------------------------------------------------------------
+def test_readyz_is_not_ready_with_a_clear_reason_when_no_worker_is_alive(app) -> None:
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json
+    assert body["status"] == "not-ready" and body["redis"]["ok"] and body["database"]["ok"]
+    assert body["workers"]["ok"] is False and body["workers"]["count"] == 0
+    assert "no RQ worker" in body["workers"]["error"]
+
+
+def test_readyz_is_ready_while_a_worker_lives_and_not_after_it_died(
+    app, voice_runtime: Runtime
+) -> None:
+    worker = SimpleWorker([voice_runtime.rq_queue], connection=voice_runtime.redis)
+    worker.register_birth()
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 200, response.json
+        assert response.json["workers"]["count"] == 1
+    finally:
+        worker.register_death()
+    assert app.test_client().get("/readyz").status_code == 503
+
+
+def test_readyz_ignores_a_worker_of_another_queue(app, voice_runtime: Runtime) -> None:
+    from rq import Queue
+
+    other = Queue("someone-else", connection=voice_runtime.redis)
+    worker = SimpleWorker([other], connection=voice_runtime.redis)
+    worker.register_birth()
+    try:
+        assert app.test_client().get("/readyz").status_code == 503
+    finally:
+        worker.register_death()
+
+
+# -- access -------------------------------------------------------------------------------------
+def test_metrics_are_refused_to_a_request_forwarded_by_a_proxy(app) -> None:
+    client = app.test_client()
+    assert client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 403
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 403
+    assert client.get("/metrics").status_code == 200  # loopback, no proxy
+
+
+def test_metrics_token_is_required_from_anywhere_when_set(voice_runtime: Runtime) -> None:
+    token = "m" * 40
+    rt = Runtime(
+        voice_runtime.settings.with_overrides(metrics_token=token), clock=voice_runtime.clock
+    )
+    try:
+        client = create_app(runtime=rt).test_client()
+        assert client.get("/metrics").status_code == 403  # loopback is not enough any more
+        assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 403
+        remote = {"REMOTE_ADDR": "203.0.113.9"}
+        ok = client.get(
+            "/metrics", headers={"Authorization": f"Bearer {token}"}, environ_base=remote
+        )
+        assert ok.status_code == 200 and b"interphone_queue_waiting" in ok.data
+    finally:
+        rt.close()
+
+
+# -- figures ------------------------------------------------------------------------------------
+def test_calls_queue_and_webhook_latency_appear_after_real_calls(
+    app, devphone: DevPhone, voice_runtime: Runtime, clock
+) -> None:
+    devphone.call("+33622222222").press("1").press("3")  # French, then an agent: waits
+    clock.advance(90)
+    status = devphone.call("+33633333333").press("1").press("1")
+    status.hang_up()
+    voice_runtime.journal.drain()  # the sweep's work: call records into SQL
+    samples = _scrape(app)
+    assert _value(samples, "interphone_queue_waiting", site=SITE) == 1
+    assert _value(samples, "interphone_queue_oldest_wait_seconds", site=SITE) == 90
+    assert _value(samples, "interphone_contacts", site=SITE, kind="live", state="waiting") == 1
+    assert _value(samples, "interphone_calls", direction="inbound", status="completed") == 1
+    route = "/voice/step/<step>"
+    count = _value(samples, "interphone_http_request_duration_seconds_count", route=route)
+    assert count >= 3
+    assert (
+        _value(samples, "interphone_http_request_duration_seconds_bucket", route=route, le="+Inf")
+        == count
+    )
+    assert _value(samples, "interphone_http_responses_total", route=route, code="200") == count
+    assert _value(samples, "interphone_scrape_failed", part="database") == 0
+
+
+def test_two_web_processes_report_the_same_figures(
+    app, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Each runtime has its own Redis client and recorder, as a gunicorn worker has.
+    The figures of a process reach Redis within a second, or at once when it is scraped."""
+    other_rt = Runtime(voice_runtime.settings, clock=voice_runtime.clock)
+    try:
+        other = create_app(runtime=other_rt)
+        for _ in range(3):
+            other.test_client().get("/ping")
+        devphone.call("+33644444444").press("2")
+        _scrape(other)  # a process's figures reach Redis within a second, or at its scrape
+        first, second = _scrape(app), _scrape(other)
+        ping = {"route": "/ping", "code": "200"}
+        assert _value(first, "interphone_http_responses_total", **ping) == 3
+        assert _value(second, "interphone_http_responses_total", **ping) == 3
+        incoming = {"route": "/voice/incoming", "code": "200"}
+        assert _value(first, "interphone_http_responses_total", **incoming) == 1
+        assert _value(second, "interphone_http_responses_total", **incoming) == 1
+    finally:
+        other_rt.close()
+
+
+def test_two_gunicorn_workers_answer_the_same_figures(voice_runtime: Runtime) -> None:
+    """A real gunicorn with two worker processes: whichever answers the scrape, the
+    figures agree once each process has flushed (every scrape flushes its process)."""
+    with gunicorn(voice_runtime, workers=2) as port:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(40):
+            with urllib.request.urlopen(base + "/ping") as response:
+                assert response.status == 200
+
+        def pings() -> float:
+            with urllib.request.urlopen(base + "/metrics") as response:
+                text = response.read().decode()
+            samples = _samples(text)
+            return _value(samples, "interphone_http_responses_total", route="/ping", code="200")
+
+        seen = [pings() for _ in range(40)]  # scrapes land on both workers and flush them
+        assert seen[-1] == 40
+        assert [pings() for _ in range(10)] == [40.0] * 10
+
+
+def test_dispatch_latency_is_recorded_by_the_worker_that_dispatched(
+    app, voice_runtime: Runtime, devphone: DevPhone
+) -> None:
+    from interphone.accounts import add_user
+
+    agent = add_user(
+        voice_runtime.sessions, "a@example.org", "a-long-password", site_code=SITE, languages=["fr"]
+    )
+    devphone.call("+33655555555").press("1").press("3")
+    voice_runtime.queue.set_presence(agent.id, "available")
+    jobs.enqueue_dispatch(voice_runtime.rq_queue, SITE)
+    jobs.use_runtime(voice_runtime)
+    try:
+        SimpleWorker([voice_runtime.rq_queue], connection=voice_runtime.redis).work(burst=True)
+    finally:
+        jobs.use_runtime(None)
+    samples = _scrape(app)
+    assert _value(samples, "interphone_dispatch_latency_seconds_count", site=SITE) == 1
+    assert _value(samples, "interphone_dispatch_offers_total", site=SITE) == 1
+    assert _value(samples, "interphone_rq_workers") == 0  # the burst worker has gone
+
+
+def test_speech_real_time_factor_comes_from_the_stream_process(app, voice_runtime: Runtime) -> None:
+    streams = SpeechStreams(ModelRegistry(None), SpeechResults(voice_runtime.redis))
+    streams._account(cpu_s=0.3, audio_s=10.0)
+    streams._account(cpu_s=0.0, audio_s=0.0)  # a stream that heard nothing: not counted
+    samples = _scrape(app)
+    assert _value(samples, "interphone_speech_audio_seconds_total") == 10.0
+    assert abs(_value(samples, "interphone_speech_cpu_seconds_total") - 0.3) < 1e-9
+    assert _value(samples, "interphone_speech_real_time_factor_bucket", le="0.05") == 1
+    assert _value(samples, "interphone_speech_real_time_factor_bucket", le="0.02") == 0
+
+
+def test_scrape_says_which_part_failed_instead_of_a_500(voice_runtime: Runtime) -> None:
+    broken = Runtime(
+        voice_runtime.settings.with_overrides(database_url="postgresql://nobody@127.0.0.1:1/x"),
+        clock=voice_runtime.clock,
+    )
+    try:
+        response = create_app(runtime=broken).test_client().get("/metrics")
+        assert response.status_code == 200
+        samples = _samples(response.get_data(as_text=True))
+        assert _value(samples, "interphone_scrape_failed", part="database") == 1
+        assert _value(samples, "interphone_scrape_failed", part="queue") == 0
+    finally:
+        broken.close()
+
+
+def test_recorder_drops_figures_rather_than_failing_when_redis_is_gone() -> None:
+    import redis
+
+    recorder = figures.Recorder(redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    recorder.inc("interphone_dispatch_offers", SITE)
+    recorder.flush()  # logged, not raised
+    assert recorder._pending == {}
+
+
+def test_every_response_carries_a_request_id(app) -> None:
+    response = app.test_client().get("/ping", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    generated = app.test_client().get("/ping", headers={"X-Request-ID": "<script>"})
+    assert re.fullmatch(r"[0-9a-f]{16}", generated.headers["X-Request-ID"])

@@ -1,0 +1,53 @@
+"""The IVR with the database unreachable: every call answered, callbacks taken later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from interphone import db as dbmod
+from interphone.models import Contact
+from interphone.runtime import Runtime
+from interphone.voice.devphone.phone import DevPhone
+from interphone.voice.devphone.rest import sent_messages
+
+DEFERRED = "We will call you back as soon as possible"
+
+
+def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_place(
+    devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path
+) -> None:
+    rt = voice_runtime
+    devphone.call("+33611111111").press("2")  # the IVR has read its sites
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    rt.sessions.configure(bind=unreachable)  # from now on every SQL statement fails
+    rt.ivr._sites_read_at = 0.0  # and the IVR's next webhook tries to read them again
+    try:
+        callback = devphone.call("+33612345678")
+        callback.press("2").press("2").press("1").press("#").press("3")
+        lookup = devphone.call("+33698765432")
+        lookup.press("2").press("1").press("123456#").press("01011990")
+        assert DEFERRED in lookup.transcript()  # a callback is offered instead
+        lookup.press("1").press("#").press("3")
+        live = devphone.call("+33687654321")
+        live.press("2").press("3")  # the live queue needs SQL: a callback is offered
+        assert DEFERRED in live.transcript() and live.waiting_for == "/voice/step/callback"
+        live.hang_up()
+    finally:
+        rt.sessions.configure(bind=rt.engine)
+        unreachable.dispose()
+    for call in (callback, lookup):
+        assert call.status == "completed" and call.transcript().count(DEFERRED) >= 1
+    assert rt.ivr.deferred.pending() == 2
+    assert rt.ivr.deferred.apply(notify=rt.notify) == 2
+    assert rt.ivr.deferred.apply(notify=rt.notify) == 0  # nothing applied twice
+    with rt.sessions() as s:
+        contacts = s.scalars(select(Contact).order_by(Contact.id)).all()
+    assert [(c.kind, c.state, c.phone) for c in contacts] == [
+        ("callback", "waiting", "+33612345678"),
+        ("callback", "waiting", "+33698765432"),
+    ]
+    assert [c.call_sid for c in contacts] == [callback.sid, lookup.sid]
+    texted = [m["To"] for m in sent_messages(rt.redis)]
+    assert texted == ["+33612345678", "+33698765432"]

@@ -1,0 +1,103 @@
+"""The IVR webhook's hot path kept cheap without changing what Twilio sees: the
+signature check, the action URLs, and no cookie session on Twilio's routes."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import request
+from flask.globals import request_ctx
+from flask.sessions import NullSession
+from twilio.request_validator import RequestValidator
+
+from interphone.runtime import Runtime
+
+SID = "CA" + "2" * 32
+
+
+def _form(**extra: str) -> dict[str, str]:
+    return {
+        "CallSid": SID,
+        "From": "+33612345678",
+        "To": "+33473000000",
+        "CallStatus": "ringing",
+        "AccountSid": "AC" + "0" * 32,
+        **extra,
+    }
+
+
+def _signed(rt: Runtime, url: str, form: dict[str, str]) -> dict[str, str]:
+    token = rt.settings.twilio_auth_token or ""
+    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, form)}
+
+
+def test_signature_over_the_url_without_its_port_is_still_accepted(
+    app: Any, voice_runtime: Runtime
+) -> None:
+    # Twilio signs with or without the port (twilio's validator accepts both)
+    base = voice_runtime.settings.public_base_url  # http://127.0.0.1:5000
+    parts = urlsplit(base)
+    assert parts.port is not None
+    without_port = f"{parts.scheme}://{parts.hostname}/voice/incoming"
+    form = _form()
+    response = app.test_client().post(
+        "/voice/incoming", data=form, headers=_signed(voice_runtime, without_port, form)
+    )
+    assert response.status_code == 200
+    forged = _signed(voice_runtime, without_port + "?x=1", form)
+    refused = app.test_client().post("/voice/incoming", data=form, headers=forged)
+    assert refused.status_code == 403
+
+
+def test_action_urls_follow_the_mount_point_and_reach_the_step_routes(
+    app: Any, voice_runtime: Runtime
+) -> None:
+    # behind a prefix (SCRIPT_NAME), the action URLs carry it, as url_for's would
+    form = _form()
+    url = voice_runtime.settings.public_base_url + "/ivr/voice/incoming"
+    response = app.test_client().post(
+        "/voice/incoming",
+        data=form,
+        headers=_signed(voice_runtime, url, form),
+        environ_overrides={"SCRIPT_NAME": "/ivr", "RAW_URI": "/ivr/voice/incoming"},
+    )
+    assert response.status_code == 200
+    actions = [
+        el.get("action", "") for el in ET.fromstring(response.data).iter() if el.get("action")
+    ]
+    assert actions
+    adapter = app.url_map.bind("localhost", script_name="/ivr")
+    with app.test_request_context("/", environ_overrides={"SCRIPT_NAME": "/ivr"}):
+        from flask import url_for
+
+        for action in actions:
+            path, _, query = action.partition("?")
+            assert path.startswith("/ivr/voice/")
+            endpoint, values = adapter.match(path.removeprefix("/ivr"), method="POST")
+            n = query.removeprefix("n=")
+            assert url_for(endpoint, **values, n=int(n)) == action
+
+
+def test_webhooks_open_no_cookie_session_and_screens_still_do(
+    app: Any, voice_runtime: Runtime
+) -> None:
+    null_sessions: dict[str, bool] = {}
+
+    def note(response: Any) -> Any:
+        null_sessions[request.path] = isinstance(request_ctx.session, NullSession)
+        return response
+
+    app.after_request(note)
+
+    form = _form()
+    url = voice_runtime.settings.public_base_url + "/voice/incoming"
+    client = app.test_client()
+    client.set_cookie("session", "not-a-valid-session")
+    response = client.post("/voice/incoming", data=form, headers=_signed(voice_runtime, url, form))
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    page = app.test_client().get("/login")  # the people's screens keep their sessions
+    assert page.status_code == 200 and "session=" in page.headers.get("Set-Cookie", "")
+    assert null_sessions == {"/voice/incoming": True, "/login": False}
