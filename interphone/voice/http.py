@@ -32,6 +32,7 @@ SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
 MAX_FIELD = 256
 STEP_PATH, HOLD_PATH = "/voice/step/", "/voice/queue"  # the routes of step() and hold()
+VOICEMAIL_PATH, RECORDING_PATH = "/voice/voicemail", "/voice/recording"  # <Record>'s URLs
 
 
 def _runtime() -> Runtime:
@@ -63,8 +64,8 @@ def _render(sid: str, reply: Reply) -> str:
         hold_url=f"{root}{HOLD_PATH}?n={n}",
         listening=_listening(rt, reply, n) if reply.listen else None,
         recording=Recording(
-            action=url_for("voice.voicemail", n=n),
-            status_callback=rt.settings.public_base_url + url_for("voice.recording"),
+            action=f"{root}{VOICEMAIL_PATH}?n={n}",
+            status_callback=f"{rt.settings.public_base_url.rstrip('/')}{root}{RECORDING_PATH}",
             max_s=rt.settings.voicemail_max_s,
         )
         if reply.record
@@ -186,7 +187,7 @@ def _seconds(name: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 7 else None
 
 
-@bp.post("/voice/voicemail")
+@bp.post(VOICEMAIL_PATH)
 @twilio_signed
 def voicemail() -> Response:
     """The ``<Record action>``: the message just left (or nothing, if none was)."""
@@ -199,7 +200,7 @@ def voicemail() -> Response:
     return _xml(_turn(sid, n, lambda state: ivr.voicemail_left(state, recording, duration)))
 
 
-@bp.post("/voice/recording")
+@bp.post(RECORDING_PATH)
 @twilio_signed
 def recording() -> Response:
     """Twilio's recording status callback: the audio is ready to be fetched. Retried
