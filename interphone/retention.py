@@ -9,8 +9,9 @@ never hold a number). A purged row is recognisable (no number left), so running 
 purge again changes nothing: it is idempotent, and it works in batches so that no
 table is locked for long.
 
-There is no voicemail table yet: when recordings or transcripts are stored, add them to
-:func:`_purges` (and their files) so that they go with the rest.
+Voicemails go with their contact: once it is closed (or, for a message with no contact,
+once the message is that old), the audio and the transcript are cleared; the row stays
+(language, channel, duration, times) for the figures.
 
 Run by an RQ job that the periodic sweep queues at most once an hour
 (:func:`schedule`), and by ``interphone retention purge [--dry-run]``.
@@ -31,7 +32,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import transaction
-from .models import Call, Case, Contact
+from .models import Call, Case, Contact, Voicemail
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -91,6 +92,28 @@ def _purges() -> list[_Purge]:
                 ),
             ),
             lambda: {},  # per direction, see _clear_call
+        ),
+        _Purge(
+            "voicemails",
+            Voicemail,
+            lambda cutoff: and_(
+                Voicemail.created_at < cutoff,
+                or_(Voicemail.audio.is_not(None), Voicemail.transcript.is_not(None)),
+                or_(
+                    Voicemail.contact_id.is_(None),
+                    Voicemail.contact_id.in_(
+                        select(Contact.id).where(
+                            Contact.closed_at.is_not(None), Contact.closed_at < cutoff
+                        )
+                    ),
+                ),
+            ),
+            lambda: {
+                Voicemail.audio: None,
+                Voicemail.audio_type: None,
+                Voicemail.transcript: None,
+                Voicemail.detail: "purged",
+            },
         ),
         _Purge(
             "cases",

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from interphone import journal, retention
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
-from interphone.models import Call, Case, Contact, Event
+from interphone.models import Call, Case, Contact, Event, Voicemail
 from interphone.privacy import check_birth_date
 from interphone.queue import jobs
 from interphone.queue.stats import Statistics, hourly
@@ -90,7 +90,7 @@ def test_purge_clears_personal_data_of_old_contacts_and_keeps_the_figures(
     before = _figures(runtime, clock)
     events_before = _events(runtime)
     report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS + 1), DAYS)
-    assert report.counts == {"contacts": 2, "calls": 1, "cases": 1}
+    assert report.counts == {"contacts": 2, "calls": 1, "voicemails": 0, "cases": 1}
     with runtime.sessions() as s:
         live, cancelled, waiting = (
             s.get(Contact, day[k]) for k in ("live", "cancelled", "waiting")
@@ -131,6 +131,7 @@ def test_purge_twice_changes_nothing_the_second_time(runtime: Runtime, day, cloc
     assert retention.purge(runtime.sessions, later, DAYS).counts == {
         "contacts": 0,
         "calls": 0,
+        "voicemails": 0,
         "cases": 0,
     }
 
@@ -138,7 +139,7 @@ def test_purge_twice_changes_nothing_the_second_time(runtime: Runtime, day, cloc
 def test_dry_run_counts_without_changing_anything(runtime: Runtime, day, clock) -> None:
     later = _now(clock) + timedelta(days=DAYS + 1)
     dry = retention.purge(runtime.sessions, later, DAYS, dry_run=True)
-    assert dry.dry_run and dry.counts == {"contacts": 2, "calls": 1, "cases": 1}
+    assert dry.dry_run and dry.counts == {"contacts": 2, "calls": 1, "voicemails": 0, "cases": 1}
     with runtime.sessions() as s:
         assert s.get(Contact, day["live"]).phone == phone(1)
     assert retention.purge(runtime.sessions, later, DAYS).counts == dry.counts
@@ -171,3 +172,35 @@ def test_the_sweep_queues_the_purge_once_an_hour_and_a_worker_runs_it(
         jobs.use_runtime(None)
     with runtime.sessions() as s:
         assert s.get(Contact, day["live"]).phone is None
+
+
+def test_voicemail_audio_and_transcript_go_with_their_closed_contact_not_before(
+    runtime: Runtime, day, clock
+) -> None:
+    with runtime.sessions.begin() as s:
+        site_id = s.scalar(select(Contact.site_id).where(Contact.id == day["cancelled"]))
+        for n, contact in enumerate(("cancelled", "waiting")):
+            s.add(
+                Voicemail(
+                    recording_sid=f"RE{n:032x}",
+                    call_sid=f"CA{n:032x}",
+                    site_id=site_id,
+                    contact_id=day[contact],
+                    language="fr",
+                    state="transcribed",
+                    transcript="mon numéro est le 06 11 22 33 44",
+                    audio_type="audio/wav",
+                    audio=b"RIFF....WAVE",
+                    duration_s=12,
+                    created_at=_now(clock),
+                )
+            )
+    later = _now(clock) + timedelta(days=DAYS + 1)
+    report = retention.purge(runtime.sessions, later, DAYS)
+    assert report.counts["voicemails"] == 1
+    with runtime.sessions() as s:
+        gone, kept = s.scalars(select(Voicemail).order_by(Voicemail.id)).all()
+        assert (gone.audio, gone.transcript, gone.audio_type) == (None, None, None)
+        assert (gone.language, gone.duration_s) == ("fr", 12)  # the figures stay
+        assert kept.audio == b"RIFF....WAVE" and kept.transcript  # caller still waiting
+    assert retention.purge(runtime.sessions, later, DAYS).counts["voicemails"] == 0
