@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from .config import ConfigError
-from .runtime import Runtime
+from .runtime import RQ_QUEUE, Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -244,13 +244,28 @@ def queue_sweep(ctx: click.Context) -> None:
     help="Seconds between RQ's clean-ups (jobs of dead workers, scheduler take-over)",
 )
 @click.option("--logging-level", default="WARNING", show_default=True)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="RQ queue to serve (repeatable; default: interphone, e.g. interphone-speech "
+    "for the voicemail transcriber)",
+)
 @click.pass_context
-def worker_command(ctx: click.Context, burst: bool, maintenance: int, logging_level: str) -> None:
+def worker_command(
+    ctx: click.Context, burst: bool, maintenance: int, logging_level: str, queues: tuple[str, ...]
+) -> None:
     """The RQ worker with its scheduler, on REDIS_URL or through REDIS_SENTINELS."""
     from . import worker
 
     settings = _runtime(ctx).settings
-    worker.run(settings, burst=burst, maintenance_s=maintenance, logging_level=logging_level)
+    worker.run(
+        settings,
+        burst=burst,
+        maintenance_s=maintenance,
+        logging_level=logging_level,
+        queues=queues or (RQ_QUEUE,),
+    )
 
 
 # -- retention -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def run(
     burst: bool = False,
     maintenance_s: int = 30,
     logging_level: str = "WARNING",
+    queues: tuple[str, ...] = (RQ_QUEUE,),
 ) -> bool:
     import redis
     from rq import Queue, SimpleWorker
@@ -50,14 +51,14 @@ def run(
     keeper = threading.Thread(
         target=keep_sweep_alive, args=(settings, stop), name="sweep-keeper", daemon=True
     )
-    if not burst:
+    if not burst and RQ_QUEUE in queues:  # the sweep runs on the main queue
         keeper.start()
     started = time.monotonic()
     try:
         while True:
             connection = connect_redis(settings)
             worker = SimpleWorker(
-                [Queue(RQ_QUEUE, connection=connection)],
+                [Queue(name, connection=connection) for name in queues],
                 connection=connection,
                 maintenance_interval=maintenance_s,
                 # a job whose worker died is retried (or failed) about a minute after

@@ -189,3 +189,20 @@ def test_dev_seed_is_idempotent_and_gives_a_demo_agent_a_phone_to_ring(
         agent = s.scalar(select(Agent).where(Agent.email == DEMO_AGENT))
         assert agent.phone == DEMO_AGENT_PHONE
         assert s.scalar(select(func.count()).select_from(Agent)) == 1
+
+
+def test_worker_serves_the_queue_it_is_given_so_voicemails_are_not_left_unread(
+    cli: CliRunner, runtime: Runtime
+) -> None:
+    """The Procfile's ``transcriber`` is ``interphone worker --queue interphone-speech``:
+    a job on that queue must be run by it, and one on the main queue must not."""
+    from rq import Queue
+
+    speech = Queue("interphone-speech", connection=runtime.redis).enqueue("os.getpid")
+    main_job = Queue("interphone", connection=runtime.redis).enqueue("os.getpid")
+    result = cli.invoke(main, ["worker", "--burst", "--queue", "interphone-speech"], obj=runtime)
+    assert result.exit_code == 0, result.output
+    speech.refresh()
+    main_job.refresh()
+    assert speech.get_status() == "finished" and isinstance(speech.return_value(), int)
+    assert main_job.get_status() == "queued"
