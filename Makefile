@@ -16,22 +16,24 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/interphone dev serve --port $${PORT:-5000}
 
-## chromium: the browser tests drive Debian's chromium (installed here when missing)
+## chromium: the browser tests drive Debian's chromium, and the speech tests make the
+## dev phone speak through espeak-ng (both installed here when missing)
 chromium:
-	@test -x /usr/bin/chromium || { \
+	@{ test -x /usr/bin/chromium && command -v espeak-ng >/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "The browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng; \
+	  else echo "The tests need Debian's chromium and espeak-ng: sudo apt-get install chromium espeak-ng"; exit 1; fi; }
 
-## test: the whole suite (REDIS_URL / DATABASE_URL pick real servers, else embedded)
+## test: the whole suite but the fault campaign (REDIS_URL / DATABASE_URL pick real
+## servers, else embedded); the fault campaign is `make test-faults`
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## test-pg: the suite against the machine's PostgreSQL and Redis
 test-pg: $(STAMP) chromium
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## test-faults: the fault campaign (tests marked `slow`) on real processes killed and
 ## restarted: 2 gunicorn, 2 workers, private Redis (AOF) and Sentinel, PostgreSQL
