@@ -20,6 +20,7 @@ exposes them. No Flask here: workers and the speech server record too.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -132,6 +133,22 @@ class Recorder:
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
         self._flushed_at = monotonic()
+        self._flusher_pid: int | None = None  # a process idle after a burst still reports
+
+    def _ensure_flusher(self) -> None:
+        """One background flush per process (started lazily: a forked gunicorn worker
+        gets its own), so figures never wait in a process that receives no more work."""
+        pid = os.getpid()
+        if self._flusher_pid == pid:
+            return
+        self._flusher_pid = pid
+        threading.Thread(target=self._flush_loop, name="metrics-flush", daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        idle = threading.Event()
+        while not idle.wait(self.flush_every_s):
+            if self._pending:
+                self.flush()
 
     def inc(self, name: str, *labels: str, amount: float = 1.0) -> None:
         spec = SPECS[name]
@@ -156,6 +173,7 @@ class Recorder:
             self._pending[field] = self._pending.get(field, 0.0) + amount
 
     def maybe_flush(self) -> None:
+        self._ensure_flusher()
         if self._monotonic() - self._flushed_at >= self.flush_every_s:
             self.flush()
 

@@ -4,6 +4,8 @@ deployment (any web process answers the same), and only to whom it should."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -152,7 +154,18 @@ def test_two_web_processes_report_the_same_figures(
         other_rt.close()
 
 
-def test_two_gunicorn_workers_answer_the_same_figures(voice_runtime: Runtime) -> None:
+def _poll(read: Any, done: Any, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        threading.Event().wait(0.1)
+        value = read()
+    return value
+
+
+def test_two_gunicorn_workers_answer_the_same_figures_even_one_left_idle(
+    voice_runtime: Runtime,
+) -> None:
     """A real gunicorn with two worker processes: whichever answers the scrape, the
     figures agree once each process has flushed (every scrape flushes its process)."""
     with gunicorn(voice_runtime, workers=2) as port:
@@ -167,8 +180,9 @@ def test_two_gunicorn_workers_answer_the_same_figures(voice_runtime: Runtime) ->
             samples = _samples(text)
             return _value(samples, "interphone_http_responses_total", route="/ping", code="200")
 
-        seen = [pings() for _ in range(40)]  # scrapes land on both workers and flush them
-        assert seen[-1] == 40
+        # whichever worker answers (the scrape may never reach the other one, which sits
+        # idle after its pings): each flushes on its own within a second
+        assert _poll(pings, lambda value: value == 40.0) == 40.0
         assert [pings() for _ in range(10)] == [40.0] * 10
 
 
@@ -234,3 +248,19 @@ def test_every_response_carries_a_request_id(app) -> None:
     assert response.headers["X-Request-ID"] == "abc-123"
     generated = app.test_client().get("/ping", headers={"X-Request-ID": "<script>"})
     assert re.fullmatch(r"[0-9a-f]{16}", generated.headers["X-Request-ID"])
+
+
+def test_a_process_idle_after_a_burst_still_flushes_its_figures(voice_runtime: Runtime) -> None:
+    """Flushing only on the next observation left an idle process's last second unseen."""
+    recorder = figures.Recorder(voice_runtime.redis, flush_every_s=0.2)
+    recorder.inc("interphone_rate_limited", "ip")  # the first one flushes at once or soon
+    recorder.inc("interphone_rate_limited", "ip")  # buffered: no more work follows
+
+    def recorded() -> float:
+        return sum(
+            sample.value
+            for sample in figures.read(voice_runtime.redis)
+            if sample.name == "interphone_rate_limited_total" and sample.labels == {"limit": "ip"}
+        )
+
+    assert _poll(recorded, lambda value: value == 2.0) == 2.0
