@@ -79,6 +79,10 @@ def twilio_signed(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not request_is_signed():
+            # an address forging signatures is cut off (web.ratelimit), never Twilio
+            forgery_limit = current_app.extensions.get("twilio_forgery_limit")
+            if forgery_limit is not None and forgery_limit():
+                abort(429, description="too many requests with an invalid signature")
             abort(403, description="invalid Twilio signature")
         # rate limits per calling number (web.ratelimit), checked only once signed
         guard = current_app.extensions.get("twilio_guard")
