@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
-import numpy.typing as npt
 import redis
 from twilio.request_validator import RequestValidator
 
@@ -502,39 +501,15 @@ class SimCall:
 
 def message_audio(text: str, lang: str) -> bytes:
     """What a caller says at a ``<Record>``, as 8 kHz µ-law: ``text`` spoken by
-    espeak-ng in ``lang`` when it is installed, else as long a quiet line (the message
-    is then a silence of about half a second a word)."""
-    import shutil
-    import subprocess
+    espeak-ng in ``lang`` (:func:`.audio.synthesize`) when it can, else as long a quiet
+    line (the message is then a silence of about half a second a word)."""
+    from .audio import AudioError, on_a_line, synthesize
 
-    from ..speech.dictation import AudioFormatError, read_wav
-
-    words = max(1, len(text.split()))
-    program = shutil.which("espeak-ng")
-    if program is not None and lang.isalpha():
-        try:
-            done = subprocess.run(
-                [program, "-v", lang, "--stdout", " ".join(text.split())[:500]],
-                capture_output=True,
-                check=True,
-                timeout=30,
-            )
-            pcm = read_wav(done.stdout)
-            step = pcm.rate / mulaw.RATE
-            at = np.arange(0, pcm.samples.size, step)
-            spoken = np.interp(at, np.arange(pcm.samples.size), pcm.samples)
-            return mulaw.encode(np.concatenate([_hiss(0.3), spoken, _hiss(1.0)]))
-        except (subprocess.SubprocessError, OSError, AudioFormatError):
-            pass  # no voice for that language: a silence stands in
-    return mulaw.encode(_hiss(words / 2))
-
-
-def _hiss(seconds: float) -> npt.NDArray[np.float64]:
-    """A quiet phone line (never digital zeros)."""
-    noise: npt.NDArray[np.float64] = np.random.default_rng(7).normal(
-        0.0, 20.0, int(seconds * mulaw.RATE)
-    )
-    return noise
+    try:
+        return synthesize(text, lang)
+    except AudioError:  # no espeak-ng, or no voice for that language
+        words = max(1, len(text.split()))
+        return on_a_line(np.zeros(int(words / 2 * mulaw.RATE), dtype=np.int16))
 
 
 class DevPhone:
