@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -205,14 +204,21 @@ def test_threads_asking_for_a_model_at_once_load_it_only_once(
     loads: list[str] = []
     shared = object()
 
+    together = threading.Barrier(8)  # the eight ask at the same moment
+    held = threading.Event()  # never set: the load takes 0.2 s, the others ask meanwhile
+
     def slow_load(lang: str) -> object:
         loads.append(lang)
-        time.sleep(0.2)
+        held.wait(0.2)
         return shared
+
+    def ask() -> None:
+        together.wait()
+        got.append(registry.get("fr"))
 
     monkeypatch.setattr(registry, "_load", slow_load)
     got: list[object] = []
-    threads = [threading.Thread(target=lambda: got.append(registry.get("fr"))) for _ in range(8)]
+    threads = [threading.Thread(target=ask) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

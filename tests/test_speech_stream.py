@@ -144,9 +144,7 @@ def test_a_frame_cut_short_by_a_dropped_connection_frees_the_recognizer(
 ) -> None:
     sock = raw_connect(server.url)
     sock.sendall(masked_text_frame(support.start_message(sid(9), "confirm", "yes_no")))
-    deadline = time.monotonic() + 5
-    while server.registry.live_recognizers == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert support.poll_until(lambda: server.registry.live_recognizers > 0, 5)
     frame = masked_text_frame(json.dumps({"event": "media", "media": {"payload": "/w==" * 60}}))
     sock.sendall(frame[: len(frame) // 2])  # half a frame, then the line drops
     sock.close()
@@ -309,11 +307,12 @@ class ScriptedSocket:
     def __init__(self, messages: list[str]) -> None:
         self.messages = messages
         self.closed = False
+        self._quiet = threading.Event()  # never set: nothing more arrives
 
     def receive(self, timeout: float | None = None) -> str | None:
         if self.messages:
             return self.messages.pop(0)
-        time.sleep(min(timeout or 0.0, 0.01))
+        self._quiet.wait(min(timeout or 0.0, 0.01))  # a receive that times out
         return None
 
     def close(self, reason: int | None = None, message: str | None = None) -> None:
