@@ -52,6 +52,9 @@ class RateLimits:
     caller_calls: str = "15/hour"  # per calling number, new calls
     caller_turns: str = "60/minute"  # per calling number, IVR turns
     caller_sms: str = "10/hour"  # per sending number, SMS
+    # per calling number (per call when withheld), case status lookups: the guard
+    # against guessing birth dates, so it holds even with RATE_LIMITS=off
+    caller_lookups: str = "10/hour"
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         caller_calls=env.rate("RATE_LIMIT_CALLER_CALLS", RateLimits.caller_calls),
         caller_turns=env.rate("RATE_LIMIT_CALLER_TURNS", RateLimits.caller_turns),
         caller_sms=env.rate("RATE_LIMIT_CALLER_SMS", RateLimits.caller_sms),
+        caller_lookups=env.rate("RATE_LIMIT_CALLER_LOOKUPS", RateLimits.caller_lookups),
     )
     metrics_token = env.text("METRICS_TOKEN")
     if metrics_token is not None and len(metrics_token) < 32:

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
@@ -27,7 +28,10 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """``pre_ping``: each connection taken from the pool is tested first (one more
+    round trip), so a server restarted meanwhile costs no failed query; without it, the
+    caller retries a query whose connection turns out dead (see :func:`read_once`)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -40,7 +44,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
+
+
+def read_once(
+    engine: Engine, statement: Executable, params: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """One row (or none) read outside any transaction: no BEGIN and ROLLBACK round
+    trips, for reads on a webhook's path. On an engine without pre-ping, a connection
+    found dead (the server restarted since it was pooled) is replaced and the read
+    tried once more; SQLAlchemy drops the pool's other old connections meanwhile."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                row = connection.execute(statement, params).one_or_none()
+                return None if row is None else tuple(row)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

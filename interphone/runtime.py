@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .voice.bridge import BridgeService
     from .voice.hearing import Hearing
     from .voice.ivr import IvrService
+    from .voice.limits import CallerLimits
     from .voice.messaging import SmsService
     from .voice.session import CallStore
     from .voice.speech.models import ModelRegistry
@@ -132,6 +133,15 @@ class Runtime:
         return db.make_engine(self.database_url)
 
     @cached_property
+    def read_engine(self) -> Engine:
+        """For the few reads on the webhooks' path (a case's status): connections of
+        its own, not tested at each use (that test is a round trip); a dead one is
+        replaced and the read retried (:func:`db.read_once`)."""
+        if self.database_url.startswith("sqlite"):
+            return self.engine
+        return db.make_engine(self.database_url, pre_ping=False, pool_size=4)
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return db.make_sessionmaker(self.engine)
 
@@ -173,6 +183,13 @@ class Runtime:
         return CallStore(self.redis)
 
     @cached_property
+    def caller_limits(self) -> CallerLimits:
+        from .voice.limits import CallerLimits
+
+        settings = self.settings
+        return CallerLimits(self.redis, settings.limits, settings.secret_key, self.clock.now)
+
+    @cached_property
     def journal(self) -> Journal:
         _ = self.notifier  # journaled events reach the screens once applied
         return Journal(self.redis, self.sessions)
@@ -187,6 +204,8 @@ class Runtime:
             self.journal,
             self.redis,
             self.clock,
+            reads=self.read_engine,
+            limits=self.caller_limits,
             voicemails=self.voicemail,
             birthdate_key=self.settings.birthdate_key,
             default_site=self.settings.default_site,
@@ -359,6 +378,8 @@ class Runtime:
         jobs.enqueue_dispatch(self.rq_queue, site)
 
     def close(self) -> None:
+        if "read_engine" in self.__dict__:
+            self.read_engine.dispose()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:

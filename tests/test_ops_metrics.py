@@ -3,6 +3,7 @@ deployment (any web process answers the same), and only to whom it should."""
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import time
@@ -264,3 +265,34 @@ def test_a_process_idle_after_a_burst_still_flushes_its_figures(voice_runtime: R
         )
 
     assert _poll(recorded, lambda value: value == 2.0) == 2.0
+
+
+def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Runtime) -> None:
+    """A request used to pay, about once a second, for the round trip carrying every
+    figure of its process: only the process's flusher thread writes now."""
+    recorder = figures.Recorder(voice_runtime.redis, flush_every_s=0.05)
+    writers: set[str] = set()
+    pipeline = recorder.redis.pipeline
+
+    def watched_pipeline(*args: Any, **kwargs: Any) -> Any:
+        writers.add(threading.current_thread().name)
+        return pipeline(*args, **kwargs)
+
+    recorder.redis = copy.copy(recorder.redis)  # the runtime's client stays as it is
+    recorder.redis.pipeline = watched_pipeline  # type: ignore[method-assign]
+    observed = 0
+    deadline = time.monotonic() + 10
+    while len(writers) == 0 and time.monotonic() < deadline:  # until the flusher wrote
+        for _ in range(50):
+            recorder.observe("interphone_http_request_duration_seconds", 0.002, "/only-this-test")
+            observed += 1
+        threading.Event().wait(0.01)
+    assert writers == {"metrics-flush"}
+    recorder.flush()  # the rest (a scrape flushes what its process holds)
+    counts = [
+        s.value
+        for s in figures.read(voice_runtime.redis)
+        if s.name == "interphone_http_request_duration_seconds_count"
+        and s.labels == {"route": "/only-this-test"}
+    ]
+    assert counts == [observed]

@@ -219,3 +219,44 @@ def test_behind_a_trusted_proxy_each_client_address_is_limited_on_its_own(
         assert client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 403
     finally:
         rt.close()
+
+
+def test_a_webhook_twilio_retries_is_not_counted_twice_against_the_caller(limited) -> None:
+    """The allowance is counted inside the turn's own script, after its stored answer:
+    a retried key press (same CallSid, same step) is answered again, not counted."""
+    app, phone, rt = limited
+    call = phone.call(CALLER).press("2")  # turn 1 of 4
+    client = app.test_client()
+    form = {**_form(sid=call.sid), "Digits": "9"}
+    path = call.waiting_for + "?n=2"
+    headers = {"X-Twilio-Signature": phone.signature(path, form)}
+    answers = {
+        client.post(path, data=form, headers=headers).get_data(as_text=True) for _ in range(6)
+    }
+    assert len(answers) == 1 and "too many calls" not in answers.pop()  # turn 2, six times
+    call.press("9").press("9")  # turns 3 and 4: still within the allowance
+    assert "too many calls from this number" not in call.transcript()
+
+
+def test_the_callers_allowance_comes_back_as_the_window_slides(limited) -> None:
+    app, phone, rt = limited
+    for _ in range(2):
+        assert "Bonjour" in phone.call(CALLER).transcript()
+    assert "trop d'appels" in phone.call(CALLER).transcript()
+    rt.clock.advance(30 * 60)  # half an hour: both calls still count (about one by now)
+    assert "trop d'appels" in phone.call(CALLER).transcript()
+    rt.clock.advance(2 * 3600)
+    assert "Bonjour" in phone.call(CALLER).transcript()
+
+
+def test_lookups_are_limited_even_with_rate_limits_off(voice_runtime: Runtime) -> None:
+    """Guessing birth dates is not a load problem: RATE_LIMITS=off keeps that limit."""
+    rt = voice_runtime
+    assert not rt.settings.limits.enabled
+    limits = rt.caller_limits
+    assert limits.take("caller_turns", CALLER) is None
+    allowed = [limits.allow("caller_lookups", CALLER) for _ in range(12)]
+    assert allowed == [True] * 10 + [False] * 2
+    # a withheld number is limited per call, never refused for another call's lookups
+    assert limits.allow("caller_lookups", "anonymous", "CA" + "7" * 32)
+    assert limits.take("caller_lookups", "anonymous") is None  # nothing to count it by

@@ -3,7 +3,10 @@ signature check, the action URLs, and no cookie session on Twilio's routes."""
 
 from __future__ import annotations
 
+import threading
+import time
 import xml.etree.ElementTree as ET
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,3 +104,53 @@ def test_webhooks_open_no_cookie_session_and_screens_still_do(
     page = app.test_client().get("/login")  # the people's screens keep their sessions
     assert page.status_code == 200 and "session=" in page.headers.get("Set-Cookie", "")
     assert null_sessions == {"/voice/incoming": True, "/login": False}
+
+
+def test_a_stale_sites_cache_is_read_again_behind_the_webhook_not_on_its_path(
+    voice_runtime: Runtime,
+) -> None:
+    """Every few seconds the sites were read again on some caller's webhook (its p99):
+    now a thread of its own does it while the webhook goes on with the last read."""
+    from interphone.models import Site
+    from interphone.voice import ivr as ivr_module
+
+    ivr = voice_runtime.ivr
+    before = ivr._sites()
+    site = next(iter(before.values()))
+    with voice_runtime.sessions() as s, s.begin():
+        s.get(Site, site.id).languages = ["es", "fr"]
+    ivr._sites_read_at -= ivr_module.SITES_CACHE_S + 1  # the last read is now stale
+    answered = ivr._sites()
+    assert answered[site.code] is before[site.code]  # the last read, without waiting
+    deadline = time.monotonic() + 10
+    while ivr._sites()[site.code].languages != ["es", "fr"] and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert ivr._sites()[site.code].languages == ["es", "fr"]
+
+
+def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runtime) -> None:
+    """The webhooks' reads skip the pre-ping round trip: a connection the server closed
+    meanwhile (a PostgreSQL restart) is replaced and the read tried again, unseen."""
+    from sqlalchemy import text
+
+    from interphone import db
+    from interphone.cases import CaseRecord, ImportReport, import_records
+    from interphone.voice.ivr import _CASE_BY_FILE
+
+    rt = voice_runtime
+    born = date(1990, 4, 12)
+    record = CaseRecord("7100000001", born, "ready", datetime(2026, 1, 1, tzinfo=UTC))
+    import_records(rt.sessions, [record], rt.settings.birthdate_key, ImportReport())
+    engine = rt.read_engine
+    assert db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"}) is not None
+    if engine.dialect.name == "postgresql":
+        assert not engine.pool._pre_ping  # the round trip saved
+        with engine.connect() as c:  # the pooled connection, killed by the server
+            pid = c.execute(text("select pg_backend_pid()")).scalar_one()
+        with rt.engine.connect() as admin:
+            admin.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
+    else:  # SQLite: no server to lose; the connection is closed under the pool instead
+        with engine.connect() as c:
+            c.connection.dbapi_connection.close()  # type: ignore[union-attr]
+    row = db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"})
+    assert row is not None and row[1] == "ready"

@@ -49,6 +49,7 @@ def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
         SECRET_KEY=rt.settings.secret_key,
         PUBLIC_BASE_URL=rt.settings.public_base_url,
         INTERPHONE_ENV="test",  # no sweep scheduling from the benchmark's server
+        RATE_LIMITS="on",  # as in production: each turn counted against its caller
     )
     bindir = Path(sys.executable).parent
     proc = subprocess.Popen(

@@ -39,6 +39,10 @@ class Step:
     empty_ok: bool = False  # an empty entry (just '#') is an answer, not silence
     max_tries: int = 3
     give_up: Target = field(default_factory=lambda: do("goodbye"))
+    # an answer here is counted against the caller's ``counts`` limit (voice.limits,
+    # checked as the turn opens); over it, ``over_limit`` is said and ``give_up`` taken
+    counts: str | None = None
+    over_limit: str = ""
 
 
 STEPS: dict[str, Step] = {
@@ -67,6 +71,8 @@ STEPS: dict[str, Step] = {
         timeout_s=12,
         action="check_status",
         give_up=go("main"),
+        counts="caller_lookups",
+        over_limit="status_limit",
     ),
     "status_after": Step(
         prompt="status_after",

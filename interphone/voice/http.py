@@ -7,26 +7,30 @@ retries gets the same answer and changes nothing twice.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
+from redis.exceptions import RedisError
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from .. import failpoints, journal
+from .. import metrics as figures
 from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
 from .flow import DOOR_HOLD, DOOR_STEPS
 from .hearing import LOCAL, Heard
 from .ivr import Reply
-from .session import CallState
+from .session import CallState, Turn
 from .signature import twilio_signed
 from .twiml import Listening, Recording, render
 
 bp = Blueprint("voice", __name__)
+log = logging.getLogger(__name__)
 
 SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
@@ -111,23 +115,39 @@ def incoming() -> Response:
     ivr = _runtime().ivr
     caller, called = _field("From"), _field("To")
     channel = "browser" if caller.startswith("client:") else "phone"
-    return _xml(_turn(sid, "0", lambda _: ivr.incoming(sid, caller, called, channel)))
+    answer = _turn(sid, "0", lambda _: ivr.incoming(sid, caller, called, channel), "caller_calls")
+    return _xml(answer)
 
 
-def _turn(sid: str, n: str, answer: Callable[[CallState | None], Reply]) -> str:
+def _turn(
+    sid: str,
+    n: str,
+    answer: Callable[[Turn], Reply],
+    limit: str | None = "caller_turns",
+    counted: str | None = None,
+) -> str:
     """Handle one webhook of a call once; a retried webhook gets the stored answer.
 
-    Two Redis round trips: one read (stored answer, claim, call state), one atomic
-    write (answer, new state, journal records)."""
-    calls = _runtime().calls
-    turn = calls.begin(sid, n)
+    Two Redis round trips: one to open the turn (stored answer, claim, the calling
+    number's ``limit`` and the other limit the answer is ``counted`` against, call
+    state), one atomic write (answer, new state, journal records)."""
+    rt = _runtime()
+    calls, limits, number = rt.calls, rt.caller_limits, _field("From")
+    take = limits.take(limit, number) if limit else None
+    counts = limits.take(counted, number, sid) if counted else None
+    turn = calls.begin(sid, n, take, [counts] if counts else ())
     if turn.cached is not None:
         return turn.cached
     if not turn.acquired:
         body = calls.wait_for_answer(turn)
         if body is not None:
             return body
-    reply = answer(turn.state)
+    if turn.limited:
+        figures.recorder_for(rt.redis).inc("interphone_rate_limited", limit or "")
+        log.info("calling number over its %s limit; answered politely", limit)
+        reply = rt.ivr.over_limit(turn.state)
+    else:
+        reply = answer(turn)
     failpoints.hit("webhook.answered", calls.redis)  # fault tests: killed right here
     body = _render(sid, reply)
     calls.finish(turn, body, reply.state, journal.encode(reply.records))
@@ -143,9 +163,17 @@ def step(step: str) -> Response:
     digits = _field("Digits")
     n = request.args.get("n", "")[:12] or f"step:{step[:40]}:{digits}"
     ivr = _runtime().ivr
-    if step in DOOR_STEPS:  # the door intercom: answered by voice
-        return _xml(_turn(sid, n, lambda state: ivr.hear(state, step, _heard(state, step, n))))
-    return _xml(_turn(sid, n, lambda state: ivr.handle(state, step[:40], digits)))
+    if step in DOOR_STEPS:  # the door intercom (an identity, not a number): by voice
+        hear = _turn(sid, n, lambda t: ivr.hear(t.state, step, _heard(t.state, step, n)), None)
+        return _xml(hear)
+    name = step[:40]
+    answer = _turn(
+        sid,
+        n,
+        lambda t: ivr.handle(t.state, name, digits, t.over),
+        counted=ivr.counted(name, digits),
+    )
+    return _xml(answer)
 
 
 @bp.post(HOLD_PATH)
@@ -158,7 +186,8 @@ def hold() -> Response:
     n = request.args.get("n", "")[:12] or f"hold:{digits}"
     ivr = _runtime().ivr
 
-    def answer(state: CallState | None) -> Reply:
+    def answer(turn: Turn) -> Reply:
+        state = turn.state
         if state is not None and state.channel == "intercom":
             return ivr.door_hold(state, _heard(state, "door_hold", n))
         return ivr.hold(state, digits)
@@ -197,7 +226,8 @@ def voicemail() -> Response:
     n = request.args.get("n", "")[:12] or "voicemail"
     recording, duration = _recording_sid(), _seconds("RecordingDuration")
     ivr = _runtime().ivr
-    return _xml(_turn(sid, n, lambda state: ivr.voicemail_left(state, recording, duration)))
+    left = _turn(sid, n, lambda t: ivr.voicemail_left(t.state, recording, duration), None)
+    return _xml(left)
 
 
 @bp.post(RECORDING_PATH)
@@ -223,12 +253,26 @@ def sms_incoming() -> Response:
     if not SID.match(message_sid):
         return Response("missing or malformed MessageSid", status=400, mimetype="text/plain")
 
-    def answer() -> str:
+    def answer() -> str:  # once per message: a retry is answered alike, not counted again
         reply = MessagingResponse()
-        reply.message(rt.sms.incoming(_field("From"), _field("Body")))
-        return str(reply)
+        sender = _field("From")
+        if _sms_allowed(rt, sender):
+            reply.message(rt.sms.incoming(sender, _field("Body")))
+        return str(reply)  # over its limit: no answer rather than an error
 
     return _xml(rt.calls.once(message_sid, "sms", answer))
+
+
+def _sms_allowed(rt: Runtime, sender: str) -> bool:
+    try:
+        allowed = rt.caller_limits.allow("caller_sms", sender)
+    except RedisError as exc:  # never refuse an applicant for that
+        log.warning("SMS rate limit not checked (%s)", type(exc).__name__)
+        return True
+    if not allowed:
+        figures.recorder_for(rt.redis).inc("interphone_rate_limited", "caller_sms")
+        log.info("sending number over its caller_sms limit; not answered")
+    return allowed
 
 
 # -- bridging an agent and an applicant -------------------------------------------------------

@@ -10,8 +10,8 @@ IVR's hot path reads SQL only for a case lookup and never writes it (see
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import redis
-from sqlalchemy import bindparam, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import failpoints, journal
+from .. import db, failpoints, journal
 from ..hours import Schedule
 from ..journal import Journal, Record
 from ..models import Case, Contact, Site
@@ -45,12 +45,12 @@ from .hearing import Heard
 from .session import CallState
 
 if TYPE_CHECKING:
+    from .limits import CallerLimits
     from .voicemail import Saved, VoicemailService
 
 log = logging.getLogger(__name__)
 
 STATUS_FAILURES_BEFORE_CALLBACK = 3
-LOOKUPS_PER_HOUR = 10
 HOLD_ANNOUNCE_S = 50
 SITES_CACHE_S = 5.0
 
@@ -94,6 +94,8 @@ class IvrService:
         connection: redis.Redis,
         clock: Clock,
         *,
+        reads: Engine | None = None,
+        limits: CallerLimits | None = None,
         voicemails: VoicemailService,
         birthdate_key: str,
         default_site: str,
@@ -106,6 +108,8 @@ class IvrService:
         self.journal = journal
         self.redis = connection
         self.clock = clock
+        self.reads = reads if reads is not None else sessions.kw["bind"]
+        self.limits = limits
         self.birthdate_key = birthdate_key
         self.default_site = default_site
         self.region = region
@@ -114,6 +118,7 @@ class IvrService:
         self.voicemails = voicemails
         self._sites_cache: dict[str, Site] = {}
         self._sites_read_at = 0.0
+        self._sites_refresh = threading.Lock()  # one background read at a time
         # what is accepted while the database is down, applied by the sweep
         self.deferred = Deferred(connection, queue)
 
@@ -159,8 +164,21 @@ class IvrService:
         )
         return self._saved(state, reply)
 
-    def handle(self, state: CallState | None, step_name: str, digits: str | None) -> Reply:
-        """Answer a key press of the call whose ``state`` the webhook loaded."""
+    def counted(self, step_name: str, digits: str | None) -> str | None:
+        """The caller's limit an answer to ``step_name`` is counted against, if any: the
+        webhook counts it as the turn opens and tells :meth:`handle` if it had no room."""
+        step = STEPS.get(step_name)
+        return step.counts if step is not None and (digits or "").strip() else None
+
+    def handle(
+        self,
+        state: CallState | None,
+        step_name: str,
+        digits: str | None,
+        over: frozenset[str] = frozenset(),
+    ) -> Reply:
+        """Answer a key press of the call whose ``state`` the webhook loaded; ``over``:
+        the limits (:meth:`counted`) this answer had no room in."""
         if state is None or step_name not in STEPS:
             return Reply(speech=[self._say(REFERENCE, "goodbye")], hangup=True)
         if not state.lang and step_name != "language":
@@ -177,9 +195,19 @@ class IvrService:
             return self._saved(state, self._follow(state, target))
         if not digits and not step.empty_ok:
             return self._saved(state, self._retry(state, step_name, step, False))
+        if step.counts is not None and step.counts in over:
+            reply = self._follow(state, step.give_up)
+            reply.speech.insert(0, self._say(state.lang, step.over_limit))
+            return self._saved(state, reply)
         assert step.action is not None
         action: Callable[[CallState, str], Reply] = getattr(self, f"_act_{step.action}")
         return self._saved(state, action(state, digits))
+
+    def over_limit(self, state: CallState | None) -> Reply:
+        """The calling number is over its limit (:mod:`interphone.voice.limits`): one
+        polite sentence in the call's language, and the call ends. Nothing is stored."""
+        lang = (state.lang if state else "") or REFERENCE
+        return Reply(speech=[self._say(lang, "caller_limit")], hangup=True)
 
     def hold(self, state: CallState | None, digits: str | None) -> Reply:
         """The live-queue loop: position announcements; ``*`` becomes a callback."""
@@ -467,8 +495,7 @@ class IvrService:
         return self._enter(state, "status_birth")
 
     def _act_check_status(self, state: CallState, digits: str) -> Reply:
-        if not self._lookup_allowed(state):
-            return self._enter(state, "main", [self._say(state.lang, "status_limit")])
+        # the lookup was counted against the caller as the turn opened (Step.counts)
         try:
             case = self._match_case(state.file_number, digits)
         except SQLAlchemyError:  # the database is down: offer the callback instead
@@ -671,26 +698,20 @@ class IvrService:
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
             return None
-        # one read on the webhook's path: a plain connection, no transaction (no BEGIN and
-        # ROLLBACK round trips) and a statement built once; an ORM session and a fresh
-        # statement cost twice the CPU for the same row
-        engine = self.sessions.kw["bind"]
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            row = connection.execute(_CASE_BY_FILE, {"file_number": file_number}).one_or_none()
+        # one read on the webhook's path: a plain connection of the reads' engine, no
+        # transaction and a statement built once; an ORM session, a fresh statement and
+        # a pre-pinged connection cost three times as much for the same row
+        row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
         if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
             return None
         return CaseStatus(row[1], row[2], row[3])
 
     def _lookup_allowed(self, state: CallState) -> bool:
-        who = state.caller or f"call:{state.sid}"
-        digest = hashlib.sha256(who.encode()).hexdigest()[:16]
-        hour = int(self.clock.now() // 3600)
-        key = f"ip:lookups:{digest}:{hour}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 3700)
-        count = int(pipe.execute()[0])
-        return count <= LOOKUPS_PER_HOUR
+        """At the door, a lookup counted on its own (the phone's is counted with its
+        turn): the same counters, per number or else per call."""
+        if self.limits is None:
+            return True
+        return self.limits.allow("caller_lookups", state.caller, state.sid)
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
         cat = catalogue(state.lang)
@@ -724,19 +745,36 @@ class IvrService:
         return reply
 
     def _sites(self) -> dict[str, Site]:
-        """Sites by code, read at most every few seconds: every webhook needs them."""
-        now = time.monotonic()
-        if now - self._sites_read_at > SITES_CACHE_S:
-            try:
-                with self.sessions() as s:
-                    self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
-            except SQLAlchemyError:
-                if not self._sites_cache:
-                    raise
-                # the database is down: the sites read last keep the IVR answering
-                log.warning("sites not read (database unavailable): using the last read")
-            self._sites_read_at = now
-        return self._sites_cache
+        """Sites by code: every webhook needs them. Read once, then read again every few
+        seconds by a thread of its own while webhooks go on with the last read: no
+        caller waits for it (a reload on the webhook's path showed in its p99)."""
+        if not self._sites_cache or self._sites_read_at == 0.0:
+            self._read_sites()  # the first webhook, or a site just added: wait for it
+            return self._sites_cache
+        sites = self._sites_cache  # the last read is this webhook's, whatever comes next
+        stale = time.monotonic() - self._sites_read_at > SITES_CACHE_S
+        if stale and self._sites_refresh.acquire(blocking=False):
+            threading.Thread(target=self._refresh_sites, name="sites", daemon=True).start()
+        return sites
+
+    def _read_sites(self) -> None:
+        try:
+            with self.sessions() as s:
+                self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
+        except SQLAlchemyError:
+            if not self._sites_cache:
+                raise
+            # the database is down: the sites read last keep the IVR answering
+            log.warning("sites not read (database unavailable): using the last read")
+        self._sites_read_at = time.monotonic()
+
+    def _refresh_sites(self) -> None:
+        try:
+            self._read_sites()
+        except Exception:  # never seen by a caller: the last read stays
+            log.exception("sites not read again")
+        finally:
+            self._sites_refresh.release()
 
     def _intercom_site(self, caller: str) -> Site | None:
         """The site whose door intercom (or browser kiosk) this caller is, if any."""

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from ..journal import KEY as JOURNAL_KEY
+from .limits import TAKE_LUA, Take
 
 TTL_S = 4 * 3600
 PREFIX = "ip:call:"
@@ -67,20 +68,46 @@ class Turn:
     cached: str | None
     acquired: bool
     state: CallState | None
+    limited: bool = False  # the calling number is over its limit: a polite goodbye
+    over: frozenset[str] = frozenset()  # other limits without room (voice.limits kinds)
 
 
 # One round trip to open a webhook's turn: its stored answer if any, else the claim on
-# it and the call's state. Returns {code, answer, state words...}: code 1 = answered
-# already, 2 = claimed by this request, 3 = being handled by another request.
-_BEGIN = """
+# it, the calling number's allowances (interphone.voice.limits) and the call's state.
+# ARGV: number of takes, 1 when the first take is the turn's own limit, then each
+# take's arguments (its keys follow the three fixed ones). Returns {code, answer,
+# refused, state words...}: code 1 = answered already, 2 = claimed by this request,
+# 3 = being handled by another request, 4 = claimed, but the calling number is over
+# the turn's limit; ``refused``: bit t-1 set when take t had no room. A retry is
+# never counted against the caller.
+_BEGIN = (
+    TAKE_LUA
+    + """
 local answer = redis.call('get', KEYS[1])
-if answer then return {1, answer} end
-local claimed = redis.call('set', KEYS[2], '1', 'NX', 'EX', 30)
-local out = {claimed and 2 or 3, ''}
+if answer then return {1, answer, 0} end
+local code, refused = 3, 0
+if redis.call('set', KEYS[2], '1', 'NX', 'EX', 30) then
+  code = 2
+  local k, a = 4, 3
+  for t = 1, tonumber(ARGV[1]) do
+    local count = tonumber(ARGV[a + 1])
+    if not take(k, a) then
+      if t == 1 and ARGV[2] == '1' then
+        code = 4
+        break
+      end
+      refused = refused + 2 ^ (t - 1)
+    end
+    k = k + 2 * count
+    a = a + 2 + 2 * count
+  end
+end
+local out = {code, '', refused}
 local words = redis.call('hgetall', KEYS[3])
 for i = 1, #words do out[#out + 1] = words[i] end
 return out
 """
+)
 
 # One atomic round trip to close it: the call's new state, the journal records, the
 # answer (kept for retries), the claim released.
@@ -141,14 +168,30 @@ class CallStore:
         pipe.execute()
         return body
 
-    def begin(self, sid: str, n: str) -> Turn:
+    def begin(
+        self, sid: str, n: str, limit: Take | None = None, counts: Sequence[Take] = ()
+    ) -> Turn:
+        """Open the webhook ``n`` of call ``sid``. ``limit``: the calling number's
+        allowance this turn is refused without (:meth:`CallerLimits.take`); ``counts``:
+        other allowances it uses, those without room listed in :attr:`Turn.over`."""
         key = f"{PREFIX}{sid}:r:{n}"
-        code, answer, *words = self._begin(keys=[key, f"{key}:lock", self._key(sid)])
-        if int(code) == 1:
+        takes = [limit, *counts] if limit else list(counts)
+        keys = [key, f"{key}:lock", self._key(sid)]
+        args: list[int] = [len(takes), 1 if limit else 0]
+        for take in takes:
+            keys += take.keys
+            args += take.args
+        code, answer, refused, *words = self._begin(keys=keys, args=args)
+        code = int(code)
+        if code == 1:
             return Turn(sid, n, _text(answer), False, None)
         raw = {_text(words[i]): _text(words[i + 1]) for i in range(0, len(words) - 1, 2)}
         state = CallState.from_mapping(sid, raw) if raw else None
-        return Turn(sid, n, None, int(code) == 2, state)
+        first = 1 if limit else 0  # the bit of counts[0]
+        over = frozenset(
+            take.kind for i, take in enumerate(counts) if int(refused) >> (first + i) & 1
+        )
+        return Turn(sid, n, None, code in (2, 4), state, limited=code == 4, over=over)
 
     def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
         """Another request is handling this webhook right now: wait for its answer."""

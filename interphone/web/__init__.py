@@ -23,6 +23,11 @@ def create_app(
     runtime: Runtime | None = None,
 ) -> Flask:
     """Read configuration, build the runtime, register blueprints; nothing else."""
+    import os as _os
+    import sys as _sys
+
+    if _os.environ.get("XSWITCH"):
+        _sys.setswitchinterval(float(_os.environ["XSWITCH"]))
     if runtime is None:
         runtime = Runtime(settings or load_settings())
     settings = runtime.settings

@@ -10,11 +10,9 @@ Per client IP (``REMOTE_ADDR``: behind a reverse proxy, see docs/operations.md):
   never limited (a 429 would make Twilio play an error to the caller), while an address
   forging signatures is cut off. A validly signed request costs no Redis round trip.
 
-Per calling number, once the signature is checked (a forged request cannot use up a
-real caller's allowance): new calls, IVR turns and SMS. The caller gets a polite
-sentence and the call ends (an empty answer for SMS): never a 429. Browsers, the door
-intercom and withheld numbers are not limited by number. The number is never a Redis
-key: a keyed hash of it is.
+Per calling number (new calls, IVR turns, SMS): :mod:`interphone.voice.limits`,
+counted inside the IVR turn's own Redis script once the signature is checked. The
+caller gets a polite sentence and the call ends (an empty answer for SMS): never a 429.
 
 Redis down: the limits let requests through (``swallow_errors``); the rest of the app
 says what it can.
@@ -22,10 +20,7 @@ says what it can.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
 from typing import Any, cast
 
 from flask import Flask, Response, request
@@ -33,26 +28,14 @@ from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import parse_many
 from limits.strategies import RateLimiter
-from twilio.twiml.messaging_response import MessagingResponse
-from twilio.twiml.voice_response import VoiceResponse
 
 from .. import metrics as figures
-from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ip:limit"
-_E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
-_SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
 LIMITED_BLUEPRINTS = ("auth", "api")  # webhooks: ForgeryLimit, in the signature check
-# endpoint -> which per-number limit it counts against
-CALLER_LIMITS = {
-    "voice.incoming": "caller_calls",
-    "voice.step": "caller_turns",
-    "voice.hold": "caller_turns",
-    "voice.sms_incoming": "caller_sms",
-}
 
 
 def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
@@ -84,7 +67,6 @@ def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
         ("api", limiter.limit(settings.api)),
     ):
         cast(Any, limit)(app.blueprints[blueprint])
-    app.extensions["twilio_guard"] = _CallerGuard(runtime, limiter.limiter, recorder)
     app.extensions["twilio_forgery_limit"] = _ForgeryLimit(
         settings.webhooks, limiter.limiter, recorder
     )
@@ -116,57 +98,3 @@ class _ForgeryLimit:
         if not allowed:
             self.recorder.inc("interphone_rate_limited", "ip")
         return not allowed
-
-
-class _CallerGuard:
-    """Called by :func:`interphone.voice.signature.twilio_signed` once a request's
-    signature is valid: a polite answer when the calling number is over its limit."""
-
-    def __init__(self, runtime: Runtime, strategy: RateLimiter, recorder: figures.Recorder):
-        self.runtime = runtime
-        self.strategy = strategy
-        self.recorder = recorder
-        limits = runtime.settings.limits
-        self.items = {
-            name: parse_many(getattr(limits, name))
-            for name in ("caller_calls", "caller_turns", "caller_sms")
-        }
-        self.key = hmac.new(
-            runtime.settings.secret_key.encode(), b"rate-limit", hashlib.sha256
-        ).digest()
-
-    def __call__(self) -> Response | None:
-        which = CALLER_LIMITS.get(request.endpoint or "")
-        if which is None:
-            return None
-        number = request.form.get("From", "")
-        if not _E164.match(number):
-            return None
-        caller = hmac.new(self.key, number.encode(), hashlib.sha256).hexdigest()[:32]
-        try:
-            allowed = all(self.strategy.hit(item, which, caller) for item in self.items[which])
-        except Exception as exc:  # Redis down: never refuse a caller for that
-            log.warning("caller rate limit not checked (%s)", type(exc).__name__)
-            return None
-        if allowed:
-            return None
-        self.recorder.inc("interphone_rate_limited", which)
-        log.info("calling number over its %s limit; answered politely", which)
-        if which == "caller_sms":
-            return Response(str(MessagingResponse()), mimetype="application/xml")
-        return Response(self._goodbye(), mimetype="application/xml")
-
-    def _goodbye(self) -> str:
-        lang = REFERENCE
-        sid = request.form.get("CallSid", "")
-        if _SID.match(sid):
-            try:
-                state = self.runtime.calls.load(sid)
-                lang = (state.lang if state else "") or REFERENCE
-            except Exception:
-                lang = REFERENCE
-        cat = catalogue(lang)
-        response = VoiceResponse()
-        response.say(cat.text("caller_limit"), voice=cat.voice, language=cat.say_language)
-        response.hangup()
-        return str(response)
