@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .voice.session import CallStore
     from .voice.speech.models import ModelRegistry
     from .voice.voicemail import VoicemailService
+    from .web.feeds import FeedHub
 
 RQ_QUEUE = "interphone"
 # Voicemail transcriptions take seconds of CPU and a Vosk model in memory: a queue of
@@ -139,7 +140,7 @@ class Runtime:
         replaced and the read retried (:func:`db.read_once`)."""
         if self.database_url.startswith("sqlite"):
             return self.engine
-        return db.make_engine(self.database_url, pre_ping=False, pool_size=4)
+        return db.make_engine(self.database_url, pre_ping=False, pool_size=4, pool_use_lifo=True)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -188,6 +189,13 @@ class Runtime:
 
         settings = self.settings
         return CallerLimits(self.redis, settings.limits, settings.secret_key, self.clock.now)
+
+    @cached_property
+    def feeds(self) -> FeedHub:
+        """The screens' live feeds of this process (one Redis subscription)."""
+        from .web.feeds import FeedHub
+
+        return FeedHub(self.redis)
 
     @cached_property
     def journal(self) -> Journal:
@@ -378,6 +386,8 @@ class Runtime:
         jobs.enqueue_dispatch(self.rq_queue, site)
 
     def close(self) -> None:
+        if "feeds" in self.__dict__:
+            self.feeds.close()
         if "read_engine" in self.__dict__:
             self.read_engine.dispose()
         if "engine" in self.__dict__:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -223,3 +224,50 @@ def test_agent_sees_the_case_the_ivr_path_and_earlier_notes_as_text_not_html(
     assert "en instruction" in page  # the waiting callback's case status, in words
     assert '<script>alert("x")</script>' not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+
+
+def _numpat(rt: Runtime) -> int:
+    return int(rt.redis.execute_command("PUBSUB", "NUMPAT"))
+
+
+def test_the_screens_of_a_process_share_one_subscription_and_see_only_their_site(
+    voice_runtime: Runtime,
+) -> None:
+    """Fifty screens used to be fifty Redis subscribers, each thread woken to parse the
+    same message at every change: now one reader per process hands it out."""
+    import queue as queues
+
+    from interphone.queue.notifier import channel
+    from interphone.web.feeds import FeedHub
+
+    hub = FeedHub(voice_runtime.redis)
+    before = _numpat(voice_runtime)
+    try:
+        with contextlib.ExitStack() as stack:
+            mine = [stack.enter_context(hub.listen(7)) for _ in range(5)]
+            other = stack.enter_context(hub.listen(8))
+            assert _numpat(voice_runtime) == before + 1
+            voice_runtime.redis.publish(channel(7), '{"seq": 1}')
+            assert [inbox.get(timeout=5) for inbox in mine] == ['{"seq": 1}'] * 5
+            with pytest.raises(queues.Empty):
+                other.get(timeout=0.2)
+    finally:
+        hub.close()
+
+
+def test_a_lost_subscription_ends_every_stream_so_the_screens_resynchronize(
+    voice_runtime: Runtime,
+) -> None:
+    from interphone.web.feeds import CLOSED, FeedHub
+
+    hub = FeedHub(voice_runtime.redis)
+    try:
+        with hub.listen(7) as first, hub.listen(9) as second:
+            # Redis drops its subscribers (the test's Redis: no other process listens)
+            voice_runtime.redis.client_kill_filter(_type="pubsub")
+            assert first.get(timeout=5) is CLOSED and second.get(timeout=5) is CLOSED
+        with hub.listen(7) as again:  # the next screen subscribes anew
+            voice_runtime.redis.publish("ip:feed:site:7", "back")
+            assert again.get(timeout=5) == "back"
+    finally:
+        hub.close()

@@ -311,6 +311,30 @@ class QueueService:
                 raise UnknownContact("no such contact", contact_id=contact_id)
             return self._ticket(contact, created=False)
 
+    def place(self, contact_id: int) -> Ticket:
+        """Where a contact stands, for a caller on hold asking again every minute: from
+        Redis alone while it is in the queue (its reference is not read: ""), from the
+        database once it has left it."""
+        pos = self.store.position(contact_id)
+        if pos is None:
+            return self.ticket(contact_id)
+        return Ticket(
+            contact_id=contact_id,
+            reference="",
+            kind=pos.kind,
+            state=pos.state,
+            position=pos.position,
+            wait_s=self.estimate_wait(pos.site, pos.position) if pos.position else None,
+            created=False,
+            not_before_ms=pos.not_before_ms,
+        )
+
+    def kind_in_queue(self, contact_id: int) -> str | None:
+        """The kind (``live``, ``callback``) of a contact the queue holds in Redis, or
+        None when Redis does not hold it (closed, or not rebuilt yet: ask the database)."""
+        pos = self.store.position(contact_id)
+        return pos.kind if pos is not None else None
+
     def _ticket(self, contact: Contact, *, created: bool) -> Ticket:
         pos = self.store.position(contact.id)
         position = pos.position if pos else 0

@@ -222,7 +222,7 @@ class IvrService:
         if digits == "*":
             return self._convert_to_callback(state)
         try:
-            ticket = self.queue.ticket(state.contact_id)
+            ticket = self.queue.place(state.contact_id)  # Redis alone while in line
         except QueueError:
             return self._do_goodbye(state)
         except SQLAlchemyError:  # the database is down: the caller keeps their place
@@ -256,9 +256,12 @@ class IvrService:
         if state is None or not state.contact_id:
             return
         try:
-            with self.sessions() as s:
-                contact = s.get(Contact, state.contact_id)
-                live_waiting = contact is not None and contact.kind == "live"
+            kind = self.queue.kind_in_queue(state.contact_id)  # a callback: nothing to do
+            if kind is None:  # not in Redis: the database knows what it was
+                with self.sessions() as s:
+                    contact = s.get(Contact, state.contact_id)
+                    kind = contact.kind if contact is not None else None
+            live_waiting = kind == "live"
         except SQLAlchemyError:  # the database is down: the hang-up is applied later
             self.deferred.hang_up(state.contact_id)
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import time
+import queue
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,10 +32,10 @@ from ..desk import contact_card
 from ..models import Agent, Site
 from ..queue.clock import to_ms
 from ..queue.exceptions import QueueError
-from ..queue.notifier import channel
 from ..queue.service import OUTCOMES
 from . import runtime_of
 from .auth import role_required
+from .feeds import CLOSED, FeedHub
 from .i18n import queue_error_text
 
 KEEP_ALIVE_S = 15.0
@@ -146,31 +146,26 @@ def feed_response(site_id: int) -> Response:
     """The live feed of a site, as a streamed Server-Sent Events response."""
     rt = runtime_of(current_app)
     return Response(
-        stream_with_context(events_stream(rt.redis, site_id, rt.notifier.sequence(site_id))),
+        stream_with_context(events_stream(rt.feeds, site_id, rt.notifier.sequence(site_id))),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def events_stream(connection: Any, site_id: int, seq: int) -> Iterator[str]:
-    """Server-Sent Events of one site: ``hello`` first, then one ``change`` per event."""
-    pubsub = connection.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(channel(site_id))
-    try:
+def events_stream(hub: FeedHub, site_id: int, seq: int) -> Iterator[str]:
+    """Server-Sent Events of one site: ``hello`` first, then one ``change`` per event,
+    from the process's shared subscription (:mod:`interphone.web.feeds`)."""
+    with hub.listen(site_id) as inbox:
         yield f"event: hello\ndata: {json.dumps({'seq': seq})}\n\n"
-        quiet_since = time.monotonic()
         while True:
-            message = pubsub.get_message(timeout=1.0)
-            if message is not None:
-                data = message["data"]
-                text = data.decode() if isinstance(data, bytes) else str(data)
-                yield f"event: change\ndata: {text}\n\n"
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > KEEP_ALIVE_S:
+            try:
+                item = inbox.get(timeout=KEEP_ALIVE_S)
+            except queue.Empty:
                 yield ": keep-alive\n\n"
-                quiet_since = time.monotonic()
-    finally:
-        pubsub.close()
+                continue
+            if item is CLOSED:
+                return  # the browser reconnects and resynchronizes on its hello
+            yield f"event: change\ndata: {item}\n\n"
 
 
 @bp.post("/agent/presence")

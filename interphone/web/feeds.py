@@ -1,0 +1,122 @@
+"""The screens' live feeds: one Redis subscription per process, shared by its screens.
+
+Each open agent or supervisor screen holds a streamed response (Server-Sent Events). With
+a subscription of its own, every queue change woke every screen's thread to read and
+parse the same Redis message: fifty screens, fifty readers, fifty connections, and a
+crowd of threads taking the process's GIL from the webhooks at every change (it showed
+in the load test's p99). Here one thread per process reads the feed channels
+(``ip:feed:site:*``) and hands each message, already decoded, to the screens of that
+site through in-memory queues.
+
+If the subscription breaks (Redis restarted; redis-py subscribes again by itself), every
+screen's stream is ended: browsers reconnect by themselves and resynchronize on the
+``hello`` message, so no change missed meanwhile stays missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from ..queue.notifier import channel
+
+log = logging.getLogger(__name__)
+
+PATTERN = channel(0).rsplit(":", 1)[0] + ":*"  # every site's channel
+CLOSED = object()  # put in a screen's inbox when the subscription broke
+
+
+class FeedHub:
+    def __init__(self, connection: redis.Redis, subscribe_timeout_s: float = 10.0) -> None:
+        self.redis = connection
+        self.subscribe_timeout_s = subscribe_timeout_s
+        self._lock = threading.Lock()
+        self._screens: dict[str, set[queue.SimpleQueue[object]]] = {}
+        self._reader_pid: int | None = None
+        self._subscribed = threading.Event()
+        self._pubsub: redis.client.PubSub | None = None
+
+    @contextmanager
+    def listen(self, site_id: int) -> Iterator[queue.SimpleQueue[object]]:
+        """An inbox receiving every change of the site (a str each), from now on; or
+        :data:`CLOSED` if the subscription breaks. Subscribed when this returns."""
+        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        name = channel(site_id)
+        with self._lock:
+            self._screens.setdefault(name, set()).add(inbox)
+            self._ensure_reader()
+        try:
+            if not self._subscribed.wait(self.subscribe_timeout_s):
+                raise redis.ConnectionError("the feed's subscription did not start")
+            yield inbox
+        finally:
+            with self._lock:
+                screens = self._screens.get(name, set())
+                screens.discard(inbox)
+                if not screens:
+                    self._screens.pop(name, None)
+
+    def _ensure_reader(self) -> None:
+        """One reader per process (started by the first screen: a forked gunicorn
+        worker starts its own)."""
+        pid = os.getpid()
+        if self._reader_pid == pid:
+            return
+        self._reader_pid = pid
+        self._subscribed.clear()
+        threading.Thread(target=self._read, name="feed-reader", daemon=True).start()
+
+    def close(self) -> None:
+        """End the subscription (the runtime closes): open streams end."""
+        pubsub = self._pubsub
+        if pubsub is not None:
+            pubsub.close()  # the reader's next read fails and it stops
+
+    def _read(self) -> None:
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
+        try:
+            pubsub.psubscribe(PATTERN)
+            for message in pubsub.listen():
+                if message["type"] == "psubscribe":
+                    if self._subscribed.is_set():  # redis-py reconnected: a gap
+                        self._close_streams()
+                    self._subscribed.set()
+                elif message["type"] == "pmessage":
+                    self._deliver(_text(message["channel"]), _text(message["data"]))
+        except Exception as exc:  # the next screen starts a new reader
+            log.warning("live feed subscription lost (%s): screens reconnect", exc)
+        finally:
+            with self._lock:
+                self._reader_pid = None
+                self._pubsub = None
+                self._subscribed.clear()
+            self._close_streams()
+            try:
+                pubsub.close()
+            except Exception:
+                log.debug("feed pubsub already closed", exc_info=True)
+
+    def _close_streams(self) -> None:
+        """Changes may have been missed: every open stream ends, and its browser
+        reconnects and resynchronizes."""
+        with self._lock:
+            everyone = [inbox for screens in self._screens.values() for inbox in screens]
+        for inbox in everyone:
+            inbox.put(CLOSED)
+
+    def _deliver(self, name: str, data: str) -> None:
+        with self._lock:
+            screens = list(self._screens.get(name, ()))
+        for inbox in screens:
+            inbox.put(data)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
