@@ -53,3 +53,26 @@ def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_pl
     assert [c.call_sid for c in contacts] == [callback.sid, lookup.sid]
     texted = [m["To"] for m in sent_messages(rt.redis)]
     assert texted == ["+33612345678", "+33698765432"]
+
+
+def test_a_caller_on_hold_hanging_up_while_the_database_is_down_is_abandoned_later(
+    devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path
+) -> None:
+    """The hang-up of a live caller reaches the queue in Redis first; its database write
+    failing must not fail Twilio's status callback nor lose the hang-up."""
+    rt = voice_runtime
+    waiting = devphone.call("+33611111111").press("2").press("3")
+    assert waiting.waiting_for == "/voice/queue"
+    contact_id = rt.calls.load(waiting.sid).contact_id
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    rt.sessions.configure(bind=unreachable)
+    try:
+        waiting.hang_up()  # the final status callback, answered without the database
+    finally:
+        rt.sessions.configure(bind=rt.engine)
+        unreachable.dispose()
+    assert rt.ivr.deferred.pending() == 1
+    assert rt.ivr.deferred.apply(notify=rt.notify) == 1
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).state == "abandoned"
+    assert rt.queue.kind_in_queue(contact_id) is None  # out of the line in Redis too

@@ -261,15 +261,12 @@ class IvrService:
                 with self.sessions() as s:
                     contact = s.get(Contact, state.contact_id)
                     kind = contact.kind if contact is not None else None
-            live_waiting = kind == "live"
+            if kind == "live":
+                self.queue.abandon(state.contact_id)
+        except QueueError:
+            log.info("call %s ended while its contact was on a call", sid)
         except SQLAlchemyError:  # the database is down: the hang-up is applied later
             self.deferred.hang_up(state.contact_id)
-            return
-        if live_waiting:
-            try:
-                self.queue.abandon(state.contact_id)
-            except QueueError:
-                log.info("call %s ended while its contact was on a call", sid)
 
     # -- navigation --------------------------------------------------------------------
     def _follow(self, state: CallState, target: Target) -> Reply:
