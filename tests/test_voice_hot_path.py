@@ -154,3 +154,26 @@ def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runti
             c.connection.dbapi_connection.close()  # type: ignore[union-attr]
     row = db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"})
     assert row is not None and row[1] == "ready"
+
+
+def test_a_turn_writes_back_only_what_it_changed_and_forgets_dropped_extras(
+    voice_runtime: Runtime,
+) -> None:
+    from interphone.voice.session import CallState, CallStore
+
+    store = CallStore(voice_runtime.redis)
+    sid = "CA" + "5" * 32
+    first = store.begin(sid, "0")
+    state = CallState(sid=sid, site="x", caller="+33612345678", lang="fr", seq=1)
+    state.extra.update(pending="12345", path="greeting")
+    store.finish(first, "<Response/>", state)
+    turn = store.begin(sid, "1")
+    assert turn.state is not None and turn.state.extra == {"pending": "12345", "path": "greeting"}
+    turn.state.lang, turn.state.seq = "en", 2
+    turn.state.extra.pop("pending")
+    store.finish(turn, "<Response/>", turn.state)
+    stored = store.load(sid)
+    assert stored is not None
+    assert (stored.lang, stored.seq, stored.caller, stored.site) == ("en", 2, "+33612345678", "x")
+    assert stored.extra == {"path": "greeting"}  # the dropped extra no longer comes back
+    assert voice_runtime.redis.ttl(f"ip:call:{sid}") > 0

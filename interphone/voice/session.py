@@ -8,7 +8,7 @@ webhook that Twilio retries gets the same answer and changes nothing a second ti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -40,22 +40,22 @@ class CallState:
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_mapping(self) -> dict[str, str]:
-        out = {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+        out = {name: str(getattr(self, name)) for name, _ in _FIELDS}
         out.update({f"x_{k}": v for k, v in self.extra.items()})
         return out
 
     @classmethod
     def from_mapping(cls, sid: str, raw: dict[str, str]) -> CallState:
         state = cls(sid=sid)
-        for f in fields(cls):
-            if f.name in ("sid", "extra") or f.name not in raw:
-                continue
-            value: Any = raw[f.name]
-            if f.type in ("int", int):
-                value = int(value or 0)
-            setattr(state, f.name, value)
+        for name, is_int in _FIELDS:
+            if name in raw:
+                setattr(state, name, int(raw[name] or 0) if is_int else raw[name])
         state.extra = {k[2:]: v for k, v in raw.items() if k.startswith("x_")}
         return state
+
+
+# (name, is an int) of the stored fields, in order: read once, every webhook uses them
+_FIELDS = [(f.name, f.type in ("int", int)) for f in fields(CallState) if f.name != "extra"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class Turn:
     acquired: bool
     state: CallState | None
     limited: bool = False  # the calling number is over its limit: a polite goodbye
+    raw: Mapping[str, str] = field(default_factory=dict)  # the state as stored, to diff
     over: frozenset[str] = frozenset()  # other limits without room (voice.limits kinds)
 
 
@@ -114,13 +115,16 @@ return out
 # ARGV: ttl, answer, number of state words, state words..., records...
 _FINISH = """
 local ttl = tonumber(ARGV[1])
-local words = tonumber(ARGV[3])
+local words, gone = tonumber(ARGV[3]), tonumber(ARGV[4])
 if words > 0 then
-  redis.call('hset', KEYS[3], unpack(ARGV, 4, 3 + words))
-  redis.call('expire', KEYS[3], ttl)
+  redis.call('hset', KEYS[3], unpack(ARGV, 5, 4 + words))
 end
-if #ARGV > 3 + words then
-  redis.call('rpush', KEYS[4], unpack(ARGV, 4 + words, #ARGV))
+if gone > 0 then
+  redis.call('hdel', KEYS[3], unpack(ARGV, 5 + words, 4 + words + gone))
+end
+if words + gone > 0 then redis.call('expire', KEYS[3], ttl) end
+if #ARGV > 4 + words + gone then
+  redis.call('rpush', KEYS[4], unpack(ARGV, 5 + words + gone, #ARGV))
 end
 redis.call('set', KEYS[1], ARGV[2], 'EX', ttl)
 redis.call('del', KEYS[2])
@@ -191,7 +195,7 @@ class CallStore:
         over = frozenset(
             take.kind for i, take in enumerate(counts) if int(refused) >> (first + i) & 1
         )
-        return Turn(sid, n, None, code in (2, 4), state, limited=code == 4, over=over)
+        return Turn(sid, n, None, code in (2, 4), state, limited=code == 4, over=over, raw=raw)
 
     def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
         """Another request is handling this webhook right now: wait for its answer."""
@@ -206,14 +210,22 @@ class CallStore:
     def finish(
         self, turn: Turn, body: str, state: CallState | None, records: Sequence[str] = ()
     ) -> None:
-        """Store the answer, the state it left and its journal records, and release the
-        turn: one atomic write (a script), one round trip. A retried webhook finds the
-        answer, so its records are never journaled twice."""
+        """Store the answer, the state it left (the fields it changed) and its journal
+        records, and release the turn: one atomic write (a script), one round trip. A
+        retried webhook finds the answer, so its records are never journaled twice."""
         key = f"{PREFIX}{turn.sid}:r:{turn.n}"
-        words = [w for pair in (state.as_mapping().items() if state else ()) for w in pair]
+        words: list[str] = []
+        gone: list[str] = []
+        if state is not None:  # only what this turn changed is written
+            stored = turn.raw
+            now = state.as_mapping()
+            for name, value in now.items():
+                if stored.get(name) != value:
+                    words += (name, value)
+            gone = [name for name in stored if name not in now]  # extras dropped
         self._finish(
             keys=[key, f"{key}:lock", self._key(turn.sid), JOURNAL_KEY],
-            args=[TTL_S, body, len(words), *words, *records],
+            args=[TTL_S, body, len(words), len(gone), *words, *gone, *records],
         )
 
     def next_sequence(self, sid: str) -> int:
