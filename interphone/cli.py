@@ -325,9 +325,11 @@ def bench_queue(
 @bench.command("ivr")
 @click.option("--rate", default=200.0, show_default=True, type=click.FloatRange(1))
 @click.option("--seconds", default=15.0, show_default=True, type=click.FloatRange(1))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--threads", default=32, show_default=True, type=click.IntRange(1), help="per gunicorn worker"
+    "--workers", default=4, show_default=True, type=click.IntRange(1), help="as in the Procfile"
+)
+@click.option(
+    "--threads", default=24, show_default=True, type=click.IntRange(1), help="per gunicorn worker"
 )
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
