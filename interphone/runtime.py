@@ -388,6 +388,8 @@ class Runtime:
     def close(self) -> None:
         if "feeds" in self.__dict__:
             self.feeds.close()
+        if "ivr" in self.__dict__:
+            self.ivr.close()
         if "read_engine" in self.__dict__:
             self.read_engine.dispose()
         if "engine" in self.__dict__:

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from flask import request
 from flask.globals import request_ctx
 from flask.sessions import NullSession
@@ -106,26 +107,33 @@ def test_webhooks_open_no_cookie_session_and_screens_still_do(
     assert null_sessions == {"/voice/incoming": True, "/login": False}
 
 
-def test_a_stale_sites_cache_is_read_again_behind_the_webhook_not_on_its_path(
-    voice_runtime: Runtime,
+def test_the_sites_are_read_again_behind_the_webhooks_not_on_their_path(
+    voice_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every few seconds the sites were read again on some caller's webhook (its p99):
-    now a thread of its own does it while the webhook goes on with the last read."""
+    now a thread of the process does it while webhooks go on with the last read."""
     from interphone.models import Site
     from interphone.voice import ivr as ivr_module
 
+    monkeypatch.setattr(ivr_module, "SITES_CACHE_S", 0.05)
     ivr = voice_runtime.ivr
     before = ivr._sites()
     site = next(iter(before.values()))
+    reads: list[str] = []
+    read = ivr._read_sites
+
+    def counted() -> None:
+        reads.append(threading.current_thread().name)
+        read()
+
+    monkeypatch.setattr(ivr, "_read_sites", counted)
     with voice_runtime.sessions() as s, s.begin():
         s.get(Site, site.id).languages = ["es", "fr"]
-    ivr._sites_read_at -= ivr_module.SITES_CACHE_S + 1  # the last read is now stale
-    answered = ivr._sites()
-    assert answered[site.code] is before[site.code]  # the last read, without waiting
     deadline = time.monotonic() + 10
     while ivr._sites()[site.code].languages != ["es", "fr"] and time.monotonic() < deadline:
         threading.Event().wait(0.02)
     assert ivr._sites()[site.code].languages == ["es", "fr"]
+    assert reads and set(reads) == {"sites"}  # never on the webhook's own thread
 
 
 def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runtime) -> None:

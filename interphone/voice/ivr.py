@@ -11,6 +11,7 @@ IVR's hot path reads SQL only for a case lookup and never writes it (see
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -118,7 +119,8 @@ class IvrService:
         self.voicemails = voicemails
         self._sites_cache: dict[str, Site] = {}
         self._sites_read_at = 0.0
-        self._sites_refresh = threading.Lock()  # one background read at a time
+        self._sites_reader_pid: int | None = None  # the process whose thread reads them
+        self._sites_stop = threading.Event()
         # what is accepted while the database is down, applied by the sweep
         self.deferred = Deferred(connection, queue)
 
@@ -746,16 +748,15 @@ class IvrService:
 
     def _sites(self) -> dict[str, Site]:
         """Sites by code: every webhook needs them. Read once, then read again every few
-        seconds by a thread of its own while webhooks go on with the last read: no
-        caller waits for it (a reload on the webhook's path showed in its p99)."""
+        seconds by a thread of this process while webhooks go on with the last read: no
+        caller waits for it (a reload on the webhook's path showed in its p99, and so did
+        starting a thread for each reload)."""
         if not self._sites_cache or self._sites_read_at == 0.0:
             self._read_sites()  # the first webhook, or a site just added: wait for it
-            return self._sites_cache
-        sites = self._sites_cache  # the last read is this webhook's, whatever comes next
-        stale = time.monotonic() - self._sites_read_at > SITES_CACHE_S
-        if stale and self._sites_refresh.acquire(blocking=False):
-            threading.Thread(target=self._refresh_sites, name="sites", daemon=True).start()
-        return sites
+        if self._sites_reader_pid != os.getpid():  # a forked web process starts its own
+            self._sites_reader_pid = os.getpid()
+            threading.Thread(target=self._keep_sites, name="sites", daemon=True).start()
+        return self._sites_cache
 
     def _read_sites(self) -> None:
         try:
@@ -768,13 +769,17 @@ class IvrService:
             log.warning("sites not read (database unavailable): using the last read")
         self._sites_read_at = time.monotonic()
 
-    def _refresh_sites(self) -> None:
-        try:
-            self._read_sites()
-        except Exception:  # never seen by a caller: the last read stays
-            log.exception("sites not read again")
-        finally:
-            self._sites_refresh.release()
+    def _keep_sites(self) -> None:
+        pid = os.getpid()
+        while not self._sites_stop.wait(SITES_CACHE_S) and self._sites_reader_pid == pid:
+            try:
+                self._read_sites()
+            except Exception:  # never seen by a caller: the last read stays
+                log.exception("sites not read again")
+
+    def close(self) -> None:
+        """Stop reading the sites in the background (the runtime closes)."""
+        self._sites_stop.set()
 
     def _intercom_site(self, caller: str) -> Site | None:
         """The site whose door intercom (or browser kiosk) this caller is, if any."""
