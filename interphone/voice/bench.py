@@ -67,7 +67,7 @@ def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
             str(threads),
             "--graceful-timeout",
             "2",
-            "interphone.web:create_app()",
+            "interphone.web.wsgi:app",
         ],
         env=env,
     )
