@@ -308,7 +308,8 @@ def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:
         if not item:
             continue
         host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        numeric = port.isascii() and port.isdigit()  # not "²", which int() refuses
+        if not sep or not host or not numeric or not 0 < int(port) < 65536:
             raise ConfigError(f"REDIS_SENTINELS: {item!r} is not host:port")
         out.append((host.strip("[]"), int(port)))
     return tuple(out)

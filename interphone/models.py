@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
@@ -139,7 +140,17 @@ class Contact(Base):
     """A live call waiting in line or a callback request: one place in the queue."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_site_state", "site_id", "state"),)
+    __table_args__ = (
+        Index("ix_contacts_site_state", "site_id", "state"),
+        # QueueService.reconcile, every sweep: accepted in SQL, never seen by Redis (a
+        # handful at most), found without reading the whole table as it grows
+        Index(
+            "ix_contacts_unqueued",
+            "id",
+            postgresql_where=text("state = 'waiting' AND version = 0"),
+            sqlite_where=text("state = 'waiting' AND version = 0"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     reference: Mapped[str] = mapped_column(String(12), unique=True)

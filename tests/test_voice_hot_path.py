@@ -215,3 +215,32 @@ def test_the_web_entry_point_freezes_the_app_out_of_the_garbage_collectors_walks
     assert out.stdout.split() == ["Flask", "True"]
     procfile = (Path(__file__).resolve().parents[1] / "Procfile").read_text()
     assert '"interphone.web.wsgi:app"' in procfile.splitlines()[0]
+
+
+def test_unicode_digits_such_as_superscripts_get_an_answer_not_a_server_error(
+    app: Any, voice_runtime: Runtime
+) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` fails: found by the hostile-input test
+    on an unsigned request (``?c=²``, a 500 from the request logger)."""
+    client = app.test_client()
+    base = voice_runtime.settings.public_base_url
+    assert client.post("/sms/incoming?c=%C2%B2", data=_form()).status_code == 403
+    incoming = _form()
+    response = client.post(
+        "/voice/incoming",
+        data=incoming,
+        headers=_signed(voice_runtime, base + "/voice/incoming", incoming),
+    )
+    assert response.status_code == 200
+    for path, digits in (
+        ("/voice/step/language?n=1", "²"),
+        ("/voice/step/status_birth?n=2", "²" * 8),
+    ):
+        form = _form(Digits=digits)
+        answer = client.post(path, data=form, headers=_signed(voice_runtime, base + path, form))
+        assert answer.status_code == 200, (path, answer.data[:300])
+    ended = _form(CallStatus="completed", CallDuration="²")
+    status = client.post(
+        "/voice/status", data=ended, headers=_signed(voice_runtime, base + "/voice/status", ended)
+    )
+    assert status.status_code == 204

@@ -213,7 +213,7 @@ def _recording_sid() -> str:
 
 def _seconds(name: str) -> int | None:
     raw = request.form.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 7 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else None
 
 
 @bp.post(VOICEMAIL_PATH)
@@ -278,7 +278,7 @@ def _sms_allowed(rt: Runtime, sender: str) -> bool:
 # -- bridging an agent and an applicant -------------------------------------------------------
 def _contact_id() -> int | None:
     raw = request.args.get("c", "")
-    return int(raw) if raw.isdigit() and len(raw) < 12 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 12 else None
 
 
 def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:

@@ -251,7 +251,7 @@ class IvrService:
                 status=status,
                 at_ms=to_ms(self.clock.now()),
                 duration_s=int(duration_s)
-                if duration_s.isdigit() and len(duration_s) < 9
+                if duration_s.isascii() and duration_s.isdigit() and len(duration_s) < 9
                 else None,
             )
         )
@@ -311,7 +311,7 @@ class IvrService:
 
     def _language_target(self, state: CallState, digits: str) -> Target | None:
         languages = self._languages_of(state.site)
-        if digits.isdigit() and 1 <= int(digits) <= len(languages):
+        if digits.isascii() and digits.isdigit() and 1 <= int(digits) <= len(languages):
             return Target("do", "language", languages[int(digits) - 1])
         return None
 
@@ -838,7 +838,7 @@ _CASE_BY_FILE = select(
 
 
 def _parse_ddmmyyyy(digits: str) -> date | None:
-    if len(digits) != 8 or not digits.isdigit():
+    if len(digits) != 8 or not (digits.isascii() and digits.isdigit()):
         return None
     try:
         return date(int(digits[4:]), int(digits[2:4]), int(digits[:2]))

@@ -51,7 +51,7 @@ class User(UserMixin):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    if not user_id.isdigit():
+    if not (user_id.isascii() and user_id.isdigit()):
         return None
     with runtime_of(current_app).sessions() as s:
         agent = s.get(Agent, int(user_id))

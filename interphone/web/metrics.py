@@ -69,7 +69,7 @@ def _begin() -> None:
         if _SID.match(sid):
             context["call_sid"] = sid
         contact = request.args.get("c", "")
-        if contact.isdigit() and len(contact) < 12:
+        if contact.isascii() and contact.isdigit() and len(contact) < 12:
             context["contact_id"] = int(contact)
     g.log_token = bind(**context)
 

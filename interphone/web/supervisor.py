@@ -147,7 +147,7 @@ def contact_priority(contact_id: int) -> Any:
 def contact_reassign(contact_id: int) -> Any:
     rt = runtime_of(current_app)
     raw = request.form.get("agent_id", "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         flash(_("Choisissez un agent."))
         return redirect(url_for("supervisor.dashboard"))
     try:
