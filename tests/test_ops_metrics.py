@@ -289,10 +289,13 @@ def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Ru
         threading.Event().wait(0.01)
     assert writers == {"metrics-flush"}
     recorder.flush()  # the rest (a scrape flushes what its process holds)
-    counts = [
-        s.value
-        for s in figures.read(voice_runtime.redis)
-        if s.name == "interphone_http_request_duration_seconds_count"
-        and s.labels == {"route": "/only-this-test"}
-    ]
-    assert counts == [observed]
+
+    def counts() -> list[float]:  # the flusher may be writing its last batch still
+        return [
+            s.value
+            for s in figures.read(voice_runtime.redis)
+            if s.name == "interphone_http_request_duration_seconds_count"
+            and s.labels == {"route": "/only-this-test"}
+        ]
+
+    assert _poll(counts, lambda found: found == [observed]) == [observed]
