@@ -23,7 +23,7 @@ def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_pl
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
     rt.sessions.configure(bind=unreachable)  # from now on every SQL statement fails
     reads, rt.ivr.reads = rt.ivr.reads, unreachable  # the webhooks' own reads too
-    rt.ivr._sites_read_at = 0.0  # and the IVR's next webhook tries to read them again
+    rt.ivr._read_sites()  # a read fails: the IVR keeps the sites read last
     try:
         callback = devphone.call("+33612345678")
         callback.press("2").press("2").press("1").press("#").press("3")

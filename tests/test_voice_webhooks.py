@@ -220,7 +220,7 @@ def _door_documents(devphone: DevPhone, rt: Runtime) -> list[str]:
     rt.__dict__["hearing"] = Hearing(
         SpeechResults(rt.redis), models_dir=models.parent, local_languages=None
     )
-    rt.ivr._sites_read_at = 0.0  # the identity was added a moment ago
+    rt.ivr._read_sites()  # the identity was added a moment ago
     call = devphone.call("client:borne-1")
     call.speak("english").speak("hmm").speak("agent")
     return call.documents

@@ -143,8 +143,7 @@ def _turn(
         if body is not None:
             return body
     if turn.limited:
-        figures.recorder_for(rt.redis).inc("interphone_rate_limited", limit or "")
-        log.info("calling number over its %s limit; answered politely", limit)
+        _count_limited(rt, limit or "")
         reply = rt.ivr.over_limit(turn.state)
     else:
         reply = answer(turn)
@@ -270,9 +269,15 @@ def _sms_allowed(rt: Runtime, sender: str) -> bool:
         log.warning("SMS rate limit not checked (%s)", type(exc).__name__)
         return True
     if not allowed:
-        figures.recorder_for(rt.redis).inc("interphone_rate_limited", "caller_sms")
-        log.info("sending number over its caller_sms limit; not answered")
+        _count_limited(rt, "caller_sms")
     return allowed
+
+
+def _count_limited(rt: Runtime, kind: str) -> None:
+    """A calling number over its limit: counted (``interphone_rate_limited``), logged;
+    it gets a polite goodbye (an empty answer for SMS), never an error."""
+    figures.recorder_for(rt.redis).inc("interphone_rate_limited", kind)
+    log.info("calling number over its %s limit; answered politely", kind)
 
 
 # -- bridging an agent and an applicant -------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -118,7 +117,6 @@ class IvrService:
         self.door_callback_offer_s = door_callback_offer_s
         self.voicemails = voicemails
         self._sites_cache: dict[str, Site] = {}
-        self._sites_read_at = 0.0
         self._sites_reader_pid: int | None = None  # the process whose thread reads them
         self._sites_stop = threading.Event()
         # what is accepted while the database is down, applied by the sweep
@@ -751,8 +749,8 @@ class IvrService:
         seconds by a thread of this process while webhooks go on with the last read: no
         caller waits for it (a reload on the webhook's path showed in its p99, and so did
         starting a thread for each reload)."""
-        if not self._sites_cache or self._sites_read_at == 0.0:
-            self._read_sites()  # the first webhook, or a site just added: wait for it
+        if not self._sites_cache:
+            self._read_sites()  # the first webhook: it waits for them
         if self._sites_reader_pid != os.getpid():  # a forked web process starts its own
             self._sites_reader_pid = os.getpid()
             threading.Thread(target=self._keep_sites, name="sites", daemon=True).start()
@@ -767,7 +765,6 @@ class IvrService:
                 raise
             # the database is down: the sites read last keep the IVR answering
             log.warning("sites not read (database unavailable): using the last read")
-        self._sites_read_at = time.monotonic()
 
     def _keep_sites(self) -> None:
         pid = os.getpid()
@@ -802,8 +799,8 @@ class IvrService:
     def _site(self, code: str) -> Site:
         site = self._sites().get(code)
         if site is None:
-            self._sites_read_at = 0.0  # a site added a moment ago: read again once
-            site = self._sites().get(code)
+            self._read_sites()  # a site added a moment ago: read again once
+            site = self._sites_cache.get(code)
         if site is None:
             raise QueueError(f"unknown site {code!r}")
         return site

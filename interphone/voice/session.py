@@ -157,14 +157,10 @@ class CallStore:
         cached, acquired = pipe.execute()
         if cached is not None:
             return _text(cached)
-        if not acquired:
-            # the same webhook is being handled right now: wait for its answer
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                cached = self.redis.get(key)
-                if cached is not None:
-                    return _text(cached)
-                time.sleep(0.02)
+        if not acquired:  # the same webhook is being handled right now
+            answer = self._await_answer(key)
+            if answer is not None:
+                return answer
         body = produce()
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(key, body, ex=TTL_S)
@@ -199,9 +195,12 @@ class CallStore:
 
     def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
         """Another request is handling this webhook right now: wait for its answer."""
+        return self._await_answer(f"{PREFIX}{turn.sid}:r:{turn.n}", timeout_s)
+
+    def _await_answer(self, key: str, timeout_s: float = 10.0) -> str | None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            cached = self.redis.get(f"{PREFIX}{turn.sid}:r:{turn.n}")
+            cached = self.redis.get(key)
             if cached is not None:
                 return _text(cached)
             time.sleep(0.02)
