@@ -49,7 +49,10 @@ def _xml(body: str) -> Response:
 
 
 def _field(name: str) -> str:
-    return request.form.get(name, "")[:MAX_FIELD]
+    """A webhook's field, cut to size and without NUL characters (PostgreSQL's text
+    cannot hold them; Twilio never sends them: see interphone.web.nul)."""
+    value = request.form.get(name, "")[:MAX_FIELD]
+    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def _call_sid() -> str | None:

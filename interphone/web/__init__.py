@@ -23,11 +23,6 @@ def create_app(
     runtime: Runtime | None = None,
 ) -> Flask:
     """Read configuration, build the runtime, register blueprints; nothing else."""
-    import os as _os
-    import sys as _sys
-
-    if _os.environ.get("XSWITCH"):
-        _sys.setswitchinterval(float(_os.environ["XSWITCH"]))
     if runtime is None:
         runtime = Runtime(settings or load_settings())
     settings = runtime.settings
@@ -76,7 +71,7 @@ def create_app(
         app.register_blueprint(devphone_web.bp)
         csrf.exempt(devphone_web.bp)
     _register_errors(app)
-    from . import metrics, ratelimit
+    from . import metrics, nul, ratelimit
 
     if settings.trusted_proxies:  # the client's address for per-IP limits (not signatures)
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -84,6 +79,7 @@ def create_app(
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     metrics.init_app(app, runtime)  # request ids, log context, latency, GET /metrics
+    nul.init_app(app)  # 400 for a NUL character, which PostgreSQL's text cannot hold
     ratelimit.init_app(app, runtime)  # RATE_LIMIT_* (docs/operations.md)
     if settings.env != "test":  # tests capture logs their own way
         from ..observability import configure_logging
