@@ -724,7 +724,12 @@ def run(
     clients: int,
     seed: int | None = None,
 ) -> dict[str, Any]:
+    from .. import db
+
     cases, emails = prepare(rt, screens)
+    # a server without autovacuum (this project's machines) is first tidied as autovacuum
+    # keeps a production one: dead rows of earlier runs, statistics of grown tables
+    upkeep = db.vacuum_if_unattended(rt.database_url)
     callers = plan_calls(rate, warmup + seconds, cases, seed=seed)
     stack = procfile_stack(rt, {})  # WEB_CONCURRENCY, WEB_THREADS: as for the Procfile
     with stack as (port, web, server_cpu), agent_screens(port, emails) as collect:
@@ -763,6 +768,7 @@ def run(
             "cpu_percent": {k: round(100 * v / wall, 1) for k, v in server_used.items()},
             "web_cpu_us_per_request": round(1e6 * server_used["web"] / max(1, len(result.samples))),
             "database": rt.database_url.split(":", 1)[0],
+            "database_upkeep": upkeep,
         },
         "client_threads": clients,
         "client_cpu_percent": round(100 * cpu / wall, 1),  # the callers' side (not the screens)
