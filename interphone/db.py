@@ -50,13 +50,15 @@ def make_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
 def read_once(
     engine: Engine, statement: Executable, params: dict[str, Any]
 ) -> tuple[Any, ...] | None:
-    """One row (or none) read outside any transaction: no BEGIN and ROLLBACK round
-    trips, for reads on a webhook's path. On an engine without pre-ping, a connection
-    found dead (the server restarted since it was pooled) is replaced and the read
-    tried once more; SQLAlchemy drops the pool's other old connections meanwhile."""
+    """One row (or none), for reads on a webhook's path, on an engine made with
+    ``isolation_level="AUTOCOMMIT"`` (:attr:`Runtime.read_engine`): outside any
+    transaction, so no BEGIN and ROLLBACK round trips. On an engine without pre-ping,
+    a connection found dead (the server restarted since it was pooled) is replaced and
+    the read tried once more; SQLAlchemy drops the pool's other old connections
+    meanwhile. (SQLite's driver opens no transaction for a read.)"""
     for attempt in (1, 2):
         try:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with engine.connect() as connection:
                 row = connection.execute(statement, params).one_or_none()
                 return None if row is None else tuple(row)
         except DBAPIError as exc:

@@ -140,7 +140,16 @@ class Runtime:
         replaced and the read retried (:func:`db.read_once`)."""
         if self.database_url.startswith("sqlite"):
             return self.engine
-        return db.make_engine(self.database_url, pre_ping=False, pool_size=4, pool_use_lifo=True)
+        # autocommit from the start: no isolation level set and reset at each checkout,
+        # no transaction to roll back on return (those cost the read half its CPU)
+        return db.make_engine(
+            self.database_url,
+            pre_ping=False,
+            pool_size=4,
+            pool_use_lifo=True,
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

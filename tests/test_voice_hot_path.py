@@ -157,6 +157,8 @@ def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runti
     assert db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"}) is not None
     if engine.dialect.name == "postgresql":
         assert not engine.pool._pre_ping  # the round trip saved
+        with engine.connect() as c:  # no BEGIN, no ROLLBACK, no isolation level to reset
+            assert c.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
         with engine.connect() as c:  # the pooled connection, killed by the server
             pid = c.execute(text("select pg_backend_pid()")).scalar_one()
         with rt.engine.connect() as admin:
