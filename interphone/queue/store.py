@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import redis
 
+from ..redis_text import as_text
 from .clock import Clock, to_ms
 from .exceptions import Conflict, InvalidInput
 
@@ -60,10 +61,6 @@ def score_for(priority_class: int, arrived_ms: int) -> int:
     if priority_class not in (URGENT, NORMAL):
         raise InvalidInput("priority class must be 0 (urgent) or 1 (normal)")
     return priority_class * NORMAL_BASE + arrived_ms
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -167,46 +164,49 @@ class RedisQueue:
             attempts,
             self.now_ms(),
         )
-        return _s(result[0]) == "new", int(result[2])
+        return as_text(result[0]) == "new", int(result[2])
 
     def position(self, contact_id: int) -> Position | None:
         """1-based position in the site's line, in O(log n)."""
         raw = self._run("position", member(contact_id))
         if raw is None:
             return None
-        agent = _s(raw[5])
+        agent = as_text(raw[5])
         return Position(
-            state=_s(raw[0]),
+            state=as_text(raw[0]),
             position=int(raw[1]),
-            site=_s(raw[2]),
-            kind=_s(raw[3]),
-            not_before_ms=int(float(_s(raw[4]) or 0)),
+            site=as_text(raw[2]),
+            kind=as_text(raw[3]),
+            not_before_ms=int(float(as_text(raw[4]) or 0)),
             agent_id=int(agent) if agent else None,
         )
 
     def waiting_ids(self, site: str, start: int = 0, stop: int = -1) -> list[int]:
         """Ready contacts of a site in dispatch order (delayed callbacks excluded)."""
         return [
-            int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:waiting", start, stop)
+            int(as_text(m))
+            for m in self.redis.zrange(f"{self.prefix}site:{site}:waiting", start, stop)
         ]
 
     def delayed_ids(self, site: str) -> list[int]:
-        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:delayed", 0, -1)]
+        return [
+            int(as_text(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:delayed", 0, -1)
+        ]
 
     def waiting_count(self, site: str) -> int:
         return int(self.redis.zcard(f"{self.prefix}site:{site}:waiting"))
 
     def contact(self, contact_id: int) -> dict[str, str]:
         raw = self.redis.hgetall(f"{self.prefix}contact:{member(contact_id)}")
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     def release(self, contact_id: int, new_state: str) -> tuple[str, int | None, int, int] | None:
         """Remove a contact for good. Returns (previous state, agent freed, versions)."""
         raw = self._run("release", member(contact_id), new_state, self.now_ms())
         if raw is None:
             return None
-        agent = _s(raw[1])
-        return _s(raw[0]), (int(agent) if agent else None), int(raw[2]), int(raw[3])
+        agent = as_text(raw[1])
+        return as_text(raw[0]), (int(agent) if agent else None), int(raw[2]), int(raw[3])
 
     def reprioritize(self, contact_id: int, priority_class: int, arrived_ms: int) -> int | None:
         score = score_for(priority_class, arrived_ms)
@@ -229,16 +229,18 @@ class RedisQueue:
             raise InvalidInput(f"presence must be one of {', '.join(SETTABLE_STATES)}")
         langs = ",".join(sorted({lang.strip() for lang in languages if lang.strip()}))
         raw = self._run("presence", agent_id, site, langs, state, reason, self.now_ms())
-        returned = _s(raw[1])
+        returned = as_text(raw[1])
         return int(raw[0]), (int(returned) if returned else None), int(raw[2])
 
     def agent(self, agent_id: int) -> dict[str, str]:
         raw = self.redis.hgetall(f"{self.prefix}agent:{agent_id}")
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     def available_agents(self, site: str) -> list[int]:
         """Free agents, longest idle first."""
-        return [int(_s(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:avail", 0, -1)]
+        return [
+            int(as_text(m)) for m in self.redis.zrange(f"{self.prefix}site:{site}:avail", 0, -1)
+        ]
 
     # -- dispatch --------------------------------------------------------------------
     def dispatch(
@@ -260,11 +262,13 @@ class RedisQueue:
             now - int(promote_after_s * 1000),
             now + int(offer_timeout_s * 1000),
         )
-        promoted = [int(_s(x)) for x in raw[4:]]
-        cid = _s(raw[0])
+        promoted = [int(as_text(x)) for x in raw[4:]]
+        cid = as_text(raw[0])
         if not cid:
             return DispatchResult(None, promoted)
-        return DispatchResult(Offer(int(cid), int(_s(raw[1])), int(raw[2]), int(raw[3])), promoted)
+        return DispatchResult(
+            Offer(int(cid), int(as_text(raw[1])), int(raw[2]), int(raw[3])), promoted
+        )
 
     def offer_to(self, contact_id: int, agent_id: int, *, offer_timeout_s: float) -> Offer:
         now = self.now_ms()
@@ -303,11 +307,16 @@ class RedisQueue:
             max_attempts,
         )
         return Finish(
-            _s(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), _s(raw[4]), int(_s(raw[5]))
+            as_text(raw[0]),
+            int(raw[1]),
+            int(raw[2]),
+            int(raw[3]),
+            as_text(raw[4]),
+            int(as_text(raw[5])),
         )
 
     def sweep(self, missed_limit: int) -> list[SweepRecord]:
-        raw = [_s(x) for x in self._run("sweep", self.now_ms(), missed_limit)]
+        raw = [as_text(x) for x in self._run("sweep", self.now_ms(), missed_limit)]
         records: list[SweepRecord] = []
         i = 0
         while i < len(raw):
@@ -336,7 +345,7 @@ class RedisQueue:
         return int(self.redis.scard(f"{self.prefix}site:{site}:staffed"))
 
     def sites(self) -> list[str]:
-        return sorted(_s(s) for s in self.redis.smembers(f"{self.prefix}sites"))
+        return sorted(as_text(s) for s in self.redis.smembers(f"{self.prefix}sites"))
 
     def completions_since(self, site: str, since_ms: int) -> int:
         return int(self.redis.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf"))

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from ..models import Agent, Contact, Event
 from ..queue.clock import to_ms
 from ..queue.store import member
+from ..redis_text import as_text
 from ..runtime import Runtime
 
 CLOSING = {
@@ -307,16 +308,16 @@ def _check_redis(result: Audit, rt: Runtime, site: str) -> None:
     prefix = store.prefix
     waiting = set(store.waiting_ids(site))
     delayed = set(store.delayed_ids(site))
-    offers = {int(_text(m)) for m in rt.redis.zrange(f"{prefix}offers", 0, -1)}
+    offers = {int(as_text(m)) for m in rt.redis.zrange(f"{prefix}offers", 0, -1)}
     in_redis = {
-        int(_text(key).rsplit(":", 1)[1])
+        int(as_text(key).rsplit(":", 1)[1])
         for key in rt.redis.scan_iter(match=f"{prefix}contact:*", count=1000)
     }
     calls: dict[int, int] = defaultdict(int)
     for key in rt.redis.scan_iter(match=f"{prefix}agent:*", count=1000):
         call = rt.redis.hget(key, "call")
         if call:
-            calls[int(_text(call))] += 1
+            calls[int(as_text(call))] += 1
     for cid, rec in result.records.items():
         places = (cid in waiting) + (cid in delayed) + (cid in offers)
         if places > 1 or calls.get(cid, 0) > 1:
@@ -346,7 +347,3 @@ def _check_redis(result: Audit, rt: Runtime, site: str) -> None:
                 f"contact {cid} is {rec.state} in SQL but {held or 'absent'} in Redis "
                 f"({member(cid)})"
             )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

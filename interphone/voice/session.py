@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 import redis
 
 from ..journal import KEY as JOURNAL_KEY
+from ..redis_text import as_text
 from .limits import TAKE_LUA, Take
 
 TTL_S = 4 * 3600
@@ -145,7 +145,7 @@ class CallStore:
         raw = self.redis.hgetall(self._key(sid))
         if not raw:
             return None
-        return CallState.from_mapping(sid, {_text(k): _text(v) for k, v in raw.items()})
+        return CallState.from_mapping(sid, {as_text(k): as_text(v) for k, v in raw.items()})
 
     def once(self, sid: str, n: str, produce: Callable[[], str]) -> str:
         """Run ``produce`` once per (call, sequence number); replay its answer after."""
@@ -156,7 +156,7 @@ class CallStore:
         pipe.set(lock, "1", nx=True, ex=30)
         cached, acquired = pipe.execute()
         if cached is not None:
-            return _text(cached)
+            return as_text(cached)
         if not acquired:  # the same webhook is being handled right now
             answer = self._await_answer(key)
             if answer is not None:
@@ -184,8 +184,8 @@ class CallStore:
         code, answer, refused, *words = self._begin(keys=keys, args=args)
         code = int(code)
         if code == 1:
-            return Turn(sid, n, _text(answer), False, None)
-        raw = {_text(words[i]): _text(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+            return Turn(sid, n, as_text(answer), False, None)
+        raw = {as_text(words[i]): as_text(words[i + 1]) for i in range(0, len(words) - 1, 2)}
         state = CallState.from_mapping(sid, raw) if raw else None
         first = 1 if limit else 0  # the bit of counts[0]
         over = frozenset(
@@ -202,7 +202,7 @@ class CallStore:
         while time.monotonic() < deadline:
             cached = self.redis.get(key)
             if cached is not None:
-                return _text(cached)
+                return as_text(cached)
             time.sleep(0.02)
         return None
 
@@ -232,7 +232,3 @@ class CallStore:
         pipe.incr(f"{PREFIX}{sid}:seq")
         pipe.expire(f"{PREFIX}{sid}:seq", TTL_S)
         return int(pipe.execute()[0])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import redis
 
 from ..queue.notifier import channel
+from ..redis_text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class FeedHub:
                         self._close_streams()
                     self._subscribed.set()
                 elif message["type"] == "pmessage":
-                    self._deliver(_text(message["channel"]), _text(message["data"]))
+                    self._deliver(as_text(message["channel"]), as_text(message["data"]))
         except Exception as exc:  # the next screen starts a new reader
             log.warning("live feed subscription lost (%s): screens reconnect", exc)
         finally:
@@ -116,7 +117,3 @@ class FeedHub:
             screens = list(self._screens.get(name, ()))
         for inbox in screens:
             inbox.put(data)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

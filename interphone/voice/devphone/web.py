@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from ...privacy import InvalidPhoneNumber, to_e164
+from ...redis_text import as_text
 from ...runtime import Runtime
 from .phone import DevPhone, SimCall, TwimlError
 from .rest import sent_messages
@@ -62,13 +63,13 @@ def _save(call: SimCall) -> None:
     number = call.caller if call.direction == "inbound" else call.called
     if call.status == "in-progress":
         rt.redis.set(ACTIVE + number, call.sid, ex=TTL_S)
-    elif _text(rt.redis.get(ACTIVE + number)) == call.sid:
+    elif as_text(rt.redis.get(ACTIVE + number)) == call.sid:
         rt.redis.delete(ACTIVE + number)
 
 
 def _load(phone: DevPhone, number: str) -> SimCall | None:
     rt = _runtime()
-    sid = _text(rt.redis.get(ACTIVE + number))
+    sid = as_text(rt.redis.get(ACTIVE + number))
     raw = rt.redis.get(CALLS + sid) if sid else None
     return SimCall.from_dict(phone, json.loads(raw)) if raw else None
 
@@ -163,10 +164,6 @@ def act() -> Response:
         if call is not None:
             _save(call)
     return jsonify(_view(phone, number, call))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 from . import voice_web  # noqa: E402,F401  (its routes: speaking through the real stream)
