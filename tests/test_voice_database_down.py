@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Engine, select
 
 from interphone import db as dbmod
 from interphone.models import Contact
@@ -76,3 +77,62 @@ def test_a_caller_on_hold_hanging_up_while_the_database_is_down_is_abandoned_lat
     with rt.sessions() as s:
         assert s.get(Contact, contact_id).state == "abandoned"
     assert rt.queue.kind_in_queue(contact_id) is None  # out of the line in Redis too
+
+
+def _database_lost(rt: Runtime, tmp_path: Path) -> tuple[Engine, Engine]:
+    """Every SQL statement fails from now on, the webhooks' own reads too; the
+    unreachable engine and the reads' engine to put back."""
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    rt.sessions.configure(bind=unreachable)
+    reads, rt.ivr.reads = rt.ivr.reads, unreachable
+    return unreachable, reads
+
+
+def test_web_process_started_while_the_database_is_down_answers_from_the_sites_snapshot(
+    devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path
+) -> None:
+    """A web process started during an outage had no sites and answered every call with
+    a 500: it now starts from the copy the last read left in Redis."""
+    from interphone.voice import sites_snapshot
+
+    rt = voice_runtime
+    devphone.call("+33611111111").press("2")  # a process read the sites: a copy is kept
+    assert rt.redis.get(sites_snapshot.KEY) is not None
+    rt.ivr._sites_cache = {}  # a web process (re)started meanwhile: nothing read yet
+    unreachable, reads = _database_lost(rt, tmp_path)
+    try:
+        call = devphone.call("+33612345678")
+        call.press("2").press("2").press("1").press("#").press("3")
+    finally:
+        rt.sessions.configure(bind=rt.engine)
+        rt.ivr.reads = reads
+        unreachable.dispose()
+    assert call.transcript().startswith("Bonjour, vous êtes au service des étrangers")
+    assert DEFERRED in call.transcript() and call.status == "completed"
+    assert rt.ivr.deferred.apply(notify=rt.notify) == 1
+    with rt.sessions() as s:
+        [contact] = s.scalars(select(Contact)).all()
+    assert (contact.kind, contact.phone, contact.call_sid) == ("callback", "+33612345678", call.sid)
+
+
+@pytest.mark.parametrize("snapshot", [None, "not json", '[{"code": 3, "no such column": 1}]'])
+def test_no_site_known_and_database_down_the_caller_hears_a_polite_sentence_not_an_error(
+    devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path, snapshot: str | None
+) -> None:
+    """No snapshot, or one that cannot be read: the call is not failed either."""
+    from interphone.voice import sites_snapshot
+
+    rt = voice_runtime
+    rt.ivr._sites_cache = {}
+    rt.redis.delete(sites_snapshot.KEY)
+    if snapshot is not None:
+        rt.redis.set(sites_snapshot.KEY, snapshot)
+    unreachable, reads = _database_lost(rt, tmp_path)
+    try:
+        call = devphone.call("+33612345678")
+    finally:
+        rt.sessions.configure(bind=rt.engine)
+        rt.ivr.reads = reads
+        unreachable.dispose()
+    assert "momentanément indisponible" in call.transcript()
+    assert call.status == "completed"  # the IVR hung up politely: no error played

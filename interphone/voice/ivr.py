@@ -39,6 +39,7 @@ from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
+from . import sites_snapshot
 from .deferred import Deferred
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
@@ -119,6 +120,7 @@ class IvrService:
         self._sites_cache: dict[str, Site] = {}
         self._sites_reader_pid: int | None = None  # the process whose thread reads them
         self._sites_stop = threading.Event()
+        self._sites_snapshot = ""  # the copy this process last left in Redis
         # what is accepted while the database is down, applied by the sweep
         self.deferred = Deferred(connection, queue)
 
@@ -126,8 +128,12 @@ class IvrService:
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
         """A new call. Twilio may post it twice: the webhook answers a retry from the
         first answer, and the journal keeps one record per CallSid."""
-        door = self._intercom_site(caller)
-        site = door or self._site_for(called)
+        try:
+            door = self._intercom_site(caller)
+            site = door or self._site_for(called)
+        except (SQLAlchemyError, QueueError):  # the database down and no usable snapshot
+            log.error("call %s: no site known (database unavailable, no snapshot)", sid)
+            return Reply(speech=[self._say(REFERENCE, "unavailable")], hangup=True)
         channel = "intercom" if door else channel
         number = "" if door else self._e164_or_empty(caller)
         state = CallState(
@@ -759,12 +765,21 @@ class IvrService:
     def _read_sites(self) -> None:
         try:
             with self.sessions() as s:
-                self._sites_cache = {site.code: site for site in s.scalars(select(Site))}
+                sites = {site.code: site for site in s.scalars(select(Site))}
         except SQLAlchemyError:
-            if not self._sites_cache:
+            if self._sites_cache:  # the sites read last keep the IVR answering
+                log.warning("sites not read (database unavailable): using the last read")
+                return
+            sites = sites_snapshot.load(self.redis)  # a process started during an outage
+            if not sites:
                 raise
-            # the database is down: the sites read last keep the IVR answering
-            log.warning("sites not read (database unavailable): using the last read")
+            log.warning("sites not read (database unavailable): using Redis's snapshot")
+            self._sites_cache = sites
+            return
+        self._sites_cache = sites
+        snapshot = sites_snapshot.encode(sites)
+        if snapshot != self._sites_snapshot and sites_snapshot.save(self.redis, snapshot):
+            self._sites_snapshot = snapshot
 
     def _keep_sites(self) -> None:
         pid = os.getpid()
