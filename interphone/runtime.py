@@ -294,7 +294,11 @@ class Runtime:
         from .voice.messaging import SmsService
 
         return SmsService(
-            self.queue, self.sessions, self.twilio_client, region=self.settings.default_region
+            self.queue,
+            self.sessions,
+            self.twilio_client,
+            self.redis,
+            region=self.settings.default_region,
         )
 
     @cached_property

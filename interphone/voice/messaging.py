@@ -5,18 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.rest import Client
 
+from .. import failpoints
 from ..models import Contact, Site
 from ..privacy import InvalidPhoneNumber, mask_phone, to_e164
 from ..prompts import REFERENCE, available, catalogue
 from ..queue.service import QueueService
+from ..redis_text import as_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SENDER = "+33100000000"
+SENT_PREFIX = "ip:sms:sent:"  # + contact id + ":" + key: "sending", then the message SID
+SENDING = "sending"
+SENT_TTL_S = 7 * 24 * 3600  # longer than the job's retries
+LOOK_BACK = 20  # messages to the number looked at for an earlier attempt's
 
 
 class SmsService:
@@ -25,28 +32,57 @@ class SmsService:
         queue: QueueService,
         sessions: sessionmaker[Session],
         client: Callable[[], Client],
+        connection: redis.Redis,
         *,
         region: str = "FR",
     ) -> None:
         self.queue = queue
         self.sessions = sessions
         self.client = client
+        self.redis = connection
         self.region = region
 
     def send_to_contact(self, contact_id: int, key: str) -> str | None:
-        """Send the prompt ``key`` to a contact's phone; returns the message SID."""
+        """Send the prompt ``key`` to a contact's phone, once; returns the message SID.
+
+        The job that calls this is retried, and a worker can die between Twilio's
+        answer and the end of its job. Twilio's message API takes no idempotency key,
+        so a mark in Redis says "being sent" before asking Twilio and holds the SID
+        after; a retry that finds the mark without a SID looks in Twilio's list of
+        messages to that number for this contact's reference before sending again."""
         with self.sessions() as s:
             contact = s.get(Contact, contact_id)
             site = s.get(Site, contact.site_id) if contact else None
         if contact is None or site is None or not contact.phone:
             return None
+        mark = f"{SENT_PREFIX}{contact_id}:{key}"
+        sender = (site.phone_numbers or [DEFAULT_SENDER])[0]
+        before = as_text(self.redis.get(mark))
+        if before.startswith("SM"):
+            return before  # sent already
+        if before == SENDING:  # an attempt died between asking Twilio and this mark
+            found = self._sent_earlier(contact.phone, sender, contact.reference)
+            if found:
+                self.redis.set(mark, found, ex=SENT_TTL_S)
+                log.info("SMS %s for contact %s was sent by an earlier attempt", key, contact_id)
+                return found
         ticket = self.queue.ticket(contact_id)
         lang = contact.language if contact.language in available() else REFERENCE
         body = catalogue(lang).text(key, reference=contact.reference, position=ticket.position or 1)
-        sender = (site.phone_numbers or [DEFAULT_SENDER])[0]
+        self.redis.set(mark, SENDING, ex=SENT_TTL_S)
         message = self.client().messages.create(to=contact.phone, from_=sender, body=body)
+        failpoints.hit("sms.sent", self.redis)  # fault tests: killed right here
+        self.redis.set(mark, str(message.sid), ex=SENT_TTL_S)
         log.info("SMS %s sent to %s for contact %s", key, mask_phone(contact.phone), contact_id)
         return str(message.sid)
+
+    def _sent_earlier(self, phone: str, sender: str, reference: str) -> str | None:
+        """The SID of a message to ``phone`` from ``sender`` naming ``reference``, among
+        the latest Twilio lists (newest first), if there is one."""
+        for message in self.client().messages.list(to=phone, from_=sender, limit=LOOK_BACK):
+            if reference and reference in (message.body or ""):
+                return str(message.sid)
+        return None
 
     def incoming(self, sender: str, body: str) -> str:
         """Handle an SMS reply; returns the text to answer with."""

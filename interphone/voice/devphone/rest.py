@@ -51,6 +51,8 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
             return Response(204, "")
         if method.upper() == "POST" and path.endswith("/Messages.json"):
             return self._store(MESSAGES, "SM", data)
+        if method.upper() == "GET" and path.endswith("/Messages.json"):
+            return self._list_messages(dict(params or {}))
         if method.upper() == "POST" and path.endswith("/Calls.json"):
             return self._store(CALLS, "CA", data)
         if method.upper() == "POST" and "/Calls/" in path and path.endswith(".json"):
@@ -65,6 +67,21 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
         found = _RECORDING.search(urlparse(url).path)
         raw = self.redis.get(RECORDINGS + found.group(1)) if found else None
         return (bytes(raw), "audio/wav") if isinstance(raw, bytes) else None
+
+    def _list_messages(self, params: dict[str, Any]) -> Response:
+        """Messages sent, newest first, filtered by ``To`` and ``From`` as Twilio's
+        list is; one page of ``PageSize``."""
+        size = int(params.get("PageSize") or 50)
+        wanted = {k: str(params[k]) for k in ("To", "From") if params.get(k)}
+        found = []
+        for raw in reversed(self.redis.lrange(MESSAGES, 0, -1)):
+            record = json.loads(raw)
+            if all(record.get(k) == v for k, v in wanted.items()):
+                found.append({k.lower(): v for k, v in record.items()})
+            if len(found) == size:
+                break
+        meta = {"key": "messages", "page": 0, "page_size": size, "next_page_url": None}
+        return Response(200, json.dumps({"messages": found, "meta": meta}))
 
     def _store(self, key: str, prefix: str, data: dict[str, Any]) -> Response:
         record = {
