@@ -78,3 +78,10 @@ def test_webhook_field_with_a_nul_is_answered_and_its_journal_record_is_stored(
         row = s.scalars(select(Call).where(Call.sid == sid)).one()
     assert row.to_number == "+33473000000"
     assert rt.calls.load(sid).site == SITE
+
+
+def test_nul_sent_to_no_such_route_gets_its_404_not_a_400(app) -> None:
+    """Found by the webhook fuzz test: an unsigned ``/voice/step/../admin`` with a NUL
+    must be refused as no such route, as every unknown URL is."""
+    response = app.test_client().post("/voice/admin?n=0", data={"Digits": "\x00"})
+    assert response.status_code == 404

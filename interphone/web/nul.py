@@ -26,8 +26,8 @@ def init_app(app: Flask) -> None:
 
 
 def _refuse_nul() -> None:
-    if request.blueprint in WEBHOOK_BLUEPRINTS:
-        return
+    if request.blueprint in WEBHOOK_BLUEPRINTS or request.routing_exception is not None:
+        return  # a webhook, or no such route (its 404 or 405 is the answer)
     if _holds_nul(request.path) or _holds_nul_in(request.args.items(multi=True)):
         abort(400, description="NUL characters are not accepted")
     if request.method in ("GET", "HEAD", "OPTIONS"):
