@@ -131,8 +131,9 @@ class IvrService:
         try:
             door = self._intercom_site(caller)
             site = door or self._site_for(called)
-        except (SQLAlchemyError, QueueError):  # the database down and no usable snapshot
-            log.error("call %s: no site known (database unavailable, no snapshot)", sid)
+        except (SQLAlchemyError, QueueError) as exc:
+            # the database down and no usable snapshot, or no such site configured
+            log.error("call %s: no site known (%s)", sid, type(exc).__name__)
             return Reply(speech=[self._say(REFERENCE, "unavailable")], hangup=True)
         channel = "intercom" if door else channel
         number = "" if door else self._e164_or_empty(caller)
@@ -778,7 +779,8 @@ class IvrService:
             return
         self._sites_cache = sites
         snapshot = sites_snapshot.encode(sites)
-        if snapshot != self._sites_snapshot and sites_snapshot.save(self.redis, snapshot):
+        changed = snapshot and snapshot != self._sites_snapshot
+        if changed and sites_snapshot.save(self.redis, snapshot):
             self._sites_snapshot = snapshot
 
     def _keep_sites(self) -> None:

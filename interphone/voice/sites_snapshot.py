@@ -24,8 +24,13 @@ _COLUMNS = tuple(column.key for column in Site.__table__.columns)
 
 
 def encode(sites: dict[str, Site]) -> str:
+    """The sites as JSON; empty if they cannot be (a snapshot never fails a call)."""
     rows = [{name: getattr(site, name) for name in _COLUMNS} for _, site in sorted(sites.items())]
-    return json.dumps(rows, sort_keys=True, separators=(",", ":"))
+    try:
+        return json.dumps(rows, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        log.warning("sites snapshot not made (%s)", exc)
+        return ""
 
 
 def save(connection: redis.Redis, snapshot: str) -> bool:
