@@ -83,10 +83,22 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# gunicorn's access log atoms that are numbers of its own (status, sizes, durations,
+# pid): never personal data, and "200 13791" (a status and a size) looked like a phone
+# number to the masker, which hid the status of every access log line
+_ACCESS_NUMBERS = frozenset({"s", "b", "B", "D", "T", "M", "L", "p"})
+
+
 class PiiFilter(logging.Filter):
     """Mask phone numbers and 8-digit dates in the message and the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            atoms = record.args  # gunicorn's own mapping (it answers unknown headers)
+            for name in list(atoms):
+                if name not in _ACCESS_NUMBERS and isinstance(atoms[name], str):
+                    atoms[name] = mask_digits(atoms[name])
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: keep what was given, masked

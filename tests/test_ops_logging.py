@@ -124,3 +124,27 @@ def test_log_format_setting_is_strict() -> None:
     assert load_settings({"LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         load_settings({"LOG_FORMAT": "xml"})
+
+
+def test_access_log_keeps_its_status_and_size_and_masks_the_request_line() -> None:
+    """The masker saw "200 13791" (a status and a size) as a phone number: every access
+    log line lost its status code."""
+    from gunicorn.glogging import SafeAtoms
+
+    from interphone.observability import PiiFilter
+
+    atoms = SafeAtoms(
+        {
+            "h": "127.0.0.1",
+            "r": "GET /agent?phone=0612345678 HTTP/1.1",
+            "s": "200",
+            "b": "137910",
+            "{user-agent}i": "curl/7.88.1",
+        }
+    )
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1, '%(h)s "%(r)s" %(s)s %(b)s', (atoms,), None
+    )
+    assert PiiFilter().filter(record)
+    line = record.getMessage()
+    assert line == '127.0.0.1 "GET /agent?phone=••••••••78 HTTP/1.1" 200 137910'
