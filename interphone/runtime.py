@@ -43,6 +43,7 @@ RQ_QUEUE = "interphone"
 RQ_SPEECH_QUEUE = "interphone-speech"
 VOICEMAIL_RETRY_S = (10, 60, 300, 900, 3600)  # a recording not fetched: tried again
 SMS_RETRY_S = [2, 5, 10, 30, 60, 120, 300, 600]  # then the job stays failed, visible
+SMS_JOB_TIMEOUT_S = 30  # two requests to Twilio at most (see SmsService.send_to_contact)
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -372,6 +373,9 @@ class Runtime:
                 key,
                 job_id=f"sms-{contact_id}-{key}",
                 unique=True,
+                # a worker killed while sending: the job is retried once its heartbeat
+                # expires, this plus 60 s later (RQ's default 180 s made that 4 minutes)
+                job_timeout=SMS_JOB_TIMEOUT_S,
                 result_ttl=3600,
                 failure_ttl=86400,
                 retry=Retry(max=8, interval=SMS_RETRY_S),

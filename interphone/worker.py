@@ -61,7 +61,9 @@ def run(
                 [Queue(name, connection=connection) for name in queues],
                 connection=connection,
                 maintenance_interval=maintenance_s,
-                # a job whose worker died is retried (or failed) about a minute after
+                # a job whose worker died is retried (or failed) once its heartbeat
+                # expires: for this in-process worker, the job's timeout plus 60 s
+                # (short for SMS jobs: runtime.SMS_JOB_TIMEOUT_S)
                 job_monitoring_interval=5,
             )
             try:

@@ -13,6 +13,7 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rq import Queue
@@ -20,7 +21,8 @@ from rq.registry import FailedJobRegistry
 
 from interphone.failpoints import MARK
 from interphone.runtime import RQ_QUEUE
-from interphone.voice.devphone.rest import placed_calls
+from interphone.voice.devphone.rest import placed_calls, sent_messages
+from interphone.voice.messaging import SENDING, SENT_PREFIX
 
 from .campaign import DEFERRED_TEXT, Campaign, Counts
 from .topology import MASTER, HttpTransport, PostgresCluster, Topology, running, wait_until
@@ -135,6 +137,37 @@ def test_worker_killed_while_placing_callback_legs_places_each_leg_once(
     _report("worker killed placing a callback", counts, capsys)
     assert counts.created == 2 and counts.completed == 2
     assert len(placed_calls(redis)) == 3  # agent + applicant legs, agent leg of the live call
+
+
+def test_worker_killed_after_sending_an_sms_neither_loses_nor_doubles_it(
+    topology: Topology, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed between Twilio's answer and the end of the job: RQ retries the abandoned
+    job (about 90 s later, when its heartbeat expires), which must find the message
+    already sent instead of sending it again."""
+    assert topology.runtime is not None
+    redis = topology.runtime.redis
+    topology.workers[1].kill()
+    topology.restart_worker(0, {"INTERPHONE_FAILPOINTS": "sms.sent"})
+    campaign = Campaign(topology)
+    campaign.ring_callback()
+    wait_until(lambda: _reached(topology, "sms.sent"), 60, "an SMS sent")
+    topology.workers[0].kill()
+    assert len(sent_messages(redis)) == 1  # Twilio has it; the job never ended
+    topology.restart_worker(0)
+    topology.restart_worker(1)
+    # agents go on answering meanwhile (an offer nobody takes pauses its agent)
+    campaign.serve_until(lambda: not _sms_pending(redis), "the abandoned SMS job retried", 240)
+    campaign.ring_callback()
+    campaign.serve()
+    counts = campaign.audit()
+    _report("worker killed sending an SMS", counts, capsys)
+    assert counts.created == 2 and counts.completed == 2
+
+
+def _sms_pending(redis: Any) -> bool:
+    """An SMS mark still saying "being sent": its job has not been retried yet."""
+    return any(redis.get(key) == SENDING.encode() for key in redis.scan_iter(SENT_PREFIX + "*"))
 
 
 def test_web_process_killed_during_a_webhook_answers_once_from_the_other(

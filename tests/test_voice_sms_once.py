@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import redis
 from sqlalchemy import select
 
 from interphone import failpoints
@@ -98,3 +99,23 @@ def test_sms_attempt_that_died_before_twilio_got_it_is_sent_by_the_retry(
     assert contact.reference in texts[-1]["Body"] and texts[-1]["To"] == CALLER
     assert rt.sms.send_to_contact(contact.id, "sms_callback") == sid
     assert len(sent_messages(rt.redis)) == 2
+
+
+def test_twilio_message_list_reaches_the_dev_phone_over_the_network(
+    redis_client: redis.Redis,
+) -> None:
+    """The fault tests' REST side is an HTTP server: the retry's look at Twilio's list
+    of messages (a GET with a query) failed there, so the abandoned SMS was never sent."""
+    from twilio.rest import Client
+
+    from interphone.voice.devphone.rest_http import RemoteDevPhoneHttpClient, RestServer
+
+    server = RestServer(redis_client).start()
+    try:
+        client = Client("AC" + "0" * 32, "token", http_client=RemoteDevPhoneHttpClient(server.url))
+        for to, body in ((CALLER, "reference AAAAAA"), ("+33698765432", "reference BBBBBB")):
+            client.messages.create(to=to, from_="+33473000000", body=body)
+        listed = client.messages.list(to=CALLER, from_="+33473000000", limit=20)
+    finally:
+        server.stop()
+    assert [m.body for m in listed] == ["reference AAAAAA"]

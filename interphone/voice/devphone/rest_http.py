@@ -50,8 +50,9 @@ class RemoteDevPhoneHttpClient(HttpClient):  # type: ignore[misc]
         body = urlencode(
             [(k, str(v)) for k, value in (data or {}).items() for v in _values(value)]
         ).encode()
+        query = f"?{urlencode(params, doseq=True)}" if params else ""
         request = urllib.request.Request(
-            self.base_url + parts.path,
+            self.base_url + parts.path + query,
             data=body if method.upper() != "GET" else None,
             method=method.upper(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
@@ -78,6 +79,14 @@ def _keep_trying(request: Callable[[], Response], patience_s: float = 60.0) -> R
             threading.Event().wait(0.2)
 
 
+def _fields(encoded: str) -> dict[str, Any]:
+    """Form or query fields; a repeated one as a list, as twilio-python sends it."""
+    form: dict[str, list[str]] = {}
+    for key, value in parse_qsl(encoded):
+        form.setdefault(key, []).append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+
+
 def _values(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
@@ -91,13 +100,14 @@ class RestServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
-                form: dict[str, Any] = {}
-                for key, value in parse_qsl(self.rfile.read(length).decode()):
-                    form.setdefault(key, []).append(value)
-                flat = {k: v[0] if len(v) == 1 else v for k, v in form.items()}
-                answer = _keep_trying(
-                    lambda: local.request("POST", "https://api.twilio.com" + self.path, data=flat)
-                )
+                self._answer("POST", {}, _fields(self.rfile.read(length).decode()))
+
+            def do_GET(self) -> None:  # noqa: N802 (a list of messages)
+                self._answer("GET", _fields(urlsplit(self.path).query), {})
+
+            def _answer(self, method: str, params: dict[str, Any], data: dict[str, Any]) -> None:
+                uri = "https://api.twilio.com" + urlsplit(self.path).path
+                answer = _keep_trying(lambda: local.request(method, uri, params, data))
                 payload = str(answer.text).encode()
                 self.send_response(answer.status_code)
                 self.send_header("Content-Type", "application/json")
