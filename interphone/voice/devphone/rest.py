@@ -71,7 +71,8 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
     def _list_messages(self, params: dict[str, Any]) -> Response:
         """Messages sent, newest first, filtered by ``To`` and ``From`` as Twilio's
         list is; one page of ``PageSize``."""
-        size = int(params.get("PageSize") or 50)
+        asked = str(params.get("PageSize") or "")
+        size = int(asked) if asked.isascii() and asked.isdigit() and 0 < len(asked) < 4 else 50
         wanted = {k: str(params[k]) for k in ("To", "From") if params.get(k)}
         found = []
         for raw in reversed(self.redis.lrange(MESSAGES, 0, -1)):
