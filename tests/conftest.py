@@ -165,6 +165,23 @@ def voice_runtime(
     rt.close()
 
 
+API_TOKEN = "t" * 40  # the bearer token the ``api`` app accepts
+
+
+@pytest.fixture
+def api(voice_runtime: Runtime) -> Iterator[Any]:
+    """The app with the case API enabled (``API_TOKEN``), on its own runtime."""
+    from interphone.web import create_app
+
+    rt = Runtime(
+        voice_runtime.settings.with_overrides(api_tokens=(API_TOKEN,)),
+        clock=voice_runtime.clock,
+        trigger=lambda site: None,
+    )
+    yield create_app(runtime=rt)
+    rt.close()
+
+
 @pytest.fixture
 def app(voice_runtime: Runtime) -> Any:
     from interphone.web import create_app

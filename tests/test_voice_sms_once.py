@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import redis
 from sqlalchemy import select
@@ -20,6 +19,8 @@ from interphone.runtime import Runtime
 from interphone.voice.devphone.phone import DevPhone
 from interphone.voice.devphone.rest import sent_messages
 from interphone.voice.messaging import SENDING, SENT_PREFIX
+
+from .topology import wait_until
 
 CALLER = "+33612345678"
 
@@ -53,11 +54,9 @@ def _killed_after_twilio_answered(rt: Runtime, contact_id: int) -> None:
     }
     proc = subprocess.Popen([sys.executable, "-c", _SEND, str(contact_id)], env=env)
     try:
-        deadline = time.monotonic() + 60
-        while rt.redis.get(failpoints.MARK + "sms.sent") is None:
-            assert proc.poll() is None, "the sending process ended before its fail point"
-            assert time.monotonic() < deadline, "the fail point was never reached"
-            time.sleep(0.05)
+        reached = lambda: rt.redis.exists(failpoints.MARK + "sms.sent")  # noqa: E731
+        wait_until(lambda: reached() or proc.poll() is not None, 60, "the fail point sms.sent")
+        assert reached(), "the sending process ended before its fail point"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

@@ -12,21 +12,8 @@ from sqlalchemy import select
 from interphone.models import Case
 from interphone.privacy import check_birth_date
 from interphone.runtime import Runtime
-from interphone.web import create_app
 
-TOKEN = "t" * 40
-
-
-@pytest.fixture
-def api(voice_runtime: Runtime):
-    rt = Runtime(
-        voice_runtime.settings.with_overrides(api_tokens=(TOKEN,)),
-        clock=voice_runtime.clock,
-        trigger=lambda site: None,
-    )
-    app = create_app(runtime=rt)
-    yield app
-    rt.close()
+from .conftest import API_TOKEN as TOKEN
 
 
 def _put(client, file_number: str, body, token: str | None = TOKEN):

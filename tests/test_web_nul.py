@@ -11,11 +11,8 @@ from sqlalchemy import func, select
 from interphone.models import Call, Case
 from interphone.runtime import Runtime
 from interphone.voice.devphone.phone import DevPhone
-from interphone.web import create_app
 
-from .conftest import SITE
-
-TOKEN = "n" * 40
+from .conftest import API_TOKEN, SITE
 
 
 def test_sign_in_with_a_nul_in_the_address_is_a_clear_400_not_a_server_error(
@@ -34,25 +31,15 @@ def test_nul_in_a_query_string_is_a_clear_400(app) -> None:
     assert response.status_code == 400
 
 
-def test_api_body_with_a_nul_is_refused_and_nothing_written(voice_runtime: Runtime) -> None:
-    rt = Runtime(
-        voice_runtime.settings.with_overrides(api_tokens=(TOKEN,)),
-        clock=voice_runtime.clock,
-        trigger=lambda site: None,
+def test_api_body_with_a_nul_is_refused_and_nothing_written(api, voice_runtime: Runtime) -> None:
+    body = {"birth_date": "1990-04-12", "status": "under_review", "language": "e\x00"}
+    response = api.test_client().put(
+        "/api/cases/6300000001", json=body, headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
-    try:
-        body = {"birth_date": "1990-04-12", "status": "under_review", "language": "e\x00"}
-        response = (
-            create_app(runtime=rt)
-            .test_client()
-            .put("/api/cases/6300000001", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
-        )
-        assert response.status_code == 400
-        assert "NUL" in response.json["message"]  # refused before any field's own check
-        with rt.sessions() as s:
-            assert s.scalar(select(func.count()).select_from(Case)) == 0
-    finally:
-        rt.close()
+    assert response.status_code == 400
+    assert "NUL" in response.json["message"]  # refused before any field's own check
+    with voice_runtime.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Case)) == 0
 
 
 def test_webhook_field_with_a_nul_is_answered_and_its_journal_record_is_stored(
