@@ -98,6 +98,34 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     expect(desk.locator("#state")).to_have_attribute("data-state", "wrap_up")
 
 
+def test_status_of_a_case_typed_key_by_key_on_the_dev_phone(
+    server: str, browser: Browser, voice_runtime: Runtime
+) -> None:
+    """The walk-through's status lookup, clicking the keypad as a person does: the keys
+    of a file number wait for #, as Twilio's Gather keeps them."""
+    from datetime import UTC, date, datetime
+
+    from interphone.cases import CaseRecord, ImportReport, import_records
+
+    record = CaseRecord("6310125148", date(1978, 3, 2), "under_review", datetime.now(UTC))
+    rt = voice_runtime
+    import_records(rt.sessions, [record], rt.settings.birthdate_key, ImportReport())
+    phone = browser.new_page(locale="fr-FR")
+    phone.goto(f"{server}/dev/phone")
+    applicant = _panel(phone, "Demandeur (applicant)")
+    applicant.get_by_role("button", name="Appeler la ligne").click()
+    log = applicant.locator("[data-log]")
+    expect(log).to_contain_text("For English, press 2")
+    for key in "21" + "6310125148":
+        with phone.expect_response(lambda r: r.request.method == "POST"):
+            applicant.get_by_role("button", name=f"Touche {key}").click()
+    expect(applicant.locator("[data-status]")).to_contain_text("6310125148")
+    for key in "#02031978":
+        with phone.expect_response(lambda r: r.request.method == "POST"):
+            applicant.get_by_role("button", name=f"Touche {key}").click()
+    expect(log).to_contain_text("under review")
+
+
 def test_supervisor_sees_the_tiles_change_without_reloading(
     server: str, browser: Browser, voice_runtime: Runtime
 ) -> None:

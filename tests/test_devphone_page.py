@@ -86,3 +86,39 @@ def test_dev_phone_does_not_exist_in_production(voice_runtime: Runtime) -> None:
         assert response.status_code == 404
     finally:
         rt.close()
+
+
+def test_keypad_keys_wait_for_the_whole_entry_as_twilio_collects_them(
+    app, voice_runtime: Runtime
+) -> None:
+    """The page's keypad sent every key as a whole entry: a file number typed key by key
+    arrived as "6", and a person could never hear a case's status from the page."""
+    from datetime import UTC, date, datetime
+
+    from interphone.cases import CaseRecord, ImportReport, import_records
+
+    record = CaseRecord("6310125148", date(1978, 3, 2), "under_review", datetime.now(UTC))
+    import_records(
+        voice_runtime.sessions, [record], voice_runtime.settings.birthdate_key, ImportReport()
+    )
+    client = app.test_client()
+    _act(client, APPLICANT, "ring")
+    for key in "21" + "6310125148":
+        view = _act(client, APPLICANT, "key", key)
+    assert view["call"]["typed"] == "6310125148"  # nothing sent yet: no # so far
+    assert view["call"]["heard"][-1]["text"].startswith("Enter your file number")
+    _act(client, APPLICANT, "key", "#")
+    for key in "0203197":
+        view = _act(client, APPLICANT, "key", key)
+    assert view["call"]["typed"] == "0203197"
+    view = _act(client, APPLICANT, "key", "8")  # the eighth digit: the entry is complete
+    assert view["call"]["typed"] == ""
+    assert any("under review" in h["text"] for h in view["call"]["heard"])
+    for key in "22":  # a callback, to another number
+        _act(client, APPLICANT, "key", key)
+    for key in "0698765432":  # typed without a #: the Gather's timeout sends it
+        view = _act(client, APPLICANT, "key", key)
+    assert view["call"]["typed"] == "0698765432"
+    view = _act(client, APPLICANT, "wait")
+    assert view["call"]["typed"] == ""
+    assert "If you have a file number" in view["call"]["heard"][-1]["text"]

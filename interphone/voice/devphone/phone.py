@@ -61,6 +61,7 @@ class PendingGather:
     speech: bool = False
     target: str = ""  # the dialled number, the stream URL or the queue's wait URL
     params: dict[str, str] = field(default_factory=dict)  # a stream's <Parameter>s
+    typed: str = ""  # keys pressed one by one (SimCall.key), not yet sent
 
 
 @dataclass
@@ -94,10 +95,26 @@ class SimCall:
         self._post_and_run(gather.action, {"Digits": digits})
         return self
 
+    def key(self, key: str) -> SimCall:
+        """One key pressed on the handset, kept as Twilio keeps it: a Gather sends what
+        was typed when its ``finishOnKey`` is pressed or its ``numDigits`` are in (a
+        silence, :meth:`wait`, sends it too). :meth:`press` types a whole entry."""
+        gather = self._pending()
+        if gather.kind != "gather" or len(key) != 1:
+            return self.press(key)
+        if gather.finish_on_key and key == gather.finish_on_key:
+            return self.press(gather.typed + key)
+        gather.typed += key
+        if gather.num_digits and len(gather.typed) >= gather.num_digits:
+            return self.press(gather.typed)
+        return self
+
     def wait(self) -> SimCall:
         """Let time pass: a Gather or a Record times out, a queue plays its wait URL
         again, a dialled party that never answers gives up."""
         gather = self._pending()
+        if gather.kind == "gather" and gather.typed:  # Twilio sends the keys typed
+            return self.press(gather.typed)
         if gather.kind == "enqueue":
             self._queue_music()
             return self
@@ -162,6 +179,7 @@ class SimCall:
                 "speech": self.gather.speech,
                 "target": self.gather.target,
                 "params": self.gather.params,
+                "typed": self.gather.typed,
             }
         return {
             "sid": self.sid,
@@ -202,6 +220,7 @@ class SimCall:
                 speech=bool(g.get("speech", False)),
                 target=g.get("target", ""),
                 params=dict(g.get("params") or {}),
+                typed=str(g.get("typed", "")),
             )
         return call
 

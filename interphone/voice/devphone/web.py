@@ -85,6 +85,7 @@ def _view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, Any]:
             "status": call.status,
             "heard": [{"text": h.text, "lang": h.language} for h in call.heard],
             "waiting_for_keys": call.gather is not None,
+            "typed": call.gather.typed if call.gather is not None else "",
             "listening": call.listening,
             "conference": call.conference,
         },
@@ -137,7 +138,8 @@ def act() -> Response:
     action = (request.get_json(silent=True) or {}).get("action", "")
     keys = str((request.get_json(silent=True) or {}).get("keys", ""))[:32]
     text = str((request.get_json(silent=True) or {}).get("text", ""))[:200]
-    if not number or action not in ("ring", "keys", "say", "wait", "hangup", "answer", "refuse"):
+    known = ("ring", "key", "keys", "say", "wait", "hangup", "answer", "refuse")
+    if not number or action not in known:
         return jsonify(error="unknown number or action"), 400  # type: ignore[return-value]
     phone = _phone()
     with _runtime().redis.lock(f"ip:devphone:lock:{number}", timeout=30, blocking_timeout=10):
@@ -151,6 +153,8 @@ def act() -> Response:
                 phone.refuse(number, "no-answer")
             elif call is None:
                 return jsonify(error="no call in progress"), 409  # type: ignore[return-value]
+            elif action == "key":  # the keypad: one key, kept until the entry is complete
+                call.key(keys[:1])
             elif action == "keys":
                 call.press(keys)
             elif action == "say":
