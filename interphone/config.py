@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .digits import small_int
+
 ENVIRONMENTS = ("development", "test", "production")
 # Credentials shared by the app and the dev-phone simulator when Twilio is not configured.
 DEV_ACCOUNT_SID = "AC" + "0" * 32
@@ -308,8 +310,8 @@ def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:
         if not item:
             continue
         host, sep, port = item.rpartition(":")
-        numeric = port.isascii() and port.isdigit()  # not "²", which int() refuses
-        if not sep or not host or not numeric or not 0 < int(port) < 65536:
+        number = small_int(port, 5)
+        if not sep or not host or number is None or not 0 < number < 65536:
             raise ConfigError(f"REDIS_SENTINELS: {item!r} is not host:port")
-        out.append((host.strip("[]"), int(port)))
+        out.append((host.strip("[]"), number))
     return tuple(out)

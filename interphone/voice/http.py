@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from .. import failpoints, journal
 from .. import metrics as figures
+from ..digits import small_int
 from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
@@ -214,8 +215,7 @@ def _recording_sid() -> str:
 
 
 def _seconds(name: str) -> int | None:
-    raw = request.form.get(name, "")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else None
+    return small_int(request.form.get(name, ""), 6)
 
 
 @bp.post(VOICEMAIL_PATH)
@@ -285,8 +285,7 @@ def _count_limited(rt: Runtime, kind: str) -> None:
 
 # -- bridging an agent and an applicant -------------------------------------------------------
 def _contact_id() -> int | None:
-    raw = request.args.get("c", "")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 12 else None
+    return small_int(request.args.get("c", ""), 11)
 
 
 def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import db, failpoints, journal
+from ..digits import ascii_digits, small_int
 from ..hours import Schedule
 from ..journal import Journal, Record
 from ..models import Case, Contact, Site
@@ -255,9 +256,7 @@ class IvrService:
                 sid,
                 status=status,
                 at_ms=to_ms(self.clock.now()),
-                duration_s=int(duration_s)
-                if duration_s.isascii() and duration_s.isdigit() and len(duration_s) < 9
-                else None,
+                duration_s=small_int(duration_s, 8),
             )
         )
         if state is None or not state.contact_id:
@@ -316,7 +315,7 @@ class IvrService:
 
     def _language_target(self, state: CallState, digits: str) -> Target | None:
         languages = self._languages_of(state.site)
-        if digits.isascii() and digits.isdigit() and 1 <= int(digits) <= len(languages):
+        if ascii_digits(digits) and 1 <= int(digits) <= len(languages):
             return Target("do", "language", languages[int(digits) - 1])
         return None
 
@@ -852,7 +851,7 @@ _CASE_BY_FILE = select(
 
 
 def _parse_ddmmyyyy(digits: str) -> date | None:
-    if len(digits) != 8 or not (digits.isascii() and digits.isdigit()):
+    if len(digits) != 8 or not ascii_digits(digits):
         return None
     try:
         return date(int(digits[4:]), int(digits[2:4]), int(digits[:2]))

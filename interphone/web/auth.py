@@ -28,6 +28,7 @@ from flask_login import (
 from sqlalchemy import select
 
 from ..accounts import verify_password
+from ..digits import ascii_digits
 from ..models import Agent, Event
 from . import runtime_of
 
@@ -51,7 +52,7 @@ class User(UserMixin):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    if not (user_id.isascii() and user_id.isdigit()):
+    if not ascii_digits(user_id):
         return None
     with runtime_of(current_app).sessions() as s:
         agent = s.get(Agent, int(user_id))

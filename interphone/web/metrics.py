@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 from .. import metrics as figures
+from ..digits import small_int
 from ..models import Call, Contact, Site
 from ..observability import bind, unbind
 from ..queue.store import NORMAL_BASE, URGENT
@@ -68,9 +69,9 @@ def _begin() -> None:
         sid = request.form.get("CallSid", "")  # parsed once: the view reads the same form
         if _SID.match(sid):
             context["call_sid"] = sid
-        contact = request.args.get("c", "")
-        if contact.isascii() and contact.isdigit() and len(contact) < 12:
-            context["contact_id"] = int(contact)
+        contact = small_int(request.args.get("c", ""), 11)
+        if contact is not None:
+            context["contact_id"] = contact
     g.log_token = bind(**context)
 
 

@@ -23,6 +23,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
+from ..digits import small_int
 from ..models import Agent, Contact, Event, Site
 from ..privacy import mask_phone
 from ..queue.exceptions import QueueError
@@ -146,12 +147,12 @@ def contact_priority(contact_id: int) -> Any:
 @role_required(*SUPERVISORS)
 def contact_reassign(contact_id: int) -> Any:
     rt = runtime_of(current_app)
-    raw = request.form.get("agent_id", "")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    agent_id = small_int(request.form.get("agent_id", ""), 12)
+    if agent_id is None:
         flash(_("Choisissez un agent."))
         return redirect(url_for("supervisor.dashboard"))
     try:
-        rt.queue.reassign(contact_id, int(raw), actor=f"supervisor:{current_user.agent_id}")
+        rt.queue.reassign(contact_id, agent_id, actor=f"supervisor:{current_user.agent_id}")
     except QueueError as exc:
         flash(queue_error_text(exc))
     return redirect(url_for("supervisor.dashboard"))

@@ -18,6 +18,8 @@ import redis
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
+from ...digits import small_int
+
 MESSAGES = "ip:devphone:messages"
 CALLS = "ip:devphone:calls"  # calls the app placed, oldest first
 CALL = "ip:devphone:call:"  # CALL + sid: the record of one placed call
@@ -71,8 +73,7 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
     def _list_messages(self, params: dict[str, Any]) -> Response:
         """Messages sent, newest first, filtered by ``To`` and ``From`` as Twilio's
         list is; one page of ``PageSize``."""
-        asked = str(params.get("PageSize") or "")
-        size = int(asked) if asked.isascii() and asked.isdigit() and 0 < len(asked) < 4 else 50
+        size = small_int(str(params.get("PageSize") or ""), 3) or 50
         wanted = {k: str(params[k]) for k in ("To", "From") if params.get(k)}
         found = []
         for raw in reversed(self.redis.lrange(MESSAGES, 0, -1)):

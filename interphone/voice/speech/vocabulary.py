@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ... import prompts
+from ...digits import ascii_digits
 from ...privacy import InvalidPhoneNumber, to_e164
 
 YES_NO, MENU, LANGUAGE, DIGITS = "yes_no", "menu", "language", "digits"
@@ -176,7 +177,7 @@ def digits_from_words(words: Iterable[str] | str, grammar: Grammar) -> str | Non
     tokens = words.split() if isinstance(words, str) else list(words)
     out = []
     for token in tokens:
-        if token.isascii() and token.isdigit():
+        if ascii_digits(token):
             out.append(token)
             continue
         meaning = grammar.meaning(token)

@@ -1,0 +1,17 @@
+"""Numbers typed or sent as text, read from the ASCII digits 0-9 only.
+
+``str.isdigit()`` is also true of ``"²"`` and of other scripts' digits, which ``int()``
+refuses or reads as numbers nobody typed: the hostile-input test found a 500 that way.
+"""
+
+from __future__ import annotations
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the digits 0-9, and nothing else."""
+    return text.isascii() and text.isdigit()
+
+
+def small_int(text: str, max_digits: int) -> int | None:
+    """``text`` as a number when it is 1 to ``max_digits`` ASCII digits, else None."""
+    return int(text) if len(text) <= max_digits and ascii_digits(text) else None
