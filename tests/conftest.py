@@ -27,6 +27,9 @@ from interphone.queue.service import QueueService
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
 
+# a failure whose traceback lacks a line number is reported, not an INTERNALERROR
+from .line_numbers import pytest_runtest_makereport  # noqa: F401
+
 SITE = "prefecture"
 
 
