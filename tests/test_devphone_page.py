@@ -122,3 +122,15 @@ def test_keypad_keys_wait_for_the_whole_entry_as_twilio_collects_them(
     view = _act(client, APPLICANT, "wait")
     assert view["call"]["typed"] == ""
     assert "If you have a file number" in view["call"]["heard"][-1]["text"]
+
+
+def test_every_view_carries_a_revision_so_a_stale_poll_answer_can_be_dropped(
+    app, voice_runtime: Runtime
+) -> None:
+    client = app.test_client()
+    before = _state(client, APPLICANT)
+    rung = _act(client, APPLICANT, "ring")
+    typed = _act(client, APPLICANT, "key", "2")
+    polled = _state(client, APPLICANT)
+    assert before["revision"] < rung["revision"] < typed["revision"] <= polled["revision"]
+    assert _state(client, "+33699999999")["revision"] == 0  # another number, its own count

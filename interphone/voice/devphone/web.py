@@ -22,6 +22,7 @@ bp = Blueprint("devphone", __name__, template_folder="templates")
 
 CALLS = "ip:devphone:sim:"
 ACTIVE = "ip:devphone:active:"
+REVISION = "ip:devphone:rev:"  # per number, +1 at every saved change of its call
 TTL_S = 4 * 3600
 
 
@@ -61,6 +62,8 @@ def _save(call: SimCall) -> None:
     rt = _runtime()
     rt.redis.set(CALLS + call.sid, json.dumps(call.to_dict()), ex=TTL_S)
     number = call.caller if call.direction == "inbound" else call.called
+    rt.redis.incr(REVISION + number)
+    rt.redis.expire(REVISION + number, TTL_S)
     if call.status == "in-progress":
         rt.redis.set(ACTIVE + number, call.sid, ex=TTL_S)
     elif as_text(rt.redis.get(ACTIVE + number)) == call.sid:
@@ -75,9 +78,13 @@ def _load(phone: DevPhone, number: str) -> SimCall | None:
 
 
 def _view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, Any]:
+    """What the page shows for ``number``; read under the number's lock, so that its
+    ``revision`` orders the views: the page drops an answer older than one it showed (a
+    poll answered after a key press would otherwise show the call as it was before)."""
     rt = _runtime()
     return {
         "number": number,
+        "revision": int(as_text(rt.redis.get(REVISION + number)) or 0),
         "call": None
         if call is None
         else {
@@ -129,7 +136,7 @@ def state() -> Response:
         if call is not None and call.status == "in-progress":
             call.poll()
             _save(call)
-    return jsonify(_view(phone, number, call))
+        return jsonify(_view(phone, number, call))
 
 
 @bp.post("/dev/phone/api/act")
@@ -167,7 +174,7 @@ def act() -> Response:
             return jsonify(error=str(exc)), 409  # type: ignore[return-value]
         if call is not None:
             _save(call)
-    return jsonify(_view(phone, number, call))
+        return jsonify(_view(phone, number, call))
 
 
 from . import voice_web  # noqa: E402,F401  (its routes: speaking through the real stream)
