@@ -15,3 +15,14 @@ def ascii_digits(text: str) -> bool:
 def small_int(text: str, max_digits: int) -> int | None:
     """``text`` as a number when it is 1 to ``max_digits`` ASCII digits, else None."""
     return int(text) if len(text) <= max_digits and ascii_digits(text) else None
+
+
+SQL_INT_MAX = 2**31 - 1  # ids are SQL INTEGER columns: PostgreSQL refuses a larger one
+
+
+def row_id(text: str) -> int | None:
+    """``text`` as a table's id: ASCII digits for a number from 1 to :data:`SQL_INT_MAX`,
+    else None (a larger one would be an overflow in PostgreSQL, a 500, rather than "no
+    such row"; SQLite would have let it through: found by the hostile-input test)."""
+    number = small_int(text, len(str(SQL_INT_MAX)))
+    return number if number is not None and 1 <= number <= SQL_INT_MAX else None

@@ -28,6 +28,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.routing import IntegerConverter
 
 from interphone.accounts import add_user
+from interphone.digits import SQL_INT_MAX
 from interphone.models import Agent, Call, Case, Contact, Event, Site
 from interphone.runtime import Runtime
 from interphone.web import create_app
@@ -70,6 +71,7 @@ VALUES = st.one_of(
     st.sampled_from(INJECTIONS),
     st.text(max_size=80),
     st.text(alphabet="0123456789*#+", max_size=30),
+    st.integers(-1, 10**12).map(str),  # ids around and beyond SQL INTEGER's range
 )
 # what an HTTP header can carry at all (a client cannot send a newline in one)
 HEADER_VALUES = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
@@ -265,6 +267,47 @@ def test_unsigned_forged_or_replayed_webhooks_are_refused_and_change_nothing(fuz
     _report("webhooks", codes)
     assert sum(codes.values()) == 2 * EXAMPLES
     assert codes[403] >= EXAMPLES // 2  # most refusals are the signature's
+
+
+@pytest.mark.parametrize(
+    "route", ["/voice/bridge", "/voice/agent/join", "/voice/applicant/join", "/voice/leg"]
+)
+def test_contact_id_beyond_sql_integer_is_a_bad_request_not_an_overflow_500(
+    fuzz_app, route: str
+) -> None:
+    """``?c=3000000000`` reached PostgreSQL's INTEGER and failed there (a 500 that SQLite
+    never showed: found by the fuzzing run on PostgreSQL)."""
+    app, rt = fuzz_app
+    validator = RequestValidator(rt.settings.twilio_auth_token or "")
+    base = rt.settings.public_base_url
+    form = {"CallSid": SIDS[0], "From": "+33612345678", "CallStatus": "in-progress"}
+    codes = {}
+    for c in (SQL_INT_MAX + 1, 3_000_000_000, 10**11 - 1, SQL_INT_MAX):
+        url = f"{route}?c={c}"
+        headers = {"X-Twilio-Signature": validator.compute_signature(base + url, form)}
+        codes[c] = app.test_client().post(url, data=form, headers=headers).status_code
+    assert codes[SQL_INT_MAX + 1] == codes[3_000_000_000] == codes[10**11 - 1] == 400, codes
+    assert codes[SQL_INT_MAX] < 500, codes  # in range: looked up, and no such contact
+
+
+def test_reassign_to_an_agent_id_beyond_sql_integer_is_refused_not_an_overflow_500(
+    fuzz_app,
+) -> None:
+    app, rt = fuzz_app
+    add_user(
+        rt.sessions, "chef@example.org", "long enough password", site_code=SITE, role="supervisor"
+    )
+    client = app.test_client()
+    token = re.search(
+        r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)
+    ).group(1)
+    login = {"email": "chef@example.org", "password": "long enough password", "csrf_token": token}
+    assert client.post("/login", data=login).status_code == 302
+    contact = rt.queue.request_callback(SITE, phone="+33612345678", language="fr")
+    form = {"agent_id": str(SQL_INT_MAX + 1), "csrf_token": token}
+    answer = client.post(f"/supervisor/contacts/{contact.contact_id}/reassign", data=form)
+    assert answer.status_code == 302  # back to the dashboard, with "choose an agent"
+    assert "Choisissez un agent" in client.get("/supervisor").get_data(as_text=True)
 
 
 def test_speech_stream_handshake_refuses_unsigned_and_replayed_signatures(

@@ -19,7 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from .. import failpoints, journal
 from .. import metrics as figures
-from ..digits import small_int
+from ..digits import row_id, small_int
 from ..prompts import REFERENCE, catalogue
 from ..runtime import Runtime
 from .bridge import conference_name
@@ -285,7 +285,7 @@ def _count_limited(rt: Runtime, kind: str) -> None:
 
 # -- bridging an agent and an applicant -------------------------------------------------------
 def _contact_id() -> int | None:
-    return small_int(request.args.get("c", ""), 11)
+    return row_id(request.args.get("c", ""))
 
 
 def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:

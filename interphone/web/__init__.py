@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from ..config import Settings, load_settings
+from ..digits import SQL_INT_MAX
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
 
@@ -93,7 +94,7 @@ def create_app(
 
 class _SqlInteger(IntegerConverter):
     def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
+        kwargs.setdefault("max", SQL_INT_MAX)
         super().__init__(url_map, *args, **kwargs)
 
 

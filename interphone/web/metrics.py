@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 from .. import metrics as figures
-from ..digits import small_int
+from ..digits import row_id
 from ..models import Call, Contact, Site
 from ..observability import bind, unbind
 from ..queue.store import NORMAL_BASE, URGENT
@@ -69,7 +69,7 @@ def _begin() -> None:
         sid = request.form.get("CallSid", "")  # parsed once: the view reads the same form
         if _SID.match(sid):
             context["call_sid"] = sid
-        contact = small_int(request.args.get("c", ""), 11)
+        contact = row_id(request.args.get("c", ""))
         if contact is not None:
             context["contact_id"] = contact
     g.log_token = bind(**context)

@@ -23,7 +23,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..digits import small_int
+from ..digits import row_id
 from ..models import Agent, Contact, Event, Site
 from ..privacy import mask_phone
 from ..queue.exceptions import QueueError
@@ -147,7 +147,7 @@ def contact_priority(contact_id: int) -> Any:
 @role_required(*SUPERVISORS)
 def contact_reassign(contact_id: int) -> Any:
     rt = runtime_of(current_app)
-    agent_id = small_int(request.form.get("agent_id", ""), 12)
+    agent_id = row_id(request.form.get("agent_id", ""))
     if agent_id is None:
         flash(_("Choisissez un agent."))
         return redirect(url_for("supervisor.dashboard"))
