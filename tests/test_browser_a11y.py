@@ -4,13 +4,15 @@ zoom (a 640 px wide window for a 1280 px screen) without scrolling sideways."""
 
 from __future__ import annotations
 
-from playwright.sync_api import Browser, Page, expect
+from collections.abc import Callable
+
+from playwright.sync_api import Page, expect
 
 from interphone.accounts import add_user
 from interphone.runtime import Runtime
 
 from .conftest import SITE
-from .test_browser_devphone import browser, server  # noqa: F401  (shared fixtures)
+from .test_browser_devphone import browser, open_page, server  # noqa: F401  (shared fixtures)
 
 PASSWORD = "long enough password"
 
@@ -52,12 +54,12 @@ def _sign_in_by_keyboard(page: Page, base: str, email: str) -> None:
 
 def test_agent_works_a_whole_call_by_keyboard_alone(
     server: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
+    open_page: Callable[..., Page],  # noqa: F811
     voice_runtime: Runtime,
 ) -> None:
     rt = voice_runtime
     agent = add_user(rt.sessions, "a@example.org", PASSWORD, site_code=SITE, phone="+33600000001")
-    page = browser.new_page(locale="fr-FR")
+    page = open_page()
     _sign_in_by_keyboard(page, server, "a@example.org")
     expect(page.locator("#state")).to_have_attribute("data-state", "offline")
     _tab_to(page, "#presence-available")
@@ -88,7 +90,7 @@ def test_agent_works_a_whole_call_by_keyboard_alone(
 
 def test_every_control_has_a_name_and_pages_reflow_at_200_percent(
     server: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
+    open_page: Callable[..., Page],  # noqa: F811
     voice_runtime: Runtime,
 ) -> None:
     rt = voice_runtime
@@ -97,7 +99,7 @@ def test_every_control_has_a_name_and_pages_reflow_at_200_percent(
     for n in range(3):
         rt.queue.enqueue_live(SITE, language="ar", phone=f"+3361234567{n}", reason="titre")
     rt.queue.dispatch(SITE)
-    page = browser.new_page(locale="fr-FR", viewport={"width": 640, "height": 900})
+    page = open_page(viewport={"width": 640, "height": 900})
     _sign_in_by_keyboard(page, server, "admin@example.org")
     for path in ("/agent", "/supervisor", "/admin", f"/admin/sites/{SITE}", "/admin/cases/import"):
         page.goto(f"{server}{path}")

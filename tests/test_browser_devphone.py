@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
 from interphone.accounts import add_user
@@ -30,6 +31,7 @@ def server(app) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
+    httpd.server_close()
     thread.join(timeout=10)
 
 
@@ -44,12 +46,32 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+@pytest.fixture
+def open_page(browser: Browser, server: str) -> Iterator[Callable[..., Page]]:
+    """``open_page(**context options)``: a page in a browser context of its own (French
+    unless told), closed when the test ends, before the server stops. A page left open
+    kept polling the stopped server over its kept-alive connection, on a closed runtime:
+    that opened Redis and PostgreSQL connections nobody closed, which the garbage
+    collector found later, in another test (a ResourceWarning, an error there)."""
+    contexts: list[BrowserContext] = []
+
+    def open_(**options: Any) -> Page:
+        options.setdefault("locale", "fr-FR")
+        context = browser.new_context(**options)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
 def _panel(page: Page, title: str):
     return page.locator("[data-phone]").filter(has=page.get_by_role("heading", name=title))
 
 
 def test_callback_from_the_dev_phone_to_a_bridged_call(
-    server: str, browser: Browser, voice_runtime: Runtime
+    server: str, open_page: Callable[..., Page], voice_runtime: Runtime
 ) -> None:
     add_user(
         voice_runtime.sessions,
@@ -59,7 +81,7 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
         languages=["fr", "en"],
         phone="+33600000001",
     )
-    phone = browser.new_page(locale="fr-FR")
+    phone = open_page()
     phone.goto(f"{server}/dev/phone")
     applicant = _panel(phone, "Demandeur (applicant)")
     applicant.get_by_role("button", name="Appeler la ligne").click()
@@ -72,7 +94,7 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     expect(log).to_contain_text("Your callback request is recorded")
     expect(applicant.locator("[data-sms]")).to_contain_text("CANCEL")
 
-    desk = browser.new_page(locale="fr-FR")
+    desk = open_page()
     desk.goto(f"{server}/login")
     desk.get_by_label("Adresse électronique").fill(AGENT_EMAIL)
     desk.get_by_label("Mot de passe").fill(AGENT_PASSWORD)
@@ -102,7 +124,7 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
 
 
 def test_status_of_a_case_typed_key_by_key_on_the_dev_phone(
-    server: str, browser: Browser, voice_runtime: Runtime
+    server: str, open_page: Callable[..., Page], voice_runtime: Runtime
 ) -> None:
     """The walk-through's status lookup, clicking the keypad as a person does: the keys
     of a file number wait for #, as Twilio's Gather keeps them."""
@@ -113,7 +135,7 @@ def test_status_of_a_case_typed_key_by_key_on_the_dev_phone(
     record = CaseRecord("6310125148", date(1978, 3, 2), "under_review", datetime.now(UTC))
     rt = voice_runtime
     import_records(rt.sessions, [record], rt.settings.birthdate_key, ImportReport())
-    phone = browser.new_page(locale="fr-FR")
+    phone = open_page()
     phone.goto(f"{server}/dev/phone")
     applicant = _panel(phone, "Demandeur (applicant)")
     applicant.get_by_role("button", name="Appeler la ligne").click()
@@ -128,11 +150,11 @@ def test_status_of_a_case_typed_key_by_key_on_the_dev_phone(
 
 
 def test_stale_poll_answer_neither_repeats_the_prompts_nor_rewinds_the_status(
-    server: str, browser: Browser, voice_runtime: Runtime
+    server: str, open_page: Callable[..., Page], voice_runtime: Runtime
 ) -> None:
     """A poll answered after a key press carries the call as it was before the key: the
     page drops it (each view has a revision), instead of reading every prompt again."""
-    phone = browser.new_page(locale="fr-FR")
+    phone = open_page()
     phone.goto(f"{server}/dev/phone")
     applicant = _panel(phone, "Demandeur (applicant)")
     applicant.get_by_role("button", name="Appeler la ligne").click()
@@ -157,7 +179,7 @@ def test_stale_poll_answer_neither_repeats_the_prompts_nor_rewinds_the_status(
 
 
 def test_supervisor_sees_the_tiles_change_without_reloading(
-    server: str, browser: Browser, voice_runtime: Runtime
+    server: str, open_page: Callable[..., Page], voice_runtime: Runtime
 ) -> None:
     add_user(
         voice_runtime.sessions,
@@ -166,7 +188,7 @@ def test_supervisor_sees_the_tiles_change_without_reloading(
         site_code=SITE,
         role="supervisor",
     )
-    board = browser.new_page(locale="fr-FR")
+    board = open_page()
     board.goto(f"{server}/login")
     board.get_by_label("Adresse électronique").fill("chef@example.org")
     board.get_by_label("Mot de passe").fill(AGENT_PASSWORD)
@@ -189,7 +211,7 @@ def test_supervisor_sees_the_tiles_change_without_reloading(
 
 
 def test_door_intercom_from_the_dev_phone_by_voice(
-    server: str, browser: Browser, voice_runtime: Runtime
+    server: str, open_page: Callable[..., Page], voice_runtime: Runtime
 ) -> None:
     from sqlalchemy import select
 
@@ -198,7 +220,7 @@ def test_door_intercom_from_the_dev_phone_by_voice(
     with voice_runtime.sessions.begin() as s:
         site = s.scalar(select(Site).where(Site.code == SITE))
         site.intercom_identities = ["client:borne-1"]
-    page = browser.new_page(locale="fr-FR")
+    page = open_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{server}/dev/phone")

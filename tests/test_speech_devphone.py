@@ -17,7 +17,7 @@ import socket
 import threading
 import wave
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import cache
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from playwright.sync_api import Browser
+from playwright.sync_api import Page
 from sqlalchemy import select
 
 from interphone.cases import CaseRecord, ImportReport, import_records
@@ -49,7 +49,7 @@ from interphone.voice.speech.stream import PATH
 from .conftest import SITE
 from .fixtures.speech import support
 from .fixtures.speech.support import TEST_LIMITS, StreamServer, fixture, korean_pack
-from .test_browser_devphone import browser, server  # noqa: F401  (shared fixtures)
+from .test_browser_devphone import browser, open_page, server  # noqa: F401  (shared fixtures)
 
 KIOSK = "client:borne-1"
 FILE, BORN = "6300000042", date(1990, 4, 12)
@@ -440,12 +440,12 @@ def test_dev_serve_runs_the_stream_server_when_models_are_configured(tmp_path: P
 def test_in_a_browser_the_door_panel_speaks_a_phrase_then_a_wav_file_through_the_stream(
     korean_door: Runtime,
     server: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
+    open_page: Callable[..., Page],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_page(locale="fr-FR")
+    page = open_page()
     page.goto(f"{server}/dev/phone")
     door = page.locator("[data-phone]").filter(
         has=page.get_by_role("heading", name="Interphone (porte)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from interphone.accounts import add_user
@@ -273,3 +275,33 @@ def test_a_lost_subscription_ends_every_stream_so_the_screens_resynchronize(
             assert again.get(timeout=5) == "back"
     finally:
         hub.close()
+
+
+def test_closing_the_feeds_leaves_no_redis_connection_open_behind_them(
+    voice_runtime: Runtime,
+) -> None:
+    """The reader was stopped by closing its subscription from another thread: redis-py
+    reconnected at once in the reader, and that socket stayed open until the garbage
+    collector found it in a later test (a ResourceWarning, so an error there)."""
+    from interphone.web.feeds import FeedHub
+
+    own = redis.Redis.from_url(voice_runtime.redis_url, client_name="feed-under-test")
+
+    def open_connections() -> int:
+        listed = voice_runtime.redis.client_list()
+        return sum(1 for c in listed if c["name"] == "feed-under-test")
+
+    hub = FeedHub(own)
+    try:
+        with hub.listen(7) as inbox:
+            voice_runtime.redis.publish("ip:feed:site:7", "hello")
+            assert inbox.get(timeout=5) == "hello"
+            assert open_connections() == 1  # the subscription
+        hub.close()
+        for _ in range(10):  # and none comes back (redis-py reconnecting in the reader)
+            assert open_connections() == 0
+            time.sleep(0.05)
+        with pytest.raises(redis.ConnectionError), hub.listen(7):
+            pass  # a closed runtime's feeds stay closed
+    finally:
+        own.close()

@@ -4,11 +4,11 @@ from our own server by the message's id, for agents and supervisors of the site 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import select, update
 
 from interphone.accounts import add_user
@@ -24,7 +24,7 @@ from interphone.voice.voicemail import VoicemailService
 
 from .conftest import SITE
 from .fixtures.speech import support
-from .test_browser_devphone import SCREENSHOTS, browser, server  # noqa: F401 (fixtures)
+from .test_browser_devphone import SCREENSHOTS, browser, open_page, server  # noqa: F401 (fixtures)
 
 PASSWORD = "long enough password"
 HOSTILE = '<script>window.pwned = 1</script><b>urgent</b> & "vite"'
@@ -158,7 +158,7 @@ def test_a_message_without_a_number_is_listed_until_an_agent_handles_it(
 
 def test_browser_shows_the_transcript_as_text_and_plays_our_audio(
     server: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
+    open_page: Callable[..., Page],  # noqa: F811
     voice_runtime: Runtime,
 ) -> None:
     rt = voice_runtime
@@ -186,7 +186,7 @@ def test_browser_shows_the_transcript_as_text_and_plays_our_audio(
     finally:
         jobs.use_runtime(None)
     _transcribed(rt, saved.voicemail_id, HOSTILE)
-    page = browser.new_page(locale="fr-FR")
+    page = open_page()
     page.goto(f"{server}/login")
     page.get_by_label("Adresse électronique").fill("agent@example.org")
     page.get_by_label("Mot de passe").fill(PASSWORD)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PATTERN = channel(0).rsplit(":", 1)[0] + ":*"  # every site's channel
 CLOSED = object()  # put in a screen's inbox when the subscription broke
+WAKE_S = 0.25  # the reader looks this often whether the runtime is closing
 
 
 class FeedHub:
@@ -41,12 +42,15 @@ class FeedHub:
         self._screens: dict[str, set[queue.SimpleQueue[object]]] = {}
         self._reader_pid: int | None = None
         self._subscribed = threading.Event()
-        self._pubsub: redis.client.PubSub | None = None
+        self._stopping = threading.Event()
+        self._reader: threading.Thread | None = None
 
     @contextmanager
     def listen(self, site_id: int) -> Iterator[queue.SimpleQueue[object]]:
         """An inbox receiving every change of the site (a str each), from now on; or
         :data:`CLOSED` if the subscription breaks. Subscribed when this returns."""
+        if self._stopping.is_set():
+            raise redis.ConnectionError("the live feeds are closed (the runtime closes)")
         inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         name = channel(site_id)
         with self._lock:
@@ -71,20 +75,27 @@ class FeedHub:
             return
         self._reader_pid = pid
         self._subscribed.clear()
-        threading.Thread(target=self._read, name="feed-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="feed-reader", daemon=True)
+        self._reader.start()
 
     def close(self) -> None:
-        """End the subscription (the runtime closes): open streams end."""
-        pubsub = self._pubsub
-        if pubsub is not None:
-            pubsub.close()  # the reader's next read fails and it stops
+        """End the subscription (the runtime closes): open streams end. The reader stops
+        and closes its connection itself. Closed from this thread instead, its blocked
+        read failed, redis-py connected again at once (it does on any failed read), and
+        that new socket was left open for the garbage collector to find."""
+        self._stopping.set()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=2 * WAKE_S + 1)
 
     def _read(self) -> None:
         pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
-        self._pubsub = pubsub
         try:
             pubsub.psubscribe(PATTERN)
-            for message in pubsub.listen():
+            while not self._stopping.is_set():
+                message = pubsub.get_message(timeout=WAKE_S)  # at once when one comes
+                if message is None:
+                    continue
                 if message["type"] == "psubscribe":
                     if self._subscribed.is_set():  # redis-py reconnected: a gap
                         self._close_streams()
@@ -96,7 +107,6 @@ class FeedHub:
         finally:
             with self._lock:
                 self._reader_pid = None
-                self._pubsub = None
                 self._subscribed.clear()
             self._close_streams()
             try:
