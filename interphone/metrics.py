@@ -130,6 +130,8 @@ class Recorder:
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
         self._flusher_pid: int | None = None  # a process idle after a burst still reports
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def _ensure_flusher(self) -> None:
         """One background flush per process (started lazily: a forked gunicorn worker
@@ -138,13 +140,28 @@ class Recorder:
         if self._flusher_pid == pid:
             return
         self._flusher_pid = pid
-        threading.Thread(target=self._flush_loop, name="metrics-flush", daemon=True).start()
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="metrics-flush", daemon=True
+        )
+        self._flusher.start()
 
     def _flush_loop(self) -> None:
-        idle = threading.Event()
-        while not idle.wait(self.flush_every_s):
+        while not self._closing.wait(self.flush_every_s):
             if self._pending:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # the flusher outlives any one failure
+                    log.exception("metrics flush failed; the figures of this second dropped")
+
+    def close(self) -> None:
+        """Stop the flusher and write what is pending, before the Redis client closes: a
+        flush racing the client's close failed inside redis-py (not a RedisError) and
+        killed the thread, and a flusher left running reconnected a closed client."""
+        self._closing.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=5)
+        self.flush()
 
     def inc(self, name: str, *labels: str, amount: float = 1.0) -> None:
         spec = SPECS[name]
@@ -219,3 +236,13 @@ def recorder_for(connection: redis.Redis) -> Recorder:
         if rec is None or rec.redis is not connection:
             rec = _recorders[id(connection)] = Recorder(connection)
         return rec
+
+
+def close_recorder(connection: redis.Redis) -> None:
+    """Flush and stop the recorder of ``connection``, if it has one (its runtime closes)."""
+    with _recorders_lock:
+        rec = _recorders.get(id(connection))
+        if rec is None or rec.redis is not connection:
+            return
+        del _recorders[id(connection)]
+    rec.close()

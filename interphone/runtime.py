@@ -16,7 +16,7 @@ from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import db, embedded, failpoints
+from . import db, embedded, failpoints, metrics
 from .config import ConfigError, Settings, load_settings
 from .journal import Journal
 from .queue.clock import Clock, SystemClock
@@ -412,4 +412,5 @@ class Runtime:
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:
+            metrics.close_recorder(self.redis)
             self.redis.close()

@@ -299,3 +299,25 @@ def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Ru
         ]
 
     assert _poll(counts, lambda found: found == [observed]) == [observed]
+
+
+def test_closing_a_runtime_writes_its_last_figures_and_stops_its_flusher(
+    voice_runtime: Runtime,
+) -> None:
+    """A flusher left running used a closed client: a flush racing the close failed
+    inside redis-py and the thread died with an unhandled exception (an error in
+    whichever test was running), and the next flush reconnected the closed client."""
+    rt = Runtime(voice_runtime.settings, clock=voice_runtime.clock, trigger=lambda site: None)
+    recorder = figures.recorder_for(rt.redis)
+    recorder.flush_every_s = 60.0  # nothing would be written for a minute
+    recorder.inc("interphone_rate_limited", "api")
+    flusher = recorder._flusher
+    assert flusher is not None and flusher.is_alive()
+    rt.close()
+    assert not flusher.is_alive()
+    written = [
+        s.value
+        for s in figures.read(voice_runtime.redis)
+        if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "api"}
+    ]
+    assert written == [1.0]
