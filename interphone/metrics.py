@@ -140,9 +140,7 @@ class Recorder:
         if self._flusher_pid == pid:
             return
         self._flusher_pid = pid
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name="metrics-flush", daemon=True
-        )
+        self._flusher = threading.Thread(target=self._flush_loop, name="metrics-flush", daemon=True)
         self._flusher.start()
 
     def _flush_loop(self) -> None:
