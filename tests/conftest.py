@@ -195,17 +195,11 @@ def app(voice_runtime: Runtime) -> Any:
 @pytest.fixture
 def devphone(app: Any, voice_runtime: Runtime) -> Any:
     """The dev phone, ringing the app through its WSGI interface."""
-    from interphone.voice.devphone.phone import DevPhone
-
-    client = app.test_client()
-
-    def transport(path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        response = client.post(path, data=form, headers=headers)
-        return response.status_code, response.get_data(as_text=True)
+    from interphone.voice.devphone.phone import DevPhone, wsgi_transport
 
     settings = voice_runtime.settings
     return DevPhone(
-        transport,
+        wsgi_transport(app),
         public_base_url=settings.public_base_url,
         auth_token=settings.twilio_auth_token or "",
         account_sid=settings.twilio_account_sid or "",

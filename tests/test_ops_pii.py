@@ -55,6 +55,7 @@ class Recorder:
         if response.location:
             self.urls.append(response.location)
         body = response.get_data(as_text=True)
+        response.close()  # as a server does once it sent it (the app's after-answer work)
         self.bodies.append(body)
         return response.status_code, body
 

@@ -16,7 +16,7 @@ from interphone.accounts import add_user
 from interphone.config import ConfigError, RateLimits, load_settings
 from interphone.models import Contact
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.voice.devphone.phone import DevPhone, wsgi_transport
 from interphone.web import create_app
 
 from .conftest import SITE
@@ -43,15 +43,9 @@ def limited(voice_runtime: Runtime) -> Iterator[tuple[Any, DevPhone, Runtime]]:
         inline_jobs=True,
     )
     app = create_app(runtime=rt)
-    client = app.test_client()
-
-    def transport(path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        response = client.post(path, data=form, headers=headers)
-        return response.status_code, response.get_data(as_text=True)
-
     settings = rt.settings
     phone = DevPhone(
-        transport,
+        wsgi_transport(app),
         public_base_url=settings.public_base_url,
         auth_token=settings.twilio_auth_token or "",
         account_sid=settings.twilio_account_sid or "",

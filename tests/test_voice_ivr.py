@@ -291,3 +291,51 @@ def test_every_call_gets_one_record_closed_by_its_final_status(
         42,
     )
     assert row.ended_at is not None
+
+
+def _extra(rt: Runtime, sid: str) -> dict[str, str]:
+    raw = rt.redis.hgetall(f"ip:call:{sid}")
+    return {k.decode()[2:]: v.decode() for k, v in raw.items() if k.startswith(b"x_")}
+
+
+def test_case_read_while_the_birth_date_is_typed_answers_with_the_database_gone(
+    devphone: DevPhone, cases, voice_runtime: Runtime, tmp_path
+) -> None:
+    """The status turn's row is read once the birth-date question is sent (off the
+    webhook's wait), so the turn answers even if the database went away meanwhile."""
+    from interphone import db as dbmod
+
+    rt = voice_runtime
+    call = english_main_menu(devphone).press("1").press(FILE + "#")
+    assert FILE in _extra(rt, call.sid)["case"]  # read ahead, hash and all
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    reads, rt.ivr.reads = rt.ivr.reads, unreachable
+    try:
+        call.press("12041990")
+    finally:
+        rt.ivr.reads = reads
+        unreachable.dispose()
+    assert "valid until March 31, 2027" in call.transcript()
+    assert "case" not in _extra(rt, call.sid)  # used once, then dropped
+
+
+def test_case_read_ahead_for_another_file_number_is_not_used(
+    devphone: DevPhone, cases, voice_runtime: Runtime
+) -> None:
+    """The row read ahead answers only for the file number it was read for."""
+    rt = voice_runtime
+    call = english_main_menu(devphone).press("1").press(FILE + "#")
+    # as if the caller's state named another file than the row read ahead
+    rt.redis.hset(f"ip:call:{call.sid}", "file_number", "6300000043")
+    call.press("02011985")  # the birth date of 6300000043 (card ready)
+    assert "Your residence permit is ready" in call.transcript()  # read for 6300000043
+    assert "valid until" not in call.transcript()  # not the row read ahead for FILE
+
+
+def test_unknown_file_read_ahead_gets_the_same_answer_as_a_wrong_birth_date(
+    devphone: DevPhone, cases, voice_runtime: Runtime
+) -> None:
+    call = english_main_menu(devphone).press("1").press("6399999999#")
+    assert _extra(voice_runtime, call.sid)["case"] == '["6399999999"]'
+    call.press("12041990")
+    assert "cannot give you any information" in call.heard[-2].text

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from redis.exceptions import RedisError
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
@@ -46,7 +46,14 @@ def _runtime() -> Runtime:
 
 
 def _xml(body: str) -> Response:
-    return Response(body, mimetype="application/xml")
+    response = Response(body, mimetype="application/xml")
+    after = g.pop(AFTER_SENT, None)
+    if after is not None:  # once the answer is sent (WSGI close): off the caller's wait
+        response.call_on_close(after)
+    return response
+
+
+AFTER_SENT = "voice_after_sent"  # flask.g: work for once the answer is sent
 
 
 def _field(name: str) -> str:
@@ -154,6 +161,9 @@ def _turn(
     failpoints.hit("webhook.answered", calls.redis)  # fault tests: killed right here
     body = _render(sid, reply)
     calls.finish(turn, body, reply.state, journal.encode(reply.records))
+    if reply.prefetch_case:
+        ivr, number = rt.ivr, reply.prefetch_case
+        setattr(g, AFTER_SENT, lambda: ivr.prefetch_case(sid, number))
     return body
 
 

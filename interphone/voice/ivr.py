@@ -10,13 +10,14 @@ IVR's hot path reads SQL only for a case lookup and never writes it (see
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import redis
@@ -44,7 +45,7 @@ from . import sites_snapshot
 from .deferred import Deferred
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
-from .session import CallState
+from .session import CallState, CallStore
 
 if TYPE_CHECKING:
     from .limits import CallerLimits
@@ -75,6 +76,7 @@ class Reply:
     records: list[Record] = field(default_factory=list)  # for the journal, with the answer
     listen: str | None = None  # a speech step (the door): its prompt is said, then listened to
     record: bool = False  # a message is recorded after the prompt (<Record>)
+    prefetch_case: str = ""  # a file number whose case is read once this answer is sent
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class IvrService:
         self._sites_snapshot = ""  # the copy this process last left in Redis
         # what is accepted while the database is down, applied by the sweep
         self.deferred = Deferred(connection, queue)
+        self.calls = CallStore(connection)
 
     # -- entry points ------------------------------------------------------------------
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:
@@ -498,12 +501,14 @@ class IvrService:
         if not number or len(number) > 32:
             return self._retry(state, "status_file", STEPS["status_file"], True)
         state.file_number = number
-        return self._enter(state, "status_birth")
+        reply = self._enter(state, "status_birth")
+        reply.prefetch_case = number
+        return reply
 
     def _act_check_status(self, state: CallState, digits: str) -> Reply:
         # the lookup was counted against the caller as the turn opened (Step.counts)
         try:
-            case = self._match_case(state.file_number, digits)
+            case = self._match_case(state, digits)
         except SQLAlchemyError:  # the database is down: offer the callback instead
             log.warning("status lookup of call %s: database unavailable", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
@@ -643,7 +648,9 @@ class IvrService:
 
     def _do_door_file_confirmed(self, state: CallState, _: str = "") -> Reply:
         state.file_number = state.extra.pop("pending", "")
-        return self._door_ask(state, "door_birth")
+        reply = self._door_ask(state, "door_birth")
+        reply.prefetch_case = state.file_number
+        return reply
 
     def _heard_door_birth(self, state: CallState, digits: str) -> Reply | None:
         if _parse_ddmmyyyy(digits) is None:
@@ -655,7 +662,7 @@ class IvrService:
         digits = state.extra.pop("pending", "")
         if not self._lookup_allowed(state):
             return self._door_ask(state, "door_main", [self._say(state.lang, "status_limit")])
-        case = self._match_case(state.file_number, digits)
+        case = self._match_case(state, digits)
         if case is None:
             _trace(state, "status_mismatch")
             state.status_failures += 1
@@ -699,18 +706,36 @@ class IvrService:
         return self._do_register_callback(state, "other")
 
     # -- helpers -----------------------------------------------------------------------
-    def _match_case(self, file_number: str, digits: str) -> CaseStatus | None:
+    def _match_case(self, state: CallState, digits: str) -> CaseStatus | None:
         """The case, only if the birth date matches: a miss says nothing of which failed."""
+        file_number = state.file_number
+        prefetched = _prefetched_row(state.extra.pop(PREFETCHED, ""), file_number)
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
             return None
-        # one read on the webhook's path: a plain connection of the reads' engine, no
-        # transaction and a statement built once; an ORM session, a fresh statement and
-        # a pre-pinged connection cost three times as much for the same row
-        row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
+        if prefetched is not None:
+            row = prefetched[0]  # read as the caller typed the birth date (prefetch_case)
+        else:
+            # one read on the webhook's path: a plain connection of the reads' engine,
+            # no transaction and a statement built once; an ORM session, a fresh
+            # statement and a pre-pinged connection cost three times as much
+            row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
         if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
             return None
         return CaseStatus(row[1], row[2], row[3])
+
+    def prefetch_case(self, sid: str, file_number: str) -> None:
+        """Read the case of ``file_number`` into the call's state, once the answer asking
+        for the birth date is sent (the web layer calls this after the response): the
+        caller types eight digits meanwhile, and the status turn then checks them without
+        waiting on the database, the one SQL read on the webhooks' path (it made the
+        status turn the slowest by a database round trip). Best effort: the status turn
+        reads the database itself when the row is not there, or is another number's."""
+        try:
+            row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
+            self.calls.remember(sid, PREFETCHED, _encode_row(file_number, row))
+        except Exception as exc:  # after the response: nobody to tell but the log
+            log.info("call %s: case not read ahead (%s)", sid, type(exc).__name__)
 
     def _lookup_allowed(self, state: CallState) -> bool:
         """At the door, a lookup counted on its own (the phone's is counted with its
@@ -848,6 +873,36 @@ class IvrService:
 _CASE_BY_FILE = select(
     Case.birth_date_hash, Case.status, Case.status_changed_at, Case.api_valid_until
 ).where(Case.file_number == bindparam("file_number"))
+
+
+PREFETCHED = "case"  # CallState.extra: the case read ahead (IvrService.prefetch_case)
+
+
+def _encode_row(file_number: str, row: tuple[Any, ...] | None) -> str:
+    """``[file number]`` (no such case), or ``[file number, birth date hash, status,
+    status changed at, API valid until]``; the hash is what the database holds."""
+    if row is None:
+        return json.dumps([file_number])
+    hashed, status, changed, api = row
+    assert isinstance(changed, datetime)
+    api_text = api.isoformat() if isinstance(api, date) else ""
+    return json.dumps([file_number, hashed, status, changed.isoformat(), api_text])
+
+
+def _prefetched_row(raw: str, file_number: str) -> tuple[tuple[Any, ...] | None] | None:
+    """The row read ahead for ``file_number`` (wrapped: ``(None,)`` is "no such case"),
+    or None when there is none for that number (read the database then)."""
+    try:
+        words = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(words, list) or not words or words[0] != file_number:
+        return None
+    if len(words) == 1:
+        return (None,)
+    _, hashed, status, changed, api = words
+    api_date = date.fromisoformat(api) if api else None
+    return ((hashed, status, datetime.fromisoformat(changed), api_date),)
 
 
 def _parse_ddmmyyyy(digits: str) -> date | None:

@@ -132,11 +132,25 @@ return 1
 """
 
 
+# One field of a call still going on (a call ended or expired is not brought back).
+_REMEMBER = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 class CallStore:
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
         self._begin = connection.register_script(_BEGIN)
         self._finish = connection.register_script(_FINISH)
+        self._remember = connection.register_script(_REMEMBER)
+
+    def remember(self, sid: str, name: str, value: str) -> bool:
+        """Add ``extra[name]`` to the state of call ``sid`` between two of its turns
+        (read by the next one); False when the call is no longer there."""
+        return bool(self._remember(keys=[self._key(sid)], args=[f"x_{name}", value]))
 
     def _key(self, sid: str) -> str:
         return f"{PREFIX}{sid}"

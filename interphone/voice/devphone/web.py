@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from ...privacy import InvalidPhoneNumber, to_e164
 from ...redis_text import as_text
 from ...runtime import Runtime
-from .phone import DevPhone, SimCall, TwimlError
+from .phone import DevPhone, SimCall, TwimlError, wsgi_transport
 from .rest import sent_messages
 
 bp = Blueprint("devphone", __name__, template_folder="templates")
@@ -34,13 +34,8 @@ def _runtime() -> Runtime:
 def _phone() -> DevPhone:
     rt = _runtime()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def transport(path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        response = app.test_client().post(path, data=form, headers=headers)
-        return response.status_code, response.get_data(as_text=True)
-
     return DevPhone(
-        transport,
+        wsgi_transport(app),
         public_base_url=rt.settings.public_base_url,
         auth_token=rt.settings.twilio_auth_token or "",
         account_sid=rt.settings.twilio_account_sid or "",
