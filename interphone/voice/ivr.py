@@ -4,8 +4,9 @@
 and returns a :class:`Reply` (speech, then a step to gather, the hold loop or a hang-up)
 that :mod:`interphone.voice.twiml` renders, with the call's new state and the records
 to journal, which the webhook stores together with its answer in one Redis write. The
-IVR's hot path reads SQL only for a case lookup and never writes it (see
-:mod:`interphone.journal`).
+IVR's hot path never writes SQL (see :mod:`interphone.journal`), and reads it only for
+a case lookup, which is done after the answer asking for the birth date has left
+(:meth:`IvrService.prefetch_case`): the status turn itself reads none when it can.
 """
 
 from __future__ import annotations
