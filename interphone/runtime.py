@@ -385,7 +385,7 @@ class Runtime:
         """What the periodic sweep does beyond the queue: the requests the IVR took while
         the database was down, and bridge legs that were never placed."""
         try:
-            deferred = self.ivr.deferred.apply(notify=self.notify)
+            deferred = self.apply_deferred()
         finally:
             legs = self.bridge.recover_legs()
         from . import retention  # the retention purge, queued at most once an hour
@@ -395,6 +395,11 @@ class Runtime:
             "legs_replaced": legs,
             "retention_queued": int(retention.schedule(self)),
         }
+
+    def apply_deferred(self) -> int:
+        """Apply what the IVR took while the database was down (callbacks, conversions,
+        hang-ups), in order; nothing to do costs one LLEN."""
+        return self.ivr.deferred.apply(notify=self.notify)
 
     def enqueue_dispatch(self, site: str) -> None:
         """Ask a worker to dispatch ``site`` (events trigger dispatch, not a polling loop)."""

@@ -13,6 +13,8 @@ from interphone.runtime import Runtime
 from interphone.voice.devphone.phone import DevPhone
 from interphone.voice.devphone.rest import sent_messages
 
+from .conftest import SITE
+
 DEFERRED = "We will call you back as soon as possible"
 
 
@@ -136,3 +138,38 @@ def test_no_site_known_and_database_down_the_caller_hears_a_polite_sentence_not_
         unreachable.dispose()
     assert "momentanément indisponible" in call.transcript()
     assert call.status == "completed"  # the IVR hung up politely: no error played
+
+
+def test_dispatch_applies_a_hang_up_taken_while_the_database_was_down_before_offering(
+    devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path
+) -> None:
+    """Once the database is back, the first dispatch must not offer a caller whose
+    hang-up still waits among the deferred records: the agent would call nobody."""
+    from interphone.accounts import add_user
+    from interphone.queue import jobs
+
+    rt = voice_runtime
+    waiting = devphone.call("+33611111111").press("2").press("3")
+    contact_id = rt.calls.load(waiting.sid).contact_id
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    rt.sessions.configure(bind=unreachable)
+    try:
+        waiting.hang_up()
+    finally:
+        rt.sessions.configure(bind=rt.engine)
+        unreachable.dispose()
+    assert rt.ivr.deferred.pending() == 1
+    agent = add_user(
+        rt.sessions, "a@example.org", "long enough pw", site_code=SITE, languages=["fr", "en"]
+    )
+    rt.queue.set_presence(agent.id, "available")
+    jobs.use_runtime(rt)
+    try:
+        offers = jobs.dispatch_site(SITE)
+    finally:
+        jobs.use_runtime(None)
+    assert offers == 0
+    assert rt.ivr.deferred.pending() == 0
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).state == "abandoned"
+    assert rt.store.agent(agent.id).get("state") == "available"

@@ -76,6 +76,11 @@ def enqueue_dispatch(queue: Queue, site: str) -> None:
 
 def dispatch_site(site: str) -> int:
     rt = runtime()
+    # what the IVR took while the database was down comes first: once it is back, a
+    # live caller whose hang-up waited there was offered to an agent before the next
+    # sweep applied it, and the agent was left calling nobody (the PostgreSQL restart
+    # fault scenario, now and then)
+    rt.apply_deferred()
     offers = rt.queue.dispatch(site)
     _dispatch_figures(rt, site, len(offers))
     return len(offers)
