@@ -224,6 +224,7 @@ class Runtime:
             self.clock,
             reads=self.read_engine,
             limits=self.caller_limits,
+            calls=self.calls,
             voicemails=self.voicemail,
             birthdate_key=self.settings.birthdate_key,
             default_site=self.settings.default_site,

@@ -45,15 +45,15 @@ def _runtime() -> Runtime:
     return rt
 
 
+AFTER_SENT = "voice_after_sent"  # flask.g: work for once the answer is sent
+
+
 def _xml(body: str) -> Response:
     response = Response(body, mimetype="application/xml")
     after = g.pop(AFTER_SENT, None)
     if after is not None:  # once the answer is sent (WSGI close): off the caller's wait
         response.call_on_close(after)
     return response
-
-
-AFTER_SENT = "voice_after_sent"  # flask.g: work for once the answer is sent
 
 
 def _field(name: str) -> str:

@@ -101,6 +101,7 @@ class IvrService:
         *,
         reads: Engine | None = None,
         limits: CallerLimits | None = None,
+        calls: CallStore | None = None,
         voicemails: VoicemailService,
         birthdate_key: str,
         default_site: str,
@@ -127,7 +128,7 @@ class IvrService:
         self._sites_snapshot = ""  # the copy this process last left in Redis
         # what is accepted while the database is down, applied by the sweep
         self.deferred = Deferred(connection, queue)
-        self.calls = CallStore(connection)
+        self.calls = calls if calls is not None else CallStore(connection)
 
     # -- entry points ------------------------------------------------------------------
     def incoming(self, sid: str, caller: str, called: str, channel: str = "phone") -> Reply:

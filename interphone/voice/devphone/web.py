@@ -55,10 +55,12 @@ def _number(raw: str) -> str:
 
 def _save(call: SimCall) -> None:
     rt = _runtime()
-    rt.redis.set(CALLS + call.sid, json.dumps(call.to_dict()), ex=TTL_S)
     number = call.caller if call.direction == "inbound" else call.called
-    rt.redis.incr(REVISION + number)
-    rt.redis.expire(REVISION + number, TTL_S)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.set(CALLS + call.sid, json.dumps(call.to_dict()), ex=TTL_S)
+    pipe.incr(REVISION + number)
+    pipe.expire(REVISION + number, TTL_S)
+    pipe.execute()
     if call.status == "in-progress":
         rt.redis.set(ACTIVE + number, call.sid, ex=TTL_S)
     elif as_text(rt.redis.get(ACTIVE + number)) == call.sid:
