@@ -231,6 +231,7 @@ class Runtime:
             region=self.settings.default_region,
             notify=self.notify,
             door_callback_offer_s=self.settings.door_callback_offer_s,
+            caller_left=lambda contact_id: self.bridge.caller_hung_up(contact_id),
         )
 
     @cached_property

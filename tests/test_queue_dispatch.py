@@ -219,6 +219,41 @@ def test_caller_hanging_up_during_an_offer_frees_the_agent(
     assert queue.count_events("contact.abandoned") == 1
 
 
+def test_caller_hanging_up_on_an_accepted_call_is_refused_by_abandon_and_taken_before_bridge(
+    queue: QueueService, make_agent, runtime
+) -> None:
+    """A plain abandon never ends a call in progress (the agent gives its outcome); the
+    bridge's abandon before the caller was put through does, and frees the agent."""
+    agent = make_agent(["fr"])
+    contact = queue.enqueue_live(SITE, language="fr").contact_id
+    queue.dispatch(SITE)
+    queue.accept(agent.id, contact)
+    with pytest.raises(Conflict):
+        queue.abandon(contact)
+    assert queue.store.agent(agent.id)["state"] == "on_call"
+    assert queue.abandon_before_bridge(contact) is True
+    assert queue.abandon_before_bridge(contact) is False  # repeated: nothing done twice
+    assert queue.store.agent(agent.id)["state"] == "available"
+    assert queue.store.available_agents(SITE) == [agent.id]
+    with runtime.sessions() as s:
+        assert s.get(Contact, contact).state == "abandoned"
+    assert queue.count_events("contact.abandoned") == 1
+
+
+def test_abandon_before_bridge_leaves_alone_an_agent_already_on_another_call(
+    queue: QueueService, make_agent
+) -> None:
+    """The agent's hash names the call they are on: freeing them for a contact they no
+    longer hold would cut a conversation (guards against a stale contact record)."""
+    agent = make_agent(["fr"])
+    contact = queue.enqueue_live(SITE, language="fr").contact_id
+    queue.dispatch(SITE)
+    queue.accept(agent.id, contact)
+    queue.store.redis.hset(f"{queue.store.prefix}agent:{agent.id}", "call", "999")
+    assert queue.abandon_before_bridge(contact) is True
+    assert queue.store.agent(agent.id)["state"] == "on_call"
+
+
 # -- races -------------------------------------------------------------------------------
 
 

@@ -202,6 +202,28 @@ def test_the_audit_sees_a_contact_offered_twice_and_an_agent_given_two_offers() 
     assert [r.duplicated for r in records.values()] == [True, True]
 
 
+def test_the_audit_takes_a_hang_up_before_bridge_as_the_end_of_an_accepted_call() -> None:
+    """A live caller who hangs up after the agent accepted, before being put through,
+    is abandoned while on a call, and says so; a plain abandon of a call is a fault."""
+    records, rows = _records_and_events(
+        ("contact.created", 1_000, 1, None),
+        ("contact.created", 2_000, 2, None),
+        ("offer.made", 3_000, 1, 9),
+        ("offer.accepted", 3_000, 1, 9),
+        ("contact.abandoned", 4_000, 1, 9),
+        ("agent.presence", 4_000, None, 9),
+        ("offer.made", 5_000, 2, 9),
+        ("offer.accepted", 5_000, 2, 9),
+        ("contact.abandoned", 6_000, 2, 9),
+    )
+    rows[4] = (*rows[4][:4], {"before_bridge": True})
+    rows[5] = (*rows[5][:4], {"state": "available"})
+    result = _audit(records, rows)
+    assert [r.duplicated for r in records.values()] == [False, True]
+    assert [r.outcome for r in records.values()] == ["abandoned", "abandoned"]
+    assert result.problems == ["contact 2: contact.abandoned while on_call"]
+
+
 def test_a_request_the_queue_cannot_record_is_counted_and_the_day_goes_on(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -565,19 +565,34 @@ class QueueService:
         """The caller hung up while waiting. True if it was still in line."""
         return self._release(contact_id, "abandoned", None, None)
 
+    def abandon_before_bridge(self, contact_id: int) -> bool:
+        """A live caller hung up after an agent accepted, before being put through to
+        them: abandoned too, and the agent, who never spoke to them, is free again.
+        (Once put through, the agent ends the call with an outcome: :meth:`finish`.)"""
+        return self._release(contact_id, "abandoned", None, None, on_call=True)
+
     def cancel(self, contact_id: int, reason: str, *, actor: str | None = None) -> bool:
         if not reason or len(reason) > REASON_MAX:
             raise InvalidInput("a cancellation needs a reason of at most 200 characters")
         return self._release(contact_id, "cancelled", reason, actor)
 
-    def _release(self, contact_id: int, state: str, reason: str | None, actor: str | None) -> bool:
+    def _release(
+        self,
+        contact_id: int,
+        state: str,
+        reason: str | None,
+        actor: str | None,
+        *,
+        on_call: bool = False,
+    ) -> bool:
         with self.sessions() as s:
             row = s.get(Contact, contact_id)
             if row is None:
                 raise UnknownContact("no such contact", contact_id=contact_id)
             if row.state not in ACTIVE_CONTACT_STATES:
                 return False  # already closed: nothing is done twice
-        released = self.store.release(contact_id, state)
+        released = self.store.release(contact_id, state, on_call=on_call)
+        was_on_call = released is not None and released[0] == "on_call"
         with transaction(self.sessions) as s:
             version = released[2] if released else 0
             self._set_contact(
@@ -591,10 +606,22 @@ class QueueService:
                 active_phone=None,
                 active_file=None,
             )
-            data = {"reason": reason} if reason else {}
-            self._event_raw(s, f"contact.{state}", contact_id=contact_id, actor=actor, data=data)
-            if released and released[1] is not None:
-                self._event_raw(s, "offer.withdrawn", contact_id=contact_id, agent_id=released[1])
+            agent = released[1] if released else None
+            data: dict[str, Any] = {"reason": reason} if reason else {}
+            if was_on_call:  # the agent had accepted: named on the event, and freed
+                data["before_bridge"] = True
+            self._event_raw(
+                s,
+                f"contact.{state}",
+                contact_id=contact_id,
+                agent_id=agent if was_on_call else None,
+                actor=actor,
+                data=data,
+            )
+            if was_on_call and released and released[3]:
+                self._event_raw(s, "agent.presence", agent_id=agent, data={"state": "available"})
+            elif agent is not None and not was_on_call:
+                self._event_raw(s, "offer.withdrawn", contact_id=contact_id, agent_id=agent)
         if released and released[1] is not None:
             self.trigger(self._site_of(contact_id))
         return released is not None

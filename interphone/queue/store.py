@@ -200,9 +200,15 @@ class RedisQueue:
         raw = self.redis.hgetall(f"{self.prefix}contact:{member(contact_id)}")
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
-    def release(self, contact_id: int, new_state: str) -> tuple[str, int | None, int, int] | None:
-        """Remove a contact for good. Returns (previous state, agent freed, versions)."""
-        raw = self._run("release", member(contact_id), new_state, self.now_ms())
+    def release(
+        self, contact_id: int, new_state: str, *, on_call: bool = False
+    ) -> tuple[str, int | None, int, int] | None:
+        """Remove a contact for good. Returns (previous state, agent freed, versions).
+        A contact on a call is refused (``ON_CALL``) unless ``on_call``: its agent is
+        then freed too."""
+        raw = self._run(
+            "release", member(contact_id), new_state, self.now_ms(), "1" if on_call else "0"
+        )
         if raw is None:
             return None
         agent = as_text(raw[1])

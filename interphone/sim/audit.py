@@ -240,8 +240,11 @@ def replay(
             if state.get(cid) == "closed":
                 rec.duplicated = True
                 result.problem(f"contact {cid} closed twice")
-            elif (kind in RELEASES) == (state.get(cid) == "on_call"):
-                # hanging up or a cancellation ends a wait; the rest end a call
+            elif (kind in RELEASES and not (data or {}).get("before_bridge")) == (
+                state.get(cid) == "on_call"
+            ):
+                # hanging up or a cancellation ends a wait, the rest end a call; a live
+                # caller who hangs up before being put through ends an accepted call
                 rec.duplicated = True
                 result.problem(f"contact {cid}: {kind} while {state.get(cid)}")
             state[cid] = "closed"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
+from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from .. import failpoints
@@ -33,12 +34,14 @@ from ..privacy import mask_phone
 from ..prompts import REFERENCE, available, catalogue
 from ..queue.exceptions import Conflict
 from ..queue.service import QueueService
+from ..redis_text import as_text
 
 log = logging.getLogger(__name__)
 
 LEGS = "ip:bridge:"
 PENDING = "ip:bridge:pending"  # contact ids whose next leg is awaited, by waiting since (ms)
 RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its status)
+CALL_GONE = (400, 404)  # Twilio's answer to redirecting a call that has ended
 UNANSWERED = {
     "busy": "busy",
     "no-answer": "no_answer",
@@ -56,6 +59,7 @@ class AgentLeg:
     whisper: str
     whisper_lang: str
     conference: str
+    hang_up: bool = False  # the caller left before being put through: nobody to meet
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,8 @@ class BridgeService:
     # -- jobs --------------------------------------------------------------------------
     def connect(self, contact_id: int) -> None:
         contact, agent, site = self._load(contact_id)
-        if agent is None:
-            return
+        if agent is None or contact.state != "on_call":
+            return  # the caller left, or the call was given back, before this job ran
         key = LEGS + str(contact_id)
         if not self.redis.hsetnx(key, "agent_leg", "placing"):
             return  # this job already ran: never a second agent leg
@@ -128,15 +132,25 @@ class BridgeService:
         )
         failpoints.hit("bridge.agent_leg.placed", self.redis)
         self.redis.hset(key, "agent_leg", str(leg.sid))
-        self._redirect_caller(contact)
         log.info("contact %s: agent %s leg placed", contact_id, agent.id)
+        if not self._redirect_caller(contact):
+            self.caller_hung_up(contact_id)
 
-    def _redirect_caller(self, contact: Contact) -> None:
-        """A live caller on hold is moved into the conference (again, if need be)."""
-        if contact.kind == "live" and contact.call_sid:
+    def _redirect_caller(self, contact: Contact) -> bool:
+        """A live caller on hold is moved into the conference (again, if need be).
+        False when their call has ended: Twilio refuses to redirect it."""
+        if contact.kind != "live" or not contact.call_sid:
+            return True
+        try:
             self.client().calls(contact.call_sid).update(
                 url=f"{self.base}/voice/bridge?c={contact.id}", method="POST"
             )
+        except TwilioRestException as exc:
+            if exc.status not in CALL_GONE:
+                raise  # Twilio unreachable or failing: tried again later
+            log.info("contact %s: the caller's call has ended (%s)", contact.id, exc.code)
+            return False
+        return True
 
     def call_applicant(self, contact_id: int) -> None:
         contact, agent, site = self._load(contact_id)
@@ -167,6 +181,8 @@ class BridgeService:
         self._mark(contact_id, "agent_seen")
         lang = REFERENCE
         cat = catalogue(lang)
+        if contact.state != "on_call":  # the caller left while the agent's phone rang
+            return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
         with self.sessions() as s:
             case = (
                 s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
@@ -204,6 +220,28 @@ class BridgeService:
     def caller_joined(self, contact_id: int) -> None:
         """The live caller reached the conference."""
         self._mark(contact_id, "caller_seen")
+
+    def caller_hung_up(self, contact_id: int) -> bool:
+        """A live caller's call ended while an agent had accepted them. Put through
+        already (``caller_seen``): the call goes on to its end, where the agent gives an
+        outcome; returns False. Not put through: nobody will speak to them, so the
+        contact is abandoned, the agent freed, their leg hung up if it was placed, and
+        nothing is left to recover; returns True."""
+        key = LEGS + str(contact_id)
+        legs = {as_text(k): as_text(v) for k, v in self.redis.hgetall(key).items()}
+        if "caller_seen" in legs:
+            return False
+        if not self.queue.abandon_before_bridge(contact_id):
+            return False  # closed already: a repeated status callback
+        self.redis.zrem(PENDING, str(contact_id))
+        agent_leg = legs.get("agent_leg", "")
+        if agent_leg.startswith("CA") and "agent_ended" not in legs:
+            try:
+                self.client().calls(agent_leg).update(status="completed")
+            except Exception:  # the agent hears "the caller hung up" on answering
+                log.warning("contact %s: the agent's leg not hung up", contact_id, exc_info=True)
+        log.info("contact %s: the caller hung up before being put through", contact_id)
+        return True
 
     def applicant_joined(self, contact_id: int, answered_by: str) -> ApplicantLeg:
         contact, _, _ = self._load(contact_id)
@@ -278,7 +316,8 @@ class BridgeService:
         elif contact.kind == "live" and "caller_seen" not in seen:
             log.warning("contact %s: the caller never reached the conference", contact_id)
             self._await_leg(contact_id)
-            self._redirect_caller(contact)
+            if not self._redirect_caller(contact):  # their call ended: its status was lost
+                self.caller_hung_up(contact_id)
         elif contact.kind == "callback" and not seen & {"applicant_seen", "applicant_ended"}:
             log.warning("contact %s: the applicant's leg never answered back", contact_id)
             self.redis.hdel(LEGS + str(contact_id), "applicant_leg")

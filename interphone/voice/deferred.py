@@ -47,9 +47,16 @@ return 0
 
 
 class Deferred:
-    def __init__(self, connection: redis.Redis, queue: QueueService) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        queue: QueueService,
+        *,
+        hang_up: Callable[[int], object] | None = None,
+    ) -> None:
         self.redis = connection
         self.queue = queue
+        self.hang_up_live = hang_up if hang_up is not None else queue.abandon
         self._pop = connection.register_script(_POP_IF_OWNER)
         self._release = connection.register_script(_RELEASE_IF_OWNER)
 
@@ -146,6 +153,6 @@ class Deferred:
         elif kind == "hang_up":
             contact_id = int(record["contact_id"])
             if self.queue.ticket(contact_id).kind == "live":
-                self.queue.abandon(contact_id)
+                self.hang_up_live(contact_id)
         else:
             raise ValueError(f"unknown deferred record {kind!r}")

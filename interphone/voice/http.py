@@ -331,7 +331,10 @@ def agent_join() -> Response:
     response = VoiceResponse()
     cat = catalogue(leg.whisper_lang)
     response.say(leg.whisper, voice=cat.voice, language=cat.say_language)
-    _conference(response, leg.conference, agent=True)
+    if leg.hang_up:
+        response.hangup()
+    else:
+        _conference(response, leg.conference, agent=True)
     return _xml(str(response))
 
 

@@ -40,7 +40,7 @@ from ..privacy import (
 )
 from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
-from ..queue.exceptions import QueueError
+from ..queue.exceptions import Conflict, QueueError
 from ..queue.service import QueueService, Ticket
 from . import sites_snapshot
 from .deferred import Deferred
@@ -108,6 +108,7 @@ class IvrService:
         region: str = "FR",
         notify: Notify | None = None,
         door_callback_offer_s: float = 300.0,
+        caller_left: Callable[[int], bool] | None = None,
     ) -> None:
         self.queue = queue
         self.sessions = sessions
@@ -127,7 +128,8 @@ class IvrService:
         self._sites_stop = threading.Event()
         self._sites_snapshot = ""  # the copy this process last left in Redis
         # what is accepted while the database is down, applied by the sweep
-        self.deferred = Deferred(connection, queue)
+        self.caller_left = caller_left  # the bridge's, for a caller an agent accepted
+        self.deferred = Deferred(connection, queue, hang_up=self.live_caller_gone)
         self.calls = calls if calls is not None else CallStore(connection)
 
     # -- entry points ------------------------------------------------------------------
@@ -273,11 +275,23 @@ class IvrService:
                     contact = s.get(Contact, state.contact_id)
                     kind = contact.kind if contact is not None else None
             if kind == "live":
-                self.queue.abandon(state.contact_id)
+                self.live_caller_gone(state.contact_id)
         except QueueError:
             log.info("call %s ended while its contact was on a call", sid)
         except SQLAlchemyError:  # the database is down: the hang-up is applied later
             self.deferred.hang_up(state.contact_id)
+
+    def live_caller_gone(self, contact_id: int) -> None:
+        """A live caller hung up: abandoned if still in line. If an agent had accepted,
+        the bridge decides: not put through yet, abandoned too and the agent freed; put
+        through, the call goes on to its end, where the agent gives an outcome."""
+        try:
+            self.queue.abandon(contact_id)
+        except Conflict as exc:
+            if exc.details.get("reason") != "ON_CALL" or self.caller_left is None:
+                raise
+            if not self.caller_left(contact_id):
+                log.info("contact %s: the caller left a call in progress", contact_id)
 
     # -- navigation --------------------------------------------------------------------
     def _follow(self, state: CallState, target: Target) -> Reply:

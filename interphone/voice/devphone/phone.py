@@ -532,6 +532,8 @@ class SimCall:
         self.status = status
         self.gather = None
         self._leave_conference()
+        if self.phone.redis is not None:
+            rest.mark_ended(self.phone.redis, self.sid)
         self.phone.post(self.status_callback, self._params({"CallStatus": status}))
 
 
@@ -589,13 +591,27 @@ class DevPhone:
 
     # -- calls the app places (through the REST stand-in) ----------------------------------
     def ringing(self, to: str) -> list[dict[str, str]]:
-        """Calls placed by the app to ``to`` that nobody answered or refused yet."""
+        """Calls placed by the app to ``to`` that nobody answered or refused yet, and
+        that the app did not hang up meanwhile (those end as ``canceled``)."""
         assert self.redis is not None, "the dev phone needs Redis for outbound calls"
-        return [
-            c
-            for c in rest.placed_calls(self.redis)
-            if c.get("To") == to and not self.redis.exists(f"{ANSWERED}{c['sid']}")
-        ]
+        found = []
+        for c in rest.placed_calls(self.redis):
+            if c.get("To") != to or self.redis.exists(f"{ANSWERED}{c['sid']}"):
+                continue
+            if rest.hung_up_by_app(self.redis, c["sid"]):
+                self._cancel(c)
+            else:
+                found.append(c)
+        return found
+
+    def _cancel(self, record: dict[str, str]) -> None:
+        """The app hung up a call of its own before anyone answered it."""
+        assert self.redis is not None
+        self.redis.set(f"{ANSWERED}{record['sid']}", "1", ex=4 * 3600)
+        rest.mark_ended(self.redis, record["sid"])
+        if record.get("StatusCallback"):
+            call = self._outbound(record, record.get("To", ""))
+            self.post(call.status_callback, call._params({"CallStatus": "canceled"}))
 
     def ring_leg(self, parent: SimCall, to: str) -> None:
         """A <Dial> rings ``to``; the answer comes back to the dialling call."""
@@ -639,12 +655,13 @@ class DevPhone:
     def refuse(self, to: str, status: str = "no-answer") -> None:
         """The phone ``to`` rings out (``no-answer``), is ``busy``, or the call ``failed``."""
         record = self._take(to)
+        assert self.redis is not None
         if record.get("ParentCallSid"):
-            assert self.redis is not None
             self.redis.set(f"{DIALED}{record['ParentCallSid']}", status, ex=4 * 3600)
             return
         call = self._outbound(record, to)
         call.status = status
+        rest.mark_ended(self.redis, call.sid)
         self.post(call.status_callback, call._params({"CallStatus": status}))
 
     def _outbound(self, record: dict[str, str], to: str) -> SimCall:

@@ -24,6 +24,7 @@ MESSAGES = "ip:devphone:messages"
 CALLS = "ip:devphone:calls"  # calls the app placed, oldest first
 CALL = "ip:devphone:call:"  # CALL + sid: the record of one placed call
 UPDATES = "ip:devphone:update:"  # UPDATES + sid: redirects / hang-ups asked by the app
+ENDED = "ip:devphone:ended:"  # ENDED + sid: that call is over; Twilio refuses to update it
 RECORDINGS = "ip:devphone:recording:"  # RECORDINGS + sid: a message's WAV, as Twilio keeps it
 API = "https://api.twilio.com/2010-04-01"
 _RECORDING = re.compile(r"/Recordings/(RE[0-9a-f]{32})(\.wav|\.json)?$")
@@ -59,6 +60,8 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
             return self._store(CALLS, "CA", data)
         if method.upper() == "POST" and "/Calls/" in path and path.endswith(".json"):
             sid = path.rsplit("/", 1)[1][: -len(".json")]
+            if self.redis.exists(ENDED + sid):
+                return _call_not_in_progress(sid)
             self.redis.rpush(UPDATES + sid, json.dumps({k: str(v) for k, v in data.items()}))
             self.redis.expire(UPDATES + sid, 4 * 3600)
             return Response(200, json.dumps({"sid": sid, "status": "in-progress"}))
@@ -102,12 +105,34 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
         return Response(201, json.dumps(body))
 
 
+def _call_not_in_progress(sid: str) -> Response:
+    """Twilio's answer to redirecting, or hanging up, a call that has ended."""
+    body = {
+        "code": 21220,
+        "message": f"Call {sid} is not in-progress. Cannot redirect.",
+        "status": 400,
+    }
+    return Response(400, json.dumps(body))
+
+
+def mark_ended(connection: redis.Redis, sid: str) -> None:
+    connection.set(ENDED + sid, "1", ex=4 * 3600)
+
+
 def sent_messages(connection: redis.Redis) -> list[dict[str, str]]:
     return [json.loads(raw) for raw in connection.lrange(MESSAGES, 0, -1)]
 
 
 def placed_calls(connection: redis.Redis) -> list[dict[str, str]]:
     return [json.loads(raw) for raw in connection.lrange(CALLS, 0, -1)]
+
+
+def hung_up_by_app(connection: redis.Redis, sid: str) -> bool:
+    """Whether the app asked to hang up this call (the request waits for the phone)."""
+    return any(
+        json.loads(raw).get("Status") in ("completed", "canceled")
+        for raw in connection.lrange(UPDATES + sid, 0, -1)
+    )
 
 
 def next_update(connection: redis.Redis, sid: str) -> dict[str, str] | None:
