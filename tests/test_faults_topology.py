@@ -8,6 +8,7 @@ created, completed, abandoned, waiting, lost (0), duplicated (0). ``make test-fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -20,6 +21,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 
 from interphone.failpoints import MARK
+from interphone.queue.exceptions import QueueError
 from interphone.runtime import RQ_QUEUE
 from interphone.voice.devphone.rest import placed_calls, sent_messages
 from interphone.voice.messaging import SENDING, SENT_PREFIX
@@ -334,6 +336,34 @@ def test_every_webhook_twice_and_out_of_order_changes_nothing_twice(
     assert (counts.created, counts.completed, counts.abandoned) == (4, 4, 0)
     assert (first.created, first.completed) == (4, 4)
     assert len(transport.history) > 30
+
+
+def test_live_caller_hanging_up_while_the_agents_phone_rings_is_abandoned_and_frees_the_agent(
+    topology: Topology, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted, the agent's leg placed by a worker, and the caller hangs up before
+    following the redirect into the conference: nobody is left on a call."""
+    rt = topology.runtime
+    assert rt is not None
+    campaign = Campaign(topology)
+    gone = campaign.ring_live()
+
+    def accepted() -> bool:
+        for agent in topology.agents:
+            state = rt.store.agent(agent.id)
+            if state.get("state") == "offered" and state.get("offer"):
+                with contextlib.suppress(QueueError):
+                    rt.bridge.accept(agent.id, int(state["offer"]))
+        return bool(placed_calls(rt.redis))  # a worker ran the connect job
+
+    wait_until(accepted, 60, "an agent's leg placed for the live caller")
+    gone.call.hang_up()  # never follows the redirect
+    campaign.ring_live()
+    campaign.ring_callback()
+    campaign.serve()
+    counts = campaign.audit()
+    _report("live caller gone before the bridge", counts, capsys)
+    assert (counts.created, counts.completed, counts.abandoned) == (3, 2, 1)
 
 
 def test_rest_side_unreachable_for_a_while_places_every_call_once_after(
