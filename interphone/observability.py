@@ -14,6 +14,7 @@ their work. No Flask here: the RQ workers and the speech server use this module 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -87,6 +88,16 @@ class ContextFilter(logging.Filter):
 # pid): never personal data, and "200 13791" (a status and a size) looked like a phone
 # number to the masker, which hid the status of every access log line
 _ACCESS_NUMBERS = frozenset({"s", "b", "B", "D", "T", "M", "L", "p"})
+_FORMAT_KEYS = re.compile(r"%\(([^)]+)\)")
+
+
+@functools.lru_cache(maxsize=16)
+def _access_atoms(log_format: str) -> tuple[str, ...]:
+    """The atoms an access log format prints, but gunicorn's own numbers. Only those
+    are masked: gunicorn passes every request and response header and every WSGI
+    environ entry as an atom, and masking them all cost 0.4 ms a request."""
+    names = dict.fromkeys(_FORMAT_KEYS.findall(log_format))
+    return tuple(n for n in names if n not in _ACCESS_NUMBERS)
 
 
 class PiiFilter(logging.Filter):
@@ -95,9 +106,10 @@ class PiiFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "gunicorn.access" and isinstance(record.args, dict):
             atoms = record.args  # gunicorn's own mapping (it answers unknown headers)
-            for name in list(atoms):
-                if name not in _ACCESS_NUMBERS and isinstance(atoms[name], str):
-                    atoms[name] = mask_digits(atoms[name])
+            for name in _access_atoms(str(record.msg)):
+                value = atoms[name]  # header atoms ("{x-foo}i") are looked up lowercased
+                if isinstance(value, str):
+                    atoms[name.lower() if name.startswith("{") else name] = mask_digits(value)
             return True
         try:
             message = record.getMessage()

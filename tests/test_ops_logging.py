@@ -148,3 +148,33 @@ def test_access_log_keeps_its_status_and_size_and_masks_the_request_line() -> No
     assert PiiFilter().filter(record)
     line = record.getMessage()
     assert line == '127.0.0.1 "GET /agent?phone=••••••••78 HTTP/1.1" 200 137910'
+
+
+def test_access_log_header_atoms_in_the_format_are_masked_and_others_left_unread() -> None:
+    """Only what the format prints is masked (gunicorn passes every header and environ
+    entry as an atom: masking them all cost 0.4 ms a request); a header atom written in
+    capitals in the format is found, and masked, under gunicorn's lowercased key."""
+    from gunicorn.glogging import SafeAtoms
+
+    from interphone.observability import PiiFilter
+
+    atoms = SafeAtoms(
+        {
+            "r": "GET /ping HTTP/1.1",
+            "s": "200",
+            "{x-caller}i": "+33612345678",
+            "{x-other}i": "+33698765432",
+        }
+    )
+    record = logging.LogRecord(
+        "gunicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '"%(r)s" %(s)s %({X-Caller}i)s',
+        (atoms,),
+        None,
+    )
+    assert PiiFilter().filter(record)
+    assert record.getMessage() == '"GET /ping HTTP/1.1" 200 +•••••••••78'
+    assert dict.__getitem__(atoms, "{x-other}i") == "+33698765432"  # not printed: not read
