@@ -19,6 +19,7 @@ exposes them. No Flask here: workers and the speech server record too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -116,6 +117,21 @@ def le_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
+@functools.lru_cache(maxsize=4096)
+def _histogram_fields(
+    name: str, labels: tuple[str, ...]
+) -> tuple[tuple[tuple[float, str], ...], str, str]:
+    """A histogram's field names for one set of labels, made once (every request
+    observes its duration): its buckets with their bounds, its sum, its count."""
+    spec = SPECS[name]
+    base = _labels(spec, labels)
+    buckets = tuple(
+        (bound, f"{name}_bucket{SEP}{base}{SEP}{le_label(bound)}")
+        for bound in (*spec.buckets, float("inf"))
+    )
+    return buckets, f"{name}_sum{SEP}{base}", f"{name}_count{SEP}{base}"
+
+
 class Recorder:
     """Buffer observations in the process, flush them to Redis in batches."""
 
@@ -167,16 +183,14 @@ class Recorder:
         self.maybe_flush()
 
     def observe(self, name: str, value: float, *labels: str) -> None:
-        spec = SPECS[name]
-        base = _labels(spec, labels)
+        buckets, total, count = _histogram_fields(name, labels)
         with self._lock:
-            for bound in (*spec.buckets, float("inf")):
+            pending = self._pending  # under the lock: flush() swaps it for a new one
+            for bound, field in buckets:
                 if value <= bound:
-                    field = f"{name}_bucket{SEP}{base}{SEP}{le_label(bound)}"
-                    self._pending[field] = self._pending.get(field, 0.0) + 1
-            for suffix, amount in (("_sum", value), ("_count", 1.0)):
-                field = f"{name}{suffix}{SEP}{base}"
-                self._pending[field] = self._pending.get(field, 0.0) + amount
+                    pending[field] = pending.get(field, 0.0) + 1
+            pending[total] = pending.get(total, 0.0) + value
+            pending[count] = pending.get(count, 0.0) + 1
         self.maybe_flush()
 
     def _add(self, field: str, amount: float) -> None:

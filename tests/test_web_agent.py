@@ -304,3 +304,28 @@ def test_closing_the_feeds_leaves_no_redis_connection_open_behind_them(
             pass  # a closed runtime's feeds stay closed
     finally:
         own.close()
+
+
+def test_changes_waiting_for_a_screen_go_out_in_one_write_and_a_broken_feed_still_ends() -> None:
+    """Each write to a screen costs a thread wake-up and a system call; under load the
+    changes that arrived while a screen's thread waited are sent together. A broken
+    subscription (CLOSED) behind them still ends the stream after they are sent."""
+    import contextlib
+    import queue as queues
+
+    from interphone.web.agent import events_stream
+    from interphone.web.feeds import CLOSED
+
+    inbox: queues.SimpleQueue[object] = queues.SimpleQueue()
+    for n in range(3):
+        inbox.put(f'{{"seq": {n}}}')
+    inbox.put(CLOSED)
+
+    class Hub:
+        @contextlib.contextmanager
+        def listen(self, site_id: int):
+            yield inbox
+
+    writes = list(events_stream(Hub(), 1, 0))  # type: ignore[arg-type]
+    assert writes[0].startswith("event: hello")
+    assert writes[1:] == ["".join(f'event: change\ndata: {{"seq": {n}}}\n\n' for n in range(3))]

@@ -39,6 +39,7 @@ from .feeds import CLOSED, FeedHub
 from .i18n import queue_error_text
 
 KEEP_ALIVE_S = 15.0
+EVENTS_PER_WRITE = 64  # a screen behind by more gets them in several writes
 
 bp = Blueprint("agent", __name__)
 
@@ -163,9 +164,17 @@ def events_stream(hub: FeedHub, site_id: int, seq: int) -> Iterator[str]:
             except queue.Empty:
                 yield ": keep-alive\n\n"
                 continue
-            if item is CLOSED:
+            events = [item]  # with those that came meanwhile: one write for them all
+            while events[-1] is not CLOSED and len(events) < EVENTS_PER_WRITE:
+                try:
+                    events.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            changes = "".join(f"event: change\ndata: {e}\n\n" for e in events if e is not CLOSED)
+            if changes:
+                yield changes
+            if events[-1] is CLOSED:
                 return  # the browser reconnects and resynchronizes on its hello
-            yield f"event: change\ndata: {item}\n\n"
 
 
 @bp.post("/agent/presence")
