@@ -251,7 +251,7 @@ def test_the_screens_of_a_process_share_one_subscription_and_see_only_their_site
             other = stack.enter_context(hub.listen(8))
             assert len(_pattern_subscribers(voice_runtime) - before) == 1
             voice_runtime.redis.publish(channel(7), '{"seq": 1}')
-            assert [inbox.get(timeout=5) for inbox in mine] == ['{"seq": 1}'] * 5
+            assert [inbox.get(timeout=5) for inbox in mine] == [('{"seq": 1}',)] * 5
             with pytest.raises(queues.Empty):
                 other.get(timeout=0.2)
     finally:
@@ -271,7 +271,7 @@ def test_a_lost_subscription_ends_every_stream_so_the_screens_resynchronize(
             assert first.get(timeout=5) is CLOSED and second.get(timeout=5) is CLOSED
         with hub.listen(7) as again:  # the next screen subscribes anew
             voice_runtime.redis.publish("ip:feed:site:7", "back")
-            assert again.get(timeout=5) == "back"
+            assert again.get(timeout=5) == ("back",)
     finally:
         hub.close()
 
@@ -294,7 +294,7 @@ def test_closing_the_feeds_leaves_no_redis_connection_open_behind_them(
     try:
         with hub.listen(7) as inbox:
             voice_runtime.redis.publish("ip:feed:site:7", "hello")
-            assert inbox.get(timeout=5) == "hello"
+            assert inbox.get(timeout=5) == ("hello",)
             assert open_connections() == 1  # the subscription
         hub.close()
         reader = hub._reader  # stopped and joined: nothing left to reconnect behind us
@@ -317,8 +317,8 @@ def test_changes_waiting_for_a_screen_go_out_in_one_write_and_a_broken_feed_stil
     from interphone.web.feeds import CLOSED
 
     inbox: queues.SimpleQueue[object] = queues.SimpleQueue()
-    for n in range(3):
-        inbox.put(f'{{"seq": {n}}}')
+    inbox.put(('{"seq": 0}', '{"seq": 1}'))
+    inbox.put(('{"seq": 2}',))
     inbox.put(CLOSED)
 
     class Hub:
@@ -329,3 +329,24 @@ def test_changes_waiting_for_a_screen_go_out_in_one_write_and_a_broken_feed_stil
     writes = list(events_stream(Hub(), 1, 0))  # type: ignore[arg-type]
     assert writes[0].startswith("event: hello")
     assert writes[1:] == ["".join(f'event: change\ndata: {{"seq": {n}}}\n\n' for n in range(3))]
+
+
+def test_changes_close_together_reach_a_screen_as_one_batch_in_order(
+    voice_runtime: Runtime,
+) -> None:
+    """Fifty screens woken for every change cost the web processes more than the
+    webhooks' own work under load: the changes that follow one within ``batch_s`` wake
+    each screen once. Each site still gets only its own, in the order published."""
+    from interphone.queue.notifier import channel
+    from interphone.web.feeds import FeedHub
+
+    hub = FeedHub(voice_runtime.redis, batch_s=0.5)
+    try:
+        with hub.listen(7) as seven, hub.listen(8) as eight:
+            for n in range(3):
+                voice_runtime.redis.publish(channel(7), f"seven-{n}")
+            voice_runtime.redis.publish(channel(8), "eight-0")
+            assert seven.get(timeout=5) == ("seven-0", "seven-1", "seven-2")
+            assert eight.get(timeout=5) == ("eight-0",)
+    finally:
+        hub.close()

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,12 +33,20 @@ log = logging.getLogger(__name__)
 PATTERN = channel(0).rsplit(":", 1)[0] + ":*"  # every site's channel
 CLOSED = object()  # put in a screen's inbox when the subscription broke
 WAKE_S = 0.25  # the reader looks this often whether the runtime is closing
+BATCH_S = 0.05  # changes that come within this time after one go to screens together
 
 
 class FeedHub:
-    def __init__(self, connection: redis.Redis, subscribe_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        subscribe_timeout_s: float = 10.0,
+        *,
+        batch_s: float = BATCH_S,
+    ) -> None:
         self.redis = connection
         self.subscribe_timeout_s = subscribe_timeout_s
+        self.batch_s = batch_s
         self._lock = threading.Lock()
         self._screens: dict[str, set[queue.SimpleQueue[object]]] = {}
         self._reader_pid: int | None = None
@@ -47,8 +56,10 @@ class FeedHub:
 
     @contextmanager
     def listen(self, site_id: int) -> Iterator[queue.SimpleQueue[object]]:
-        """An inbox receiving every change of the site (a str each), from now on; or
-        :data:`CLOSED` if the subscription breaks. Subscribed when this returns."""
+        """An inbox receiving every change of the site from now on, in batches (a tuple
+        of str: those that came within ``batch_s`` of the first, so that a screen's
+        thread wakes and writes once for them); or :data:`CLOSED` if the subscription
+        breaks. Subscribed when this returns."""
         if self._stopping.is_set():
             raise redis.ConnectionError("the live feeds are closed (the runtime closes)")
         inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -92,16 +103,24 @@ class FeedHub:
         pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
         try:
             pubsub.psubscribe(PATTERN)
+            batch: dict[str, list[str]] = {}  # by channel, the changes not delivered yet
+            due = 0.0
             while not self._stopping.is_set():
-                message = pubsub.get_message(timeout=WAKE_S)  # at once when one comes
-                if message is None:
-                    continue
-                if message["type"] == "psubscribe":
+                wait = max(0.0, due - time.monotonic()) if batch else WAKE_S
+                message = pubsub.get_message(timeout=wait)  # at once when one comes
+                if message is not None and message["type"] == "psubscribe":
                     if self._subscribed.is_set():  # redis-py reconnected: a gap
                         self._close_streams()
                     self._subscribed.set()
-                elif message["type"] == "pmessage":
-                    self._deliver(as_text(message["channel"]), as_text(message["data"]))
+                elif message is not None and message["type"] == "pmessage":
+                    if not batch:
+                        due = time.monotonic() + self.batch_s
+                    name = as_text(message["channel"])
+                    batch.setdefault(name, []).append(as_text(message["data"]))
+                if batch and (message is None or time.monotonic() >= due):
+                    for name, changes in batch.items():
+                        self._deliver(name, tuple(changes))
+                    batch = {}
         except Exception as exc:  # the next screen starts a new reader
             log.warning("live feed subscription lost (%s): screens reconnect", exc)
         finally:
@@ -122,8 +141,8 @@ class FeedHub:
         for inbox in everyone:
             inbox.put(CLOSED)
 
-    def _deliver(self, name: str, data: str) -> None:
+    def _deliver(self, name: str, changes: tuple[str, ...]) -> None:
         with self._lock:
             screens = list(self._screens.get(name, ()))
         for inbox in screens:
-            inbox.put(data)
+            inbox.put(changes)
