@@ -7,9 +7,12 @@ up. Once put through, the agent ends the call with an outcome, as for any call.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy import select
+from twilio.http.response import Response
+from twilio.rest import Client
 
 from interphone import db as dbmod
 from interphone.accounts import add_user
@@ -195,3 +198,38 @@ def test_caller_gone_before_bridge_while_the_database_is_down_is_abandoned_later
     assert rt.ivr.deferred.pending() == 1
     assert rt.ivr.deferred.apply(notify=rt.notify) == 1
     _assert_abandoned_and_agent_free(rt, agent, contact_id)
+
+
+class _RefusingRedirects(rest.DevPhoneHttpClient):
+    """Twilio refusing a call update for another reason than the call having ended
+    (code 21205: the URL is not valid)."""
+
+    def request(self, method: str, uri: str, *args: object, **kwargs: object) -> Response:
+        if method.upper() == "POST" and "/Calls/CA" in uri:
+            body = {"code": 21205, "message": "Url is not a valid URL", "status": 400}
+            return Response(400, json.dumps(body))
+        return super().request(method, uri, *args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_redirect_refused_for_another_reason_does_not_abandon_a_caller_on_hold(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Only "the call has ended" (21220) or "no such call" (20404) mean the caller left;
+    any other refusal is an error to retry, with the caller still waiting for the agent."""
+    rt = voice_runtime
+    caller = _waiting_caller(devphone)
+    agent, contact_id = _accepted(rt)
+    rt.redis.zadd(PENDING, {str(contact_id): 0})
+    devphone.answer(AGENT_PHONE)  # the agent is there; the caller never came
+    settings = rt.settings
+    rt.bridge.client = lambda: Client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        http_client=_RefusingRedirects(rt.redis),
+    )
+    assert rt.bridge.recover_legs() == 0  # failed: put back for later
+    assert rt.redis.zscore(PENDING, str(contact_id)) is not None
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).state == "on_call"
+    assert rt.store.agent(agent.id)["state"] == "on_call"
+    assert caller.status == "in-progress"

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 LEGS = "ip:bridge:"
 PENDING = "ip:bridge:pending"  # contact ids whose next leg is awaited, by waiting since (ms)
 RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its status)
-CALL_GONE = (400, 404)  # Twilio's answer to redirecting a call that has ended
+# Twilio's answers to redirecting a call that has ended: "call is not in-progress"
+# (400, code 21220), or no such call any more (404, code 20404)
+CALL_GONE = (21220, 20404)
 UNANSWERED = {
     "busy": "busy",
     "no-answer": "no_answer",
@@ -146,7 +148,7 @@ class BridgeService:
                 url=f"{self.base}/voice/bridge?c={contact.id}", method="POST"
             )
         except TwilioRestException as exc:
-            if exc.status not in CALL_GONE:
+            if exc.code not in CALL_GONE:
                 raise  # Twilio unreachable or failing: tried again later
             log.info("contact %s: the caller's call has ended (%s)", contact.id, exc.code)
             return False
