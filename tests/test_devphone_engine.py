@@ -168,3 +168,22 @@ def test_a_document_that_is_not_twiml_is_reported() -> None:
     app = App({"/voice/incoming": lambda _: "<html>oops</html>"})
     with pytest.raises(TwimlError, match="Response"):
         phone(app).call("+33612345678")
+
+
+def test_a_call_ending_while_redis_is_unreachable_still_ends_and_posts_its_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fault campaign ends calls while Redis fails over: the dev phone's note that a
+    call is over (Twilio then refuses to update it) is retried for a while, then left;
+    the call's end and its status callback never fail for it."""
+    from interphone.voice.devphone import phone as phone_module
+
+    monkeypatch.setattr(phone_module, "ENDED_RETRY_S", 0.3)
+    unreachable = redis.Redis(port=1, socket_connect_timeout=0.1)
+    say = VoiceResponse()
+    say.say("Bonjour")
+    app = App({"/voice/incoming": lambda form: str(say)})
+    call = phone(app, unreachable).call("+33612345678")
+    assert call.status == "completed"
+    assert app.last("/voice/status")["CallStatus"] == "completed"
+    unreachable.close()

@@ -9,7 +9,9 @@ drive whole calls with it; the ``/dev/phone`` page uses it for people.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -28,6 +30,9 @@ API_VERSION = "2010-04-01"
 ANSWERED = "ip:devphone:answered:"
 ROOMS = "ip:devphone:conference:"
 DIALED = "ip:devphone:dialed:"  # DIALED + parent sid: answered / no-answer / busy
+ENDED_RETRY_S = 20.0  # how long a call's end is retried while Redis fails over
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -532,8 +537,7 @@ class SimCall:
         self.status = status
         self.gather = None
         self._leave_conference()
-        if self.phone.redis is not None:
-            rest.mark_ended(self.phone.redis, self.sid)
+        self.phone.note_ended(self.sid)
         self.phone.post(self.status_callback, self._params({"CallStatus": status}))
 
 
@@ -590,6 +594,23 @@ class DevPhone:
         return body
 
     # -- calls the app places (through the REST stand-in) ----------------------------------
+    def note_ended(self, sid: str) -> None:
+        """From now on Twilio refuses to update this call. Redis may be failing over
+        (the fault campaign ends calls meanwhile): tried for a while, then left, and
+        updates to the call are then taken and never applied, as Twilio would not."""
+        if self.redis is None:
+            return
+        deadline = time.monotonic() + ENDED_RETRY_S
+        while True:
+            try:
+                rest.mark_ended(self.redis, sid)
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("dev phone: end of call %s not recorded (%s)", sid, exc)
+                    return
+                time.sleep(0.2)
+
     def ringing(self, to: str) -> list[dict[str, str]]:
         """Calls placed by the app to ``to`` that nobody answered or refused yet, and
         that the app did not hang up meanwhile (those end as ``canceled``)."""
@@ -608,7 +629,7 @@ class DevPhone:
         """The app hung up a call of its own before anyone answered it."""
         assert self.redis is not None
         self.redis.set(f"{ANSWERED}{record['sid']}", "1", ex=4 * 3600)
-        rest.mark_ended(self.redis, record["sid"])
+        self.note_ended(record["sid"])
         if record.get("StatusCallback"):
             call = self._outbound(record, record.get("To", ""))
             self.post(call.status_callback, call._params({"CallStatus": "canceled"}))
@@ -661,7 +682,7 @@ class DevPhone:
             return
         call = self._outbound(record, to)
         call.status = status
-        rest.mark_ended(self.redis, call.sid)
+        self.note_ended(call.sid)
         self.post(call.status_callback, call._params({"CallStatus": status}))
 
     def _outbound(self, record: dict[str, str], to: str) -> SimCall:
