@@ -592,9 +592,9 @@ class QueueService:
             if row.state not in ACTIVE_CONTACT_STATES:
                 return False  # already closed: nothing is done twice
         released = self.store.release(contact_id, state, on_call=on_call)
-        was_on_call = released is not None and released[0] == "on_call"
+        previous, agent, version, agent_freed = released or ("", None, 0, 0)
+        was_on_call = previous == "on_call"
         with transaction(self.sessions) as s:
-            version = released[2] if released else 0
             self._set_contact(
                 s,
                 contact_id,
@@ -606,7 +606,6 @@ class QueueService:
                 active_phone=None,
                 active_file=None,
             )
-            agent = released[1] if released else None
             data: dict[str, Any] = {"reason": reason} if reason else {}
             if was_on_call:  # the agent had accepted: named on the event, and freed
                 data["before_bridge"] = True
@@ -618,11 +617,11 @@ class QueueService:
                 actor=actor,
                 data=data,
             )
-            if was_on_call and released and released[3]:
+            if was_on_call and agent_freed:
                 self._event_raw(s, "agent.presence", agent_id=agent, data={"state": "available"})
             elif agent is not None and not was_on_call:
                 self._event_raw(s, "offer.withdrawn", contact_id=contact_id, agent_id=agent)
-        if released and released[1] is not None:
+        if agent is not None:
             self.trigger(self._site_of(contact_id))
         return released is not None
 
