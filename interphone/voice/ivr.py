@@ -276,8 +276,8 @@ class IvrService:
                     kind = contact.kind if contact is not None else None
             if kind == "live":
                 self.live_caller_gone(state.contact_id)
-        except QueueError:
-            log.info("call %s ended while its contact was on a call", sid)
+        except QueueError as exc:  # a call in progress is handled in live_caller_gone
+            log.info("call %s ended: its contact left as it was (%s)", sid, exc.message)
         except SQLAlchemyError:  # the database is down: the hang-up is applied later
             self.deferred.hang_up(state.contact_id)
 

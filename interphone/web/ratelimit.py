@@ -61,7 +61,8 @@ def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
     )
     limiter.init_app(app)
     _hooks_for_limited_blueprints_only(app, limiter)
-    # the other routes have no limit: skip Flask-Limiter's evaluation for them (cheaper)
+    # should its hooks have stayed app-wide (not recognized), the other routes, which have
+    # no limit, still skip Flask-Limiter's evaluation
     limiter.request_filter(lambda: request.blueprint not in LIMITED_BLUEPRINTS)
     # (RouteLimit's overloads do not type-check with a Blueprint under mypy)
     for blueprint, limit in (
