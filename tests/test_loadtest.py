@@ -3,12 +3,14 @@ count every request it sends and every error it gets, or its figures mean nothin
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -166,3 +168,60 @@ def test_load_test_database_without_autovacuum_is_vacuumed_first_not_left_bloate
         ).scalar()
     assert upkeep == {"autovacuum": setting, "vacuumed": setting != "on"}
     assert vacuumed or setting == "on"
+
+
+@contextmanager
+def canned(answers: list[bytes]) -> Iterator[int]:
+    """A server on loopback answering each request it reads with the next canned bytes
+    (all on one connection); an empty answer closes the connection instead."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for answer in answers:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                head, _, body = request.partition(b"\r\n\r\n")
+                size = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(body) < size:
+                    body += conn.recv(4096)
+                if not answer:
+                    return
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_wire_reads_answers_by_length_by_chunks_and_a_204_without_waiting_for_the_close() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n<ok/>",
+        b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\ninje\r\n6;x=1\r\ncted f\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 NO CONTENT\r\nContent-Type: text/html\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ]
+    with canned(answers) as port:
+        wire = loadtest.Wire(port, timeout_s=5)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert wire.post("/a", b"x=1", form) == (200, b"<ok/>")
+        assert wire.post("/b", b"x=2", form) == (503, b"injected f")
+        # a 204 has no body: not read until the connection closes (the status callback's)
+        assert wire.post("/c", b"", form) == (204, b"")
+        assert wire.post("/d", b"", form) == (200, b"ok")
+        assert wire._sock is None  # the server said close: the next request reconnects
+
+
+def test_wire_reports_a_connection_closed_before_the_answer_as_an_error() -> None:
+    with canned([b""]) as port:
+        wire = loadtest.Wire(port, timeout_s=5)
+        with pytest.raises(loadtest.WireError):
+            wire.post("/a", b"x=1", {})
+        assert wire._sock is None
