@@ -45,7 +45,30 @@ def test_new_contact_and_free_agent_trigger_a_dispatch_job(live: Runtime) -> Non
     assert live.rq_queue.count == 0
 
 
+def test_contact_queued_while_every_agent_is_busy_costs_no_dispatch_job(live: Runtime) -> None:
+    busy = add_user(live.sessions, "busy@example.org", "long enough pw", site_code=SITE)
+    live.queue.set_presence(busy.id, "paused")
+    for _ in range(3):
+        live.queue.enqueue_live(SITE, language="fr")
+    live.queue.request_callback(SITE, phone="+33612345678", language="fr")
+    assert live.rq_queue.count == 0  # a dispatch could offer them to nobody
+
+
+def test_agent_freed_after_contacts_queued_without_a_job_is_offered_the_first(
+    live: Runtime,
+) -> None:
+    agent = add_user(live.sessions, "late@example.org", "long enough pw", site_code=SITE)
+    first = live.queue.enqueue_live(SITE, language="fr").contact_id
+    live.queue.enqueue_live(SITE, language="fr")
+    assert live.rq_queue.count == 0
+    live.queue.set_presence(agent.id, "available")  # its own trigger sees both contacts
+    _work(live)
+    assert live.store.agent(agent.id)["offer"] == f"{first:012d}"
+
+
 def test_burst_of_triggers_for_one_site_collapses_into_one_job(live: Runtime) -> None:
+    agent = add_user(live.sessions, "z@example.org", "long enough pw", site_code=SITE)
+    live.queue.set_presence(agent.id, "available")  # else no contact triggers a dispatch
     for _ in range(5):
         live.queue.enqueue_live(SITE, language="fr")
     assert live.rq_queue.job_ids == [f"dispatch-{SITE}"]

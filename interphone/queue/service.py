@@ -271,7 +271,7 @@ class QueueService:
                 raise Conflict("the request could not be recorded; please try again") from None
             return self._ticket(duplicate, created=False)
         # committed: the contact survives whatever happens to Redis from here on
-        _, version = self.store.enqueue(
+        added = self.store.enqueue(
             contact.id,
             site=site_code,
             kind=kind,
@@ -280,7 +280,7 @@ class QueueService:
             arrived_ms=arrived,
             not_before_ms=not_before_ms,
         )
-        self._bump_contact(contact.id, version)
+        self._bump_contact(contact.id, added.version)
         log.info(
             "contact %s queued: %s at %s, %s, phone %s",
             contact.id,
@@ -289,7 +289,11 @@ class QueueService:
             language,
             mask_phone(number),
         )
-        self.trigger(site_code)
+        # With every agent busy (a Monday morning), a dispatch could offer it to nobody:
+        # the next agent to become free triggers one (after this contact was queued, so
+        # it sees it), and the sweep dispatches every site anyway.
+        if added.free_agents:
+            self.trigger(site_code)
         return self._ticket(contact, created=True)
 
     @staticmethod
@@ -710,7 +714,7 @@ class QueueService:
             ).all()
         restored = 0
         for c, site in rows:
-            created, version = self.store.enqueue(
+            created, version, _ = self.store.enqueue(
                 c.id,
                 site=site,
                 kind=c.kind,

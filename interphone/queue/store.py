@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import redis
 
@@ -61,6 +61,12 @@ def score_for(priority_class: int, arrived_ms: int) -> int:
     if priority_class not in (URGENT, NORMAL):
         raise InvalidInput("priority class must be 0 (urgent) or 1 (normal)")
     return priority_class * NORMAL_BASE + arrived_ms
+
+
+class Enqueued(NamedTuple):
+    created: bool
+    version: int  # the contact's version in Redis once added (0 when it was there)
+    free_agents: int  # agents of the site free to take an offer right now
 
 
 @dataclass(frozen=True)
@@ -142,11 +148,9 @@ class RedisQueue:
         arrived_ms: int,
         not_before_ms: int = 0,
         attempts: int = 0,
-    ) -> tuple[bool, int]:
-        """Add a contact at the place its class and arrival time give it.
-
-        Returns (created, version); a contact already in Redis is left unchanged.
-        """
+    ) -> Enqueued:
+        """Add a contact at the place its class and arrival time give it; a contact
+        already in Redis is left unchanged (``created`` False)."""
         if kind not in KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(KINDS)}")
         if "," in language or ":" in language:
@@ -164,7 +168,7 @@ class RedisQueue:
             attempts,
             self.now_ms(),
         )
-        return as_text(result[0]) == "new", int(result[2])
+        return Enqueued(as_text(result[0]) == "new", int(result[2]), int(result[3]))
 
     def position(self, contact_id: int) -> Position | None:
         """1-based position in the site's line, in O(log n)."""
