@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,12 @@ def test_wire_reports_a_connection_closed_before_the_answer_as_an_error() -> Non
         with pytest.raises(loadtest.WireError):
             wire.post("/a", b"x=1", {})
         assert wire._sock is None
+
+
+def test_planned_callers_have_valid_numbers_or_the_ivr_takes_them_for_withheld() -> None:
+    import phonenumbers
+
+    cases = [("6310125148", date(1978, 3, 2))]
+    for seed in range(40):
+        for _, caller in loadtest.plan_calls(300, 10.0, cases, seed=seed):
+            assert phonenumbers.is_valid_number(phonenumbers.parse(caller.number)), caller.number
