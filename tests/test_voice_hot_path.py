@@ -219,6 +219,17 @@ def test_the_web_entry_point_freezes_the_app_out_of_the_garbage_collectors_walks
     assert '"interphone.web.wsgi:app"' in procfile.splitlines()[0]
 
 
+def test_gunicorn_heartbeats_go_to_memory_not_to_a_disk_inode() -> None:
+    """Each gunicorn worker touches its heartbeat file on every loop, hundreds of times a
+    second under load: in /tmp on the disk, each touch dirtied an inode for the journal
+    and writeback to flush. The Procfile's gunicorn lines keep it in /dev/shm."""
+    procfile = (Path(__file__).resolve().parents[1] / "Procfile").read_text()
+    lines = [line for line in procfile.splitlines() if " gunicorn " in f" {line} "]
+    assert len(lines) == 2  # web and stream
+    for line in lines:
+        assert "--worker-tmp-dir /dev/shm" in line, line
+
+
 def test_unicode_digits_such_as_superscripts_get_an_answer_not_a_server_error(
     app: Any, voice_runtime: Runtime
 ) -> None:

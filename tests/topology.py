@@ -524,6 +524,8 @@ class Topology:
             "8",
             "--graceful-timeout",
             "2",
+            "--worker-tmp-dir",
+            "/dev/shm",
             "interphone.web.wsgi:app",
         ]
         return Proc(f"web:{port}", argv, self.base_env(), self.root / f"web-{port}.log")
