@@ -358,10 +358,11 @@ class QueueService:
 
     def estimate_wait(self, site: str, position: int) -> float | None:
         now = to_ms(self.clock.now())
+        staffed, done = self.store.staffing(site, now - int(THROUGHPUT_WINDOW_S * 1000))
         return wait_for_position(
             position,
-            staffed_agents=self.store.staffed_count(site),
-            completions=self.store.completions_since(site, now - int(THROUGHPUT_WINDOW_S * 1000)),
+            staffed_agents=staffed,
+            completions=done,
             window_s=THROUGHPUT_WINDOW_S,
             default_handle_time_s=self.settings.default_handle_time_s,
         )

@@ -360,6 +360,15 @@ class RedisQueue:
     def completions_since(self, site: str, since_ms: int) -> int:
         return int(self.redis.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf"))
 
+    def staffing(self, site: str, since_ms: int) -> tuple[int, int]:
+        """:meth:`staffed_count` and :meth:`completions_since` in one round trip (a wait
+        estimate, for every caller on hold every minute)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(f"{self.prefix}site:{site}:staffed")
+        pipe.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf")
+        staffed, done = pipe.execute()
+        return int(staffed), int(done)
+
     def clear(self) -> int:
         """Delete every queue key (used by ``queue rebuild``). Returns how many went."""
         deleted = 0
