@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 PATTERN = channel(0).rsplit(":", 1)[0] + ":*"  # every site's channel
 CLOSED = object()  # put in a screen's inbox when the subscription broke
 WAKE_S = 0.25  # the reader looks this often whether the runtime is closing
-BATCH_S = 0.05  # changes that come within this time after one go to screens together
+BATCH_S = 0.1  # changes that come within this time after one go to screens together
 
 
 class FeedHub:
