@@ -120,6 +120,20 @@ def test_accepting_in_time_resets_the_missed_offer_count(
     assert queue.store.agent(agent.id)["missed"] == "0"
 
 
+def test_wait_estimate_reads_the_staffed_agents_and_the_calls_completed_since(
+    queue: QueueService, clock: ManualClock, make_agent
+) -> None:
+    agent = make_agent(["fr"])
+    contact = queue.enqueue_live(SITE, language="fr").contact_id
+    queue.dispatch(SITE)
+    queue.accept(agent.id, contact)
+    since = queue.store.now_ms()
+    clock.advance(1)
+    queue.finish(agent.id, contact, "resolved")
+    assert queue.store.staffing(SITE, since) == (1, 1)
+    assert queue.store.staffing(SITE, queue.store.now_ms() + 1) == (1, 0)
+
+
 def test_accepting_an_expired_offer_is_refused(
     queue: QueueService, clock: ManualClock, make_agent
 ) -> None:

@@ -352,19 +352,19 @@ class RedisQueue:
 
     def staffed_count(self, site: str) -> int:
         """Agents signed in and not paused (available, offered, on a call or in wrap-up)."""
-        return int(self.redis.scard(f"{self.prefix}site:{site}:staffed"))
+        return int(self.redis.scard(self._staffed_key(site)))
+
+    def _staffed_key(self, site: str) -> str:
+        return f"{self.prefix}site:{site}:staffed"
 
     def sites(self) -> list[str]:
         return sorted(as_text(s) for s in self.redis.smembers(f"{self.prefix}sites"))
 
-    def completions_since(self, site: str, since_ms: int) -> int:
-        return int(self.redis.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf"))
-
     def staffing(self, site: str, since_ms: int) -> tuple[int, int]:
-        """:meth:`staffed_count` and :meth:`completions_since` in one round trip (a wait
-        estimate, for every caller on hold every minute)."""
+        """:meth:`staffed_count` and the calls completed since ``since_ms``, in one round
+        trip (a wait estimate, for every caller on hold every minute)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.scard(f"{self.prefix}site:{site}:staffed")
+        pipe.scard(self._staffed_key(site))
         pipe.zcount(f"{self.prefix}site:{site}:done", since_ms, "+inf")
         staffed, done = pipe.execute()
         return int(staffed), int(done)
