@@ -232,8 +232,8 @@ class Wire:
             except ValueError:
                 raise WireError("a malformed chunk size") from None
             if size == 0:
-                self._fill(lambda data: data.find(b"\r\n"))  # no trailers are sent
-                self._buffer = self._buffer[self._buffer.find(b"\r\n") + 2 :]
+                end = self._fill(lambda data: data.find(b"\r\n"))  # no trailers are sent
+                self._buffer = self._buffer[end + 2 :]
                 return b"".join(parts)
             parts.append(self._take(size))
             self._take(2)  # the chunk's CRLF
