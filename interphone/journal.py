@@ -20,10 +20,10 @@ import logging
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -166,46 +166,74 @@ class Journal:
                 self.redis.rpush(REJECTED, item)
 
     def _apply(self, s: Session, records: list[Record]) -> None:
+        """One batch in three statements at most: the new calls (a call ended further in
+        the batch is inserted ended), the ends of calls already written, the new events.
+        The first final status of a call wins, as does the first event of a ref."""
         sids = {r["sid"] for r in records if r["type"] == "call.start"}
         known_sids = set(s.scalars(select(Call.sid).where(Call.sid.in_(sids)))) if sids else set()
         refs = {r["ref"] for r in records if r["type"] == "event"}
         known_refs = set(s.scalars(select(Event.ref).where(Event.ref.in_(refs)))) if refs else set()
+        calls: dict[str, dict[str, Any]] = {}  # sid → the row of a call new in this batch
+        ends: list[dict[str, Any]] = []  # of calls already in the database
+        events: list[dict[str, Any]] = []
         for r in records:
             if r["type"] == "call.start" and r["sid"] not in known_sids:
                 known_sids.add(r["sid"])
-                s.add(
-                    Call(
-                        sid=r["sid"],
-                        site_id=r["site_id"],
-                        direction=r["direction"],
-                        channel=r["channel"],
-                        from_number=r["from"],
-                        to_number=r["to"],
-                        status="in-progress",
-                        started_at=_when(r["at_ms"]),
-                    )
-                )
-                s.flush()  # a call.end further in this batch finds it
+                calls[r["sid"]] = {
+                    "sid": r["sid"],
+                    "site_id": r["site_id"],
+                    "direction": r["direction"],
+                    "channel": r["channel"],
+                    "from_number": r["from"],
+                    "to_number": r["to"],
+                    "status": "in-progress",
+                    "started_at": _when(r["at_ms"]),
+                    "ended_at": None,
+                    "duration_s": None,
+                }
             elif r["type"] == "call.end":
-                s.execute(
-                    update(Call)
-                    .where(Call.sid == r["sid"], Call.ended_at.is_(None))
-                    .values(
-                        status=r["status"], ended_at=_when(r["at_ms"]), duration_s=r["duration_s"]
-                    )
-                )
+                ended = {
+                    "status": r["status"],
+                    "ended_at": _when(r["at_ms"]),
+                    "duration_s": r["duration_s"],
+                }
+                new = calls.get(r["sid"])
+                if new is None:
+                    ends.append({"end_sid": r["sid"], **ended})
+                elif new["ended_at"] is None:
+                    new.update(ended)
             elif r["type"] == "event" and r["ref"] not in known_refs:
                 known_refs.add(r["ref"])
-                s.add(
-                    Event(
-                        ref=r["ref"],
-                        at=_when(r["at_ms"]),
-                        kind=r["kind"],
-                        site_id=r["site_id"],
-                        data=r["data"],
-                    )
+                events.append(
+                    {
+                        "ref": r["ref"],
+                        "at": _when(r["at_ms"]),
+                        "kind": r["kind"],
+                        "site_id": r["site_id"],
+                        "data": r["data"],
+                    }
                 )
                 Notifier.remember(s, r["site_id"], r["kind"])
+        db = s.connection()
+        if calls:
+            db.execute(insert(_CALLS), list(calls.values()))
+        if ends:
+            db.execute(_END_CALL, ends)
+        if events:
+            db.execute(insert(_EVENTS), events)
+
+
+# Core statements, executed for many rows at once
+_CALLS, _EVENTS = cast(Table, Call.__table__), cast(Table, Event.__table__)
+_END_CALL = (  # a call ended: its first final status wins
+    update(_CALLS)
+    .where(_CALLS.c.sid == bindparam("end_sid"), _CALLS.c.ended_at.is_(None))
+    .values(
+        status=bindparam("status"),
+        ended_at=bindparam("ended_at"),
+        duration_s=bindparam("duration_s"),
+    )
+)
 
 
 def _decode(item: Any) -> Record | None:
