@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 from interphone.models import Contact
 from interphone.runtime import Runtime
 from interphone.voice import loadtest
+from interphone.web.bench import stream_lines
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -235,3 +236,39 @@ def test_planned_callers_have_valid_numbers_or_the_ivr_takes_them_for_withheld()
     for seed in range(40):
         for _, caller in loadtest.plan_calls(300, 10.0, cases, seed=seed):
             assert phonenumbers.is_valid_number(phonenumbers.parse(caller.number)), caller.number
+
+
+def _fragments(*parts: bytes) -> Callable[[int], bytes]:
+    """A recv() that hands over the given fragments one by one, then the close."""
+    pending = list(parts)
+    return lambda _size: pending.pop(0) if pending else b""
+
+
+def test_feed_reader_finds_lines_split_across_chunks_and_stops_at_the_last_chunk() -> None:
+    body = b"event: hello\ndata: {}\n\nevent: change\r\ndata: " + b'{"contact_id": 7}\n\n'
+    chunks = b"c;ext=1\r\n" + body[:12] + b"\r\n" + f"{len(body) - 12:x}".encode() + b"\r\n"
+    chunks += body[12:] + b"\r\n0\r\n\r\n" + b"never read"
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    cut = [answer[i : i + 7] for i in range(0, len(answer), 7)]  # recv()s of 7 bytes
+    lines = list(stream_lines(_fragments(*cut)))
+    assert lines == [
+        b"event: hello",
+        b"data: {}",
+        b"",
+        b"event: change",
+        b'data: {"contact_id": 7}',
+        b"",
+    ]
+
+
+def test_feed_reader_reads_a_body_ended_by_the_close_and_refuses_an_answer_other_than_200() -> None:
+    plain = b"HTTP/1.0 200 OK\r\n\r\nevent: hello\ndata: {}\n"
+    assert list(stream_lines(_fragments(plain[:25], plain[25:]))) == [b"event: hello", b"data: {}"]
+    with pytest.raises(ValueError, match="302"):
+        list(stream_lines(_fragments(b"HTTP/1.1 302 FOUND\r\nLocation: /login\r\n\r\n")))
+
+
+def test_feed_reader_says_a_chunked_body_cut_short_is_cut_short() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\nevent: hel"
+    with pytest.raises(ConnectionResetError):
+        list(stream_lines(_fragments(answer)))
