@@ -69,7 +69,7 @@ class FencedSentinelConnection(redis.sentinel.SentinelManagedConnection):
             return super().read_response(*args, **kwargs)
         except redis.ResponseError as exc:
             if self.connection_pool.is_master and str(exc).startswith("NOREPLICAS"):
-                self.disconnect()  # type: ignore[no-untyped-call]
+                self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
                 raise redis.ConnectionError("the primary lost its replicas") from exc
             raise
 
@@ -87,10 +87,10 @@ def connect_redis(settings: Settings, **options: Any) -> redis.Redis:
     options.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 10))
     options.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
     if settings.redis_sentinels:
-        sentinel = redis.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(settings.redis_sentinels), socket_timeout=2.0, socket_connect_timeout=2.0
         )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             settings.redis_sentinel_master,
             db=settings.redis_sentinel_db,
             health_check_interval=30,

@@ -100,7 +100,7 @@ class FeedHub:
             reader.join(timeout=2 * WAKE_S + 1)
 
     def _read(self) -> None:
-        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         try:
             pubsub.psubscribe(PATTERN)
             batch: dict[str, list[str]] = {}  # by channel, the changes not delivered yet
