@@ -67,6 +67,24 @@ def read_once(
     raise AssertionError("unreachable")
 
 
+def write_once(engine: Engine, statement: Executable, params: dict[str, Any]) -> int:
+    """One statement that changes nothing when applied twice (say, raising a version
+    to at least a value), on :attr:`Runtime.read_engine` like :func:`read_once`: a single
+    statement is atomic on its own, so it needs no BEGIN and COMMIT round trips, and a
+    connection found dead is replaced and the statement tried once more. Returns the
+    rows it changed. (On SQLite, whose engine this is too, the commit ends the write.)"""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                changed = connection.execute(statement, params).rowcount
+                connection.commit()
+                return int(changed)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

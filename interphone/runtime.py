@@ -185,6 +185,7 @@ class Runtime:
             self.clock,
             region=self.settings.default_region,
             trigger=trigger,
+            autocommit=self.read_engine,
         )
 
     @cached_property

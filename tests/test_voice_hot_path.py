@@ -257,3 +257,63 @@ def test_unicode_digits_such_as_superscripts_get_an_answer_not_a_server_error(
         "/voice/status", data=ended, headers=_signed(voice_runtime, base + "/voice/status", ended)
     )
     assert status.status_code == 204
+
+
+def _kill_pooled_connection(rt: Runtime) -> None:
+    """The autocommit pool's connection dies under it (a PostgreSQL restart)."""
+    from sqlalchemy import text
+
+    engine = rt.read_engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as c:
+            pid = c.execute(text("select pg_backend_pid()")).scalar_one()
+        with rt.engine.connect() as admin:
+            admin.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
+    else:  # SQLite: no server to lose; the connection is closed under the pool instead
+        with engine.connect() as c:
+            c.connection.dbapi_connection.close()  # type: ignore[union-attr]
+
+
+def _version(rt: Runtime, contact_id: int) -> tuple[int, int]:
+    """(the row's version, the contact's version in Redis)"""
+    from interphone.models import Contact
+
+    with rt.sessions() as s:
+        row = s.get(Contact, contact_id)
+        assert row is not None
+        return row.version, int(rt.store.contact(contact_id)["v"])
+
+
+def test_a_new_contact_commits_once_and_records_its_redis_version_without_a_second_transaction(
+    voice_runtime: Runtime,
+) -> None:
+    from sqlalchemy import event
+
+    from .conftest import SITE
+
+    rt = voice_runtime
+    commits: list[object] = []
+    listener = lambda connection: commits.append(connection)  # noqa: E731
+    event.listen(rt.engine, "commit", listener)
+    try:
+        ticket = rt.queue.request_callback(SITE, phone="+33612345601", language="fr")
+    finally:
+        event.remove(rt.engine, "commit", listener)
+    assert ticket.created
+    row_version, redis_version = _version(rt, ticket.contact_id)
+    assert row_version == redis_version >= 1  # not 0: the sweep would think it lost
+    if rt.read_engine is not rt.engine:  # PostgreSQL: the version is one statement, apart
+        assert len(commits) == 1
+
+
+def test_a_new_contacts_version_is_recorded_though_its_pooled_connection_died(
+    voice_runtime: Runtime,
+) -> None:
+    from .conftest import SITE
+
+    rt = voice_runtime
+    rt.queue.request_callback(SITE, phone="+33612345602", language="fr")  # pools warm
+    _kill_pooled_connection(rt)
+    ticket = rt.queue.request_callback(SITE, phone="+33612345603", language="fr")
+    row_version, redis_version = _version(rt, ticket.contact_id)
+    assert row_version == redis_version >= 1

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import failpoints
 from ..config import QueueSettings
-from ..db import transaction
+from ..db import transaction, write_once
 from ..models import (
     ACTIVE_CONTACT_STATES,
     Agent,
@@ -102,9 +102,12 @@ class QueueService:
         *,
         region: str = "FR",
         trigger: Callable[[str], None] | None = None,
+        autocommit: Engine | None = None,
     ) -> None:
         self.store = store
         self.sessions = sessions
+        # for single idempotent statements outside a transaction (db.write_once)
+        self.autocommit = autocommit
         self.settings = settings
         self.clock = clock
         self.region = region
@@ -871,12 +874,18 @@ class QueueService:
         return s.scalars(select(Contact).where(or_(*clauses)).order_by(Contact.id)).first()
 
     def _bump_contact(self, contact_id: int, version: int) -> None:
+        """Raise the row's version to the one Redis gave (idempotent: one statement,
+        outside a transaction when an autocommit engine was given)."""
+        stmt = (
+            update(Contact)
+            .where(Contact.id == contact_id, Contact.version < version)
+            .values(version=version)
+        )
+        if self.autocommit is not None:
+            write_once(self.autocommit, stmt, {})
+            return
         with transaction(self.sessions) as s:
-            s.execute(
-                update(Contact)
-                .where(Contact.id == contact_id, Contact.version < version)
-                .values(version=version)
-            )
+            s.execute(stmt)
 
     @staticmethod
     def _set_contact(
