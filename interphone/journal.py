@@ -167,8 +167,10 @@ class Journal:
 
     def _apply(self, s: Session, records: list[Record]) -> None:
         """One batch in three statements at most: the new calls (a call ended further in
-        the batch is inserted ended), the ends of calls already written, the new events.
-        The first final status of a call wins, as does the first event of a ref."""
+        the batch is inserted ended), the ends of the other calls, the new events. The
+        first final status of a call wins, as does the first event of a ref. Ends are
+        written after the batch's new calls: an end journaled before its call's start
+        (webhooks out of order) still ends it."""
         sids = {r["sid"] for r in records if r["type"] == "call.start"}
         known_sids = set(s.scalars(select(Call.sid).where(Call.sid.in_(sids)))) if sids else set()
         refs = {r["ref"] for r in records if r["type"] == "event"}

@@ -174,3 +174,20 @@ def test_batch_of_many_calls_is_not_written_one_statement_per_record(
     assert rows[old] == ("busy", 0)
     assert all(rows[f"CA{i:032x}"] == ("completed", i) for i in range(40))
     assert kinds.count("ivr.menu") == 40
+
+
+def test_call_end_journaled_before_its_start_in_one_batch_still_ends_the_call(
+    voice_runtime: Runtime,
+) -> None:
+    """Webhooks out of order: the final status was journaled first. In one batch the
+    ends are written after the new calls, so the call is not left in progress."""
+    rt = voice_runtime
+    sid = "CA" + "7" * 32
+    rt.journal.append(
+        journal.call_ended(sid, status="completed", at_ms=9000, duration_s=8),
+        _started(rt, sid),
+    )
+    assert rt.journal.drain() == 2
+    with rt.sessions() as s:
+        [row] = s.scalars(select(Call)).all()
+    assert (row.status, row.duration_s) == ("completed", 8)
