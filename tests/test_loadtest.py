@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -272,3 +273,22 @@ def test_feed_reader_says_a_chunked_body_cut_short_is_cut_short() -> None:
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\nevent: hel"
     with pytest.raises(ConnectionResetError):
         list(stream_lines(_fragments(answer)))
+
+
+def test_host_figures_tell_how_often_the_host_ran_the_same_work_slower() -> None:
+    samples = [0.001, 0.0011, 0.00124, 0.00125, 0.002]  # seconds of CPU for one probe
+    figures = loadtest.host_figures(samples)
+    assert figures["probes"] == 5
+    assert (figures["work_us_min"], figures["work_us_max"]) == (1000, 2000)
+    assert figures["work_us_p50"] == 1240
+    assert figures["slow_share"] == 0.4  # 1.25 ms and 2 ms: at least 25 % slower
+    assert loadtest.host_figures([]) == {"probes": 0}
+
+
+def test_host_probe_times_its_work_while_the_run_goes_on() -> None:
+    with loadtest.HostProbe(every_s=0.01) as probe:
+        time.sleep(0.2)
+    count = len(probe.samples)
+    assert count >= 3 and all(t > 0 for t in probe.samples)
+    time.sleep(0.05)
+    assert len(probe.samples) == count  # stopped with the run

@@ -642,6 +642,65 @@ def agent_screens(port: int, emails: list[str]) -> Iterator[Callable[[], dict[in
         process.join(timeout=10)
 
 
+# -- how fast the host itself ran ------------------------------------------------------------
+PROBE_EVERY_S = 0.5
+_PROBE_LOOP = 20_000  # about a millisecond of CPU
+
+
+def _probe_work() -> float:
+    """The CPU time (s) a fixed piece of pure-Python work takes: the same on a quiet
+    host, more when a virtual machine's neighbours or the host's other load slow the
+    CPU down (time spent waiting for the CPU is not counted: that is load, not speed)."""
+    started, total = time.thread_time(), 0
+    for i in range(_PROBE_LOOP):
+        total += i * i % 7
+    return time.thread_time() - started
+
+
+class HostProbe:
+    """Times :func:`_probe_work` every ``every_s`` during a run, in a thread of its own,
+    so that a slow run can be told apart from a slow host."""
+
+    def __init__(self, every_s: float = PROBE_EVERY_S) -> None:
+        self.every_s = every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HostProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(_probe_work())
+
+
+def host_figures(samples: list[float]) -> dict[str, Any]:
+    """The probe's CPU time per piece of work (µs): its quickest, median, 90th centile
+    and slowest, and the share of probes at least 25 % slower than the quickest."""
+    if not samples:
+        return {"probes": 0}
+    ordered = sorted(samples)
+    fastest = ordered[0]
+
+    def centile(share: float) -> int:
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1e6)
+
+    return {
+        "probes": len(ordered),
+        "work_us_min": round(fastest * 1e6),
+        "work_us_p50": centile(0.50),
+        "work_us_p90": centile(0.90),
+        "work_us_max": round(ordered[-1] * 1e6),
+        "slow_share": round(sum(1 for t in ordered if t >= 1.25 * fastest) / len(ordered), 3),
+    }
+
+
 def feed_figures(
     seen: dict[int, list[float]], sent_at: dict[int, float], screens: int
 ) -> dict[str, Any]:
@@ -841,7 +900,8 @@ def run(
             clients=clients,
         )
         started, cpu, server_before = time.perf_counter(), time.process_time(), server_cpu()
-        result = load.run(callers, end_s=warmup + seconds)
+        with HostProbe() as probe:
+            result = load.run(callers, end_s=warmup + seconds)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         server_used = {k: v - server_before.get(k, 0.0) for k, v in server_cpu().items()}
         time.sleep(1.0)  # the last events reach the screens
@@ -877,6 +937,8 @@ def run(
         "webhooks": figures(result, start_s=warmup, seconds=seconds),
         "unexpected_answers": result.unexpected,
         "feed": feed_figures(seen, sent_at, screens),
+        # the host's own speed during the run: a VM slowed by its neighbours shows here
+        "host": host_figures(probe.samples),
         "contacts_left_waiting_cancelled": tidied,
     }
     return out
