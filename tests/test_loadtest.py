@@ -285,10 +285,10 @@ def test_host_figures_tell_how_often_the_host_ran_the_same_work_slower() -> None
     assert loadtest.host_figures([]) == {"probes": 0}
 
 
-def test_host_probe_times_its_work_while_the_run_goes_on() -> None:
+def test_host_probe_times_its_work_while_the_run_goes_on_and_stops_with_it() -> None:
+    deadline = time.monotonic() + 10
     with loadtest.HostProbe(every_s=0.01) as probe:
-        time.sleep(0.2)
-    count = len(probe.samples)
-    assert count >= 3 and all(t > 0 for t in probe.samples)
-    time.sleep(0.05)
-    assert len(probe.samples) == count  # stopped with the run
+        while len(probe.samples) < 3 and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+    assert len(probe.samples) >= 3 and all(t > 0 for t in probe.samples)
+    assert not probe._thread.is_alive()  # stopped with the run
