@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Executable, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -56,15 +58,12 @@ def read_once(
     a connection found dead (the server restarted since it was pooled) is replaced and
     the read tried once more; SQLAlchemy drops the pool's other old connections
     meanwhile. (SQLite's driver opens no transaction for a read.)"""
-    for attempt in (1, 2):
-        try:
-            with engine.connect() as connection:
-                row = connection.execute(statement, params).one_or_none()
-                return None if row is None else tuple(row)
-        except DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")
+
+    def read(connection: Connection) -> tuple[Any, ...] | None:
+        row = connection.execute(statement, params).one_or_none()
+        return None if row is None else tuple(row)
+
+    return _on_a_live_connection(engine, read)
 
 
 def write_once(engine: Engine, statement: Executable, params: dict[str, Any]) -> int:
@@ -73,12 +72,22 @@ def write_once(engine: Engine, statement: Executable, params: dict[str, Any]) ->
     statement is atomic on its own, so it needs no BEGIN and COMMIT round trips, and a
     connection found dead is replaced and the statement tried once more. Returns the
     rows it changed. (On SQLite, whose engine this is too, the commit ends the write.)"""
+
+    def write(connection: Connection) -> int:
+        changed = connection.execute(statement, params).rowcount
+        connection.commit()
+        return int(changed)
+
+    return _on_a_live_connection(engine, write)
+
+
+def _on_a_live_connection(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """``work`` on a pooled connection, done again on a fresh one when the first
+    turns out dead (only then: any other error is the caller's)."""
     for attempt in (1, 2):
         try:
             with engine.connect() as connection:
-                changed = connection.execute(statement, params).rowcount
-                connection.commit()
-                return int(changed)
+                return work(connection)
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise

@@ -685,18 +685,14 @@ def host_figures(samples: list[float]) -> dict[str, Any]:
     and slowest, and the share of probes at least 25 % slower than the quickest."""
     if not samples:
         return {"probes": 0}
-    ordered = sorted(samples)
+    ordered = sorted(t * 1e6 for t in samples)
     fastest = ordered[0]
-
-    def centile(share: float) -> int:
-        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1e6)
-
     return {
         "probes": len(ordered),
-        "work_us_min": round(fastest * 1e6),
-        "work_us_p50": centile(0.50),
-        "work_us_p90": centile(0.90),
-        "work_us_max": round(ordered[-1] * 1e6),
+        "work_us_min": round(fastest),
+        "work_us_p50": round(_percentile(ordered, 0.50)),
+        "work_us_p90": round(_percentile(ordered, 0.90)),
+        "work_us_max": round(ordered[-1]),
         "slow_share": round(sum(1 for t in ordered if t >= 1.25 * fastest) / len(ordered), 3),
     }
 
