@@ -317,3 +317,45 @@ def test_a_new_contacts_version_is_recorded_though_its_pooled_connection_died(
     ticket = rt.queue.request_callback(SITE, phone="+33612345603", language="fr")
     row_version, redis_version = _version(rt, ticket.contact_id)
     assert row_version == redis_version >= 1
+
+
+def test_an_intake_reads_the_site_id_and_the_permit_date_without_loading_whole_rows(
+    voice_runtime: Runtime,
+) -> None:
+    """A whole Site decodes six JSON columns and a whole Case eight columns, on every
+    callback request and every caller joining the queue; the intake needs one value of
+    each. The urgent class still comes from the case's permit date."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event
+
+    from interphone.models import Case, Contact, Site
+
+    from .conftest import SITE
+
+    rt = voice_runtime
+    with rt.sessions() as s, s.begin():
+        s.add(
+            Case(
+                file_number="HOTPATH1",
+                birth_date_hash="x" * 64,
+                status="received",
+                status_changed_at=datetime.now(UTC),
+                api_valid_until=(datetime.now(UTC) + timedelta(days=3)).date(),
+            )
+        )
+    loaded: list[object] = []
+    listener = lambda target, _context: loaded.append(target)  # noqa: E731
+    event.listen(Site, "load", listener)
+    event.listen(Case, "load", listener)
+    try:
+        live = rt.queue.enqueue_live(SITE, language="fr", file_number="HOTPATH1")
+        callback = rt.queue.request_callback(SITE, phone="+33612345604", language="fr")
+    finally:
+        event.remove(Site, "load", listener)
+        event.remove(Case, "load", listener)
+    assert live.created and callback.created
+    assert loaded == []
+    with rt.sessions() as s:
+        assert s.get(Contact, live.contact_id).priority_class == 0  # urgent: permit in 3 days
+        assert s.get(Contact, callback.contact_id).priority_class == 1

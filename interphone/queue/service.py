@@ -225,7 +225,7 @@ class QueueService:
 
         try:
             with transaction(self.sessions) as s:
-                site = self._site(s, site_code)
+                site_id = self._site_id(s, site_code)
                 if kind == "callback":
                     duplicate = self._active_duplicate(s, number, file_no)
                     if duplicate is not None:
@@ -238,7 +238,7 @@ class QueueService:
                     # between this commit and its answer): one call, one place in line
                     duplicate = s.scalars(
                         select(Contact).where(
-                            Contact.site_id == site.id,
+                            Contact.site_id == site_id,
                             Contact.state.in_(ACTIVE_CONTACT_STATES),
                             Contact.call_sid == call_sid,
                         )
@@ -249,7 +249,7 @@ class QueueService:
                     reference=self._free_reference(s),
                     kind=kind,
                     channel=channel,
-                    site_id=site.id,
+                    site_id=site_id,
                     phone=number,
                     language=language,
                     reason=reason,
@@ -373,7 +373,7 @@ class QueueService:
     def list_waiting(self, site: str, limit: int = 1000) -> list[WaitingContact]:
         """Waiting contacts in dispatch order, then callbacks held back by a retry delay."""
         with self.sessions() as s:
-            self._site(s, site)
+            self._site_id(s, site)
             ready = self.store.waiting_ids(site, 0, limit - 1)
             held = self.store.delayed_ids(site)
             ids = ready + held
@@ -823,6 +823,15 @@ class QueueService:
             raise UnknownSite(f"unknown site {code!r}", site=code)
         return site
 
+    @staticmethod
+    def _site_id(s: Session, code: str) -> int:
+        """The site's id alone: a whole :class:`Site` also decodes its six JSON columns
+        (hours, numbers, closures), which an intake does not read."""
+        site_id = s.scalar(select(Site.id).where(Site.code == code))
+        if site_id is None:
+            raise UnknownSite(f"unknown site {code!r}", site=code)
+        return int(site_id)
+
     def _site_of(self, contact_id: int) -> str:
         with self.sessions() as s:
             code = s.scalar(
@@ -855,12 +864,12 @@ class QueueService:
         """Urgent when the applicant's permit or API expires within the configured days."""
         if not file_number:
             return NORMAL
-        case = s.scalar(select(Case).where(Case.file_number == file_number))
-        if case is None or case.api_valid_until is None:
+        valid_until = s.scalar(select(Case.api_valid_until).where(Case.file_number == file_number))
+        if valid_until is None:  # no such case, or no date
             return NORMAL
         today = from_ms(to_ms(self.clock.now())).date()
         limit = today + timedelta(days=self.settings.urgent_within_days)
-        return URGENT if case.api_valid_until <= limit else NORMAL
+        return URGENT if valid_until <= limit else NORMAL
 
     @staticmethod
     def _active_duplicate(s: Session, phone: str | None, file_no: str | None) -> Contact | None:
