@@ -190,10 +190,13 @@ def test_caller_gone_before_bridge_while_the_database_is_down_is_abandoned_later
     agent, contact_id = _accepted(rt)
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
     rt.sessions.configure(bind=unreachable)
+    # the queue's single statements outside a transaction too (its autocommit engine)
+    autocommit, rt.queue.autocommit = rt.queue.autocommit, unreachable
     try:
         caller.hang_up()  # the status callback is answered; the hang-up is deferred
     finally:
         rt.sessions.configure(bind=rt.engine)
+        rt.queue.autocommit = autocommit
         unreachable.dispose()
     assert rt.ivr.deferred.pending() == 1
     assert rt.ivr.deferred.apply(notify=rt.notify) == 1

@@ -359,3 +359,36 @@ def test_an_intake_reads_the_site_id_and_the_permit_date_without_loading_whole_r
     with rt.sessions() as s:
         assert s.get(Contact, live.contact_id).priority_class == 0  # urgent: permit in 3 days
         assert s.get(Contact, callback.contact_id).priority_class == 1
+
+
+def test_a_caller_hanging_up_on_hold_is_released_on_one_read_without_loading_the_contact(
+    voice_runtime: Runtime,
+) -> None:
+    """Twilio's status callback of a caller gone from the queue: the contact's state and
+    site are read in one statement, not as a whole row, and the event still names its
+    site. Released twice (a retried callback), it is done once."""
+    from sqlalchemy import event, select
+
+    from interphone.models import Contact, Event, Site
+
+    from .conftest import SITE
+
+    rt = voice_runtime
+    contact_id = rt.queue.enqueue_live(SITE, language="fr").contact_id
+    loaded: list[object] = []
+    listener = lambda target, _context: loaded.append(target)  # noqa: E731
+    event.listen(Contact, "load", listener)
+    try:
+        first = rt.queue.abandon(contact_id)
+        again = rt.queue.abandon(contact_id)
+    finally:
+        event.remove(Contact, "load", listener)
+    assert (first, again) == (True, False)
+    assert loaded == []
+    with rt.sessions() as s:
+        site_id = s.scalar(select(Site.id).where(Site.code == SITE))
+        abandoned = s.scalars(
+            select(Event).where(Event.contact_id == contact_id, Event.kind == "contact.abandoned")
+        ).all()
+        assert [e.site_id for e in abandoned] == [site_id]
+        assert s.get(Contact, contact_id).state == "abandoned"

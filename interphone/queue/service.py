@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import failpoints
 from ..config import QueueSettings
-from ..db import transaction, write_once
+from ..db import read_once, transaction, write_once
 from ..models import (
     ACTIVE_CONTACT_STATES,
     Agent,
@@ -593,12 +593,9 @@ class QueueService:
         *,
         on_call: bool = False,
     ) -> bool:
-        with self.sessions() as s:
-            row = s.get(Contact, contact_id)
-            if row is None:
-                raise UnknownContact("no such contact", contact_id=contact_id)
-            if row.state not in ACTIVE_CONTACT_STATES:
-                return False  # already closed: nothing is done twice
+        current, site_id, site_code = self._state_and_site(contact_id)
+        if current not in ACTIVE_CONTACT_STATES:
+            return False  # already closed: nothing is done twice
         released = self.store.release(contact_id, state, on_call=on_call)
         previous, agent, version, agent_freed = released or ("", None, 0, 0)
         was_on_call = previous == "on_call"
@@ -620,6 +617,7 @@ class QueueService:
             self._event_raw(
                 s,
                 f"contact.{state}",
+                site_id=site_id,
                 contact_id=contact_id,
                 agent_id=agent if was_on_call else None,
                 actor=actor,
@@ -628,10 +626,31 @@ class QueueService:
             if was_on_call and agent_freed:
                 self._event_raw(s, "agent.presence", agent_id=agent, data={"state": "available"})
             elif agent is not None and not was_on_call:
-                self._event_raw(s, "offer.withdrawn", contact_id=contact_id, agent_id=agent)
+                self._event_raw(
+                    s, "offer.withdrawn", site_id=site_id, contact_id=contact_id, agent_id=agent
+                )
         if agent is not None:
-            self.trigger(self._site_of(contact_id))
+            self.trigger(site_code)
         return released is not None
+
+    def _state_and_site(self, contact_id: int) -> tuple[str, int, str]:
+        """A contact's state, site id and site code, in one read: outside a transaction
+        when an autocommit engine was given (a caller hanging up on hold is released on
+        Twilio's status callback, on the webhooks' path)."""
+        stmt = (
+            select(Contact.state, Contact.site_id, Site.code)
+            .join(Site, Site.id == Contact.site_id)
+            .where(Contact.id == contact_id)
+        )
+        if self.autocommit is not None:
+            row = read_once(self.autocommit, stmt, {})
+        else:
+            with self.sessions() as s:
+                found = s.execute(stmt).one_or_none()
+                row = None if found is None else tuple(found)
+        if row is None:
+            raise UnknownContact("no such contact", contact_id=contact_id)
+        return str(row[0]), int(row[1]), str(row[2])
 
     def set_priority(self, contact_id: int, urgent: bool, *, actor: str | None = None) -> None:
         cls = URGENT if urgent else NORMAL
