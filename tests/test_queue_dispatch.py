@@ -134,6 +134,37 @@ def test_wait_estimate_reads_the_staffed_agents_and_the_calls_completed_since(
     assert queue.store.staffing(SITE, queue.store.now_ms() + 1) == (1, 0)
 
 
+def test_a_caller_on_hold_gets_place_and_wait_estimate_in_one_round_trip(
+    queue: QueueService, clock: ManualClock, make_agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every caller on hold asks where they stand every minute: the position script also
+    returns the estimate's two figures, so the separate staffing read is never made."""
+    agent = make_agent(["fr"])
+    first = queue.enqueue_live(SITE, language="fr").contact_id
+    queue.dispatch(SITE)
+    queue.accept(agent.id, first)
+    clock.advance(60)
+    queue.finish(agent.id, first, "resolved")  # one call completed in the window
+    # the agent, in wrap-up, is staffed but not free: the next callers wait
+    waiting = [queue.enqueue_live(SITE, language="fr").contact_id for _ in range(2)]
+    since = queue.store.now_ms() - 1_800_000
+    expected = queue.store.staffing(SITE, since)
+    assert expected == (1, 1)
+    pos = queue.store.position(waiting[1], since)
+    assert pos is not None and (pos.position, pos.staffing) == (2, expected)
+    unasked = queue.store.position(waiting[1])
+    assert unasked is not None and unasked.staffing is None  # not asked: not read
+    estimate = queue.estimate_wait(SITE, 2)
+
+    def no_second_trip(*_args: object) -> tuple[int, int]:
+        raise AssertionError("staffing read apart from the position")
+
+    monkeypatch.setattr(queue.store, "staffing", no_second_trip)
+    place = queue.place(waiting[1])
+    assert (place.position, place.wait_s) == (2, estimate)
+    assert estimate is not None
+
+
 def test_accepting_an_expired_offer_is_refused(
     queue: QueueService, clock: ManualClock, make_agent
 ) -> None:

@@ -322,7 +322,7 @@ class QueueService:
         """Where a contact stands, for a caller on hold asking again every minute: from
         Redis alone while it is in the queue (its reference is not read: ""), from the
         database once it has left it."""
-        pos = self.store.position(contact_id)
+        pos = self.store.position(contact_id, self._throughput_since_ms())
         if pos is None:
             return self.ticket(contact_id)
         return Ticket(
@@ -331,7 +331,9 @@ class QueueService:
             kind=pos.kind,
             state=pos.state,
             position=pos.position,
-            wait_s=self.estimate_wait(pos.site, pos.position) if pos.position else None,
+            wait_s=self.estimate_wait(pos.site, pos.position, pos.staffing)
+            if pos.position
+            else None,
             created=False,
             not_before_ms=pos.not_before_ms,
         )
@@ -343,11 +345,12 @@ class QueueService:
         return pos.kind if pos is not None else None
 
     def _ticket(self, contact: Contact, *, created: bool) -> Ticket:
-        pos = self.store.position(contact.id)
+        pos = self.store.position(contact.id, self._throughput_since_ms())
         position = pos.position if pos else 0
         state = pos.state if pos else contact.state
         site = pos.site if pos else None
-        wait = self.estimate_wait(site, position) if site and position else None
+        staffing = pos.staffing if pos else None
+        wait = self.estimate_wait(site, position, staffing) if site and position else None
         return Ticket(
             contact_id=contact.id,
             reference=contact.reference,
@@ -359,9 +362,14 @@ class QueueService:
             not_before_ms=pos.not_before_ms if pos else contact.not_before_ms,
         )
 
-    def estimate_wait(self, site: str, position: int) -> float | None:
-        now = to_ms(self.clock.now())
-        staffed, done = self.store.staffing(site, now - int(THROUGHPUT_WINDOW_S * 1000))
+    def estimate_wait(
+        self, site: str, position: int, staffing: tuple[int, int] | None = None
+    ) -> float | None:
+        """``staffing``: the site's staffed agents and the calls completed since
+        :meth:`_throughput_since_ms`, when already read (:meth:`RedisQueue.position`)."""
+        if staffing is None:
+            staffing = self.store.staffing(site, self._throughput_since_ms())
+        staffed, done = staffing
         return wait_for_position(
             position,
             staffed_agents=staffed,
@@ -369,6 +377,10 @@ class QueueService:
             window_s=THROUGHPUT_WINDOW_S,
             default_handle_time_s=self.settings.default_handle_time_s,
         )
+
+    def _throughput_since_ms(self) -> int:
+        """The start of the window whose completed calls give a site's pace."""
+        return to_ms(self.clock.now()) - int(THROUGHPUT_WINDOW_S * 1000)
 
     def list_waiting(self, site: str, limit: int = 1000) -> list[WaitingContact]:
         """Waiting contacts in dispatch order, then callbacks held back by a retry delay."""

@@ -91,6 +91,8 @@ class Position:
     kind: str
     not_before_ms: int
     agent_id: int | None
+    # (staffed agents, calls completed since the time asked): when asked, and in line
+    staffing: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,12 @@ class RedisQueue:
         )
         return Enqueued(as_text(result[0]) == "new", int(result[2]), int(result[3]))
 
-    def position(self, contact_id: int) -> Position | None:
-        """1-based position in the site's line, in O(log n)."""
-        raw = self._run("position", member(contact_id))
+    def position(self, contact_id: int, staffing_since_ms: int | None = None) -> Position | None:
+        """1-based position in the site's line, in O(log n). With ``staffing_since_ms``,
+        a contact in line also gets its site's :meth:`staffing` since then, in the same
+        round trip (a caller on hold asks where they stand and how long is left)."""
+        since = "" if staffing_since_ms is None else str(int(staffing_since_ms))
+        raw = self._run("position", member(contact_id), since)
         if raw is None:
             return None
         agent = as_text(raw[5])
@@ -183,6 +188,7 @@ class RedisQueue:
             kind=as_text(raw[3]),
             not_before_ms=int(float(as_text(raw[4]) or 0)),
             agent_id=int(agent) if agent else None,
+            staffing=(int(raw[6]), int(raw[7])) if len(raw) > 7 else None,
         )
 
     def waiting_ids(self, site: str, start: int = 0, stop: int = -1) -> list[int]:
