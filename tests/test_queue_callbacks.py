@@ -127,6 +127,48 @@ def test_cancellation_needs_a_reason_and_removes_the_contact_once(
     assert queue.store.waiting_count(SITE) == 0
 
 
+def test_a_release_whose_database_write_failed_after_redis_is_completed_by_its_retry_once(
+    queue: QueueService, runtime, tmp_path
+) -> None:
+    """The database went down between Redis letting the contact go and the row being
+    closed: the retry (a deferred hang-up, a repeated cancellation) finds the row open
+    and closes it, says it did (the bridge then tidies the legs), and records one event."""
+    from interphone import db as dbmod
+
+    cid = queue.enqueue_live(SITE, language="fr", phone=phone(1)).contact_id
+    unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
+    runtime.sessions.configure(bind=unreachable)  # the write fails; the read came first
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whichever driver error it raises
+            queue.abandon(cid)
+    finally:
+        runtime.sessions.configure(bind=runtime.engine)
+        unreachable.dispose()
+    assert queue.store.contact(cid) == {}  # Redis let go already
+    assert queue.abandon(cid) is True
+    assert queue.abandon(cid) is False
+    with runtime.sessions() as s:
+        assert s.get(Contact, cid).state == "abandoned"
+    assert queue.count_events("contact.abandoned") == 1
+
+
+def test_a_release_that_lost_the_race_keeps_the_winners_state_and_records_nothing(
+    queue: QueueService, runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent cancels while the caller hangs up: both read the contact open, the
+    cancellation wins in Redis and in the database; the hang-up, finding Redis empty,
+    must not overwrite "cancelled" nor add an "abandoned" event."""
+    cid = queue.enqueue_live(SITE, language="fr", phone=phone(1)).contact_id
+    stale = queue._state_and_site(cid)  # what the hang-up read before the cancellation
+    assert queue.cancel(cid, "doublon", actor="agent:1") is True
+    monkeypatch.setattr(queue, "_state_and_site", lambda _cid: stale)
+    assert queue.abandon(cid) is False
+    with runtime.sessions() as s:
+        assert s.get(Contact, cid).state == "cancelled"
+    assert queue.count_events("contact.abandoned") == 0
+    assert queue.count_events("contact.cancelled") == 1
+
+
 def test_a_live_call_with_no_answer_outcome_is_not_retried(queue: QueueService, make_agent) -> None:
     agent = make_agent(["fr"])
     queue.enqueue_live(SITE, language="fr", phone=phone(1))

@@ -582,7 +582,7 @@ class QueueService:
         return result.state
 
     def abandon(self, contact_id: int) -> bool:
-        """The caller hung up while waiting. True if it was still in line."""
+        """The caller hung up while waiting. True if this closed the contact."""
         return self._release(contact_id, "abandoned", None, None)
 
     def abandon_before_bridge(self, contact_id: int) -> bool:
@@ -605,24 +605,31 @@ class QueueService:
         *,
         on_call: bool = False,
     ) -> bool:
+        """Close a contact still open. True when this call closed it: in Redis, or in the
+        database alone when Redis no longer held it. False when it was closed already
+        (a repeated status callback, a release that lost a race): nothing done twice."""
         current, site_id, site_code = self._state_and_site(contact_id)
         if current not in ACTIVE_CONTACT_STATES:
             return False  # already closed: nothing is done twice
         released = self.store.release(contact_id, state, on_call=on_call)
         previous, agent, version, agent_freed = released or ("", None, 0, 0)
         was_on_call = previous == "on_call"
+        closing = dict(
+            state=state,
+            outcome=reason,
+            closed_at=self._now(),
+            active_phone=None,
+            active_file=None,
+        )
         with transaction(self.sessions) as s:
-            self._set_contact(
-                s,
-                contact_id,
-                version,
-                force=released is None,
-                state=state,
-                outcome=reason,
-                closed_at=self._now(),
-                active_phone=None,
-                active_file=None,
-            )
+            if released is not None:
+                self._set_contact(s, contact_id, version, **closing)
+            elif not self._close_if_open(s, contact_id, closing):
+                # Redis had let it go and the row is closed: another release won the
+                # race (its state stays, no second event)
+                return False
+            # else Redis had let it go but the row is still open: an earlier attempt
+            # failed after Redis (the database down), or Redis lost the contact
             data: dict[str, Any] = {"reason": reason} if reason else {}
             if was_on_call:  # the agent had accepted: named on the event, and freed
                 data["before_bridge"] = True
@@ -643,7 +650,18 @@ class QueueService:
                 )
         if agent is not None:
             self.trigger(site_code)
-        return released is not None
+        return True
+
+    @staticmethod
+    def _close_if_open(s: Session, contact_id: int, values: dict[str, Any]) -> bool:
+        """Close a contact Redis no longer holds, unless it is closed already; True
+        when this did it."""
+        stmt = (
+            update(Contact)
+            .where(Contact.id == contact_id, Contact.state.in_(ACTIVE_CONTACT_STATES))
+            .values(**values)
+        )
+        return bool(s.execute(stmt).rowcount)
 
     def _state_and_site(self, contact_id: int) -> tuple[str, int, str]:
         """A contact's state, site id and site code, in one read: outside a transaction
@@ -928,14 +946,9 @@ class QueueService:
             s.execute(stmt)
 
     @staticmethod
-    def _set_contact(
-        s: Session, contact_id: int, version: int, *, force: bool = False, **values: Any
-    ) -> None:
-        stmt = update(Contact).where(Contact.id == contact_id)
-        if not force:
-            stmt = stmt.where(Contact.version < version)
-            values["version"] = version
-        s.execute(stmt.values(**values))
+    def _set_contact(s: Session, contact_id: int, version: int, **values: Any) -> None:
+        stmt = update(Contact).where(Contact.id == contact_id, Contact.version < version)
+        s.execute(stmt.values(version=version, **values))
 
     def _event(
         self,
