@@ -14,9 +14,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import CursorResult, Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -661,7 +661,9 @@ class QueueService:
             .where(Contact.id == contact_id, Contact.state.in_(ACTIVE_CONTACT_STATES))
             .values(**values)
         )
-        return bool(s.execute(stmt).rowcount)
+        # an UPDATE's result is a CursorResult (Session.execute is typed for any statement)
+        result = cast(CursorResult[Any], s.execute(stmt))
+        return bool(result.rowcount)
 
     def _state_and_site(self, contact_id: int) -> tuple[str, int, str]:
         """A contact's state, site id and site code, in one read: outside a transaction
