@@ -334,14 +334,15 @@ def test_an_intake_reads_the_site_id_and_the_permit_date_without_loading_whole_r
     from .conftest import SITE
 
     rt = voice_runtime
+    today = datetime.fromtimestamp(rt.clock.now(), UTC)  # the runtime's clock, not the wall's
     with rt.sessions() as s, s.begin():
         s.add(
             Case(
                 file_number="HOTPATH1",
                 birth_date_hash="x" * 64,
                 status="received",
-                status_changed_at=datetime.now(UTC),
-                api_valid_until=(datetime.now(UTC) + timedelta(days=3)).date(),
+                status_changed_at=today,
+                api_valid_until=(today + timedelta(days=3)).date(),
             )
         )
     loaded: list[object] = []
