@@ -884,13 +884,11 @@ class QueueService:
         return int(site_id)
 
     def _site_of(self, contact_id: int) -> str:
-        with self.sessions() as s:
-            code = s.scalar(
-                select(Site.code)
-                .join(Contact, Contact.site_id == Site.id)
-                .where(Contact.id == contact_id)
-            )
-        return code or ""
+        """The contact's site code, "" for an unknown contact."""
+        try:
+            return self._state_and_site(contact_id)[2]
+        except UnknownContact:
+            return ""
 
     def _agent(self, s: Session, agent_id: int) -> Agent:
         agent = s.get(Agent, agent_id)
