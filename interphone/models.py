@@ -133,6 +133,8 @@ class Agent(Base):
     presence: Mapped[str] = mapped_column(String(16), default="offline")
     presence_reason: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # carried in the session cookie: raised on sign-out, password reset and deactivation
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -161,6 +163,8 @@ class Contact(Base):
     language: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(String(200))
     file_number: Mapped[str | None] = mapped_column(String(32))
+    # the birth date matched in this call: only a proven file sets priority or duplicates
+    file_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     priority_class: Mapped[int] = mapped_column(Integer, default=1)
     arrived_ms: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default="waiting")
