@@ -35,6 +35,11 @@ class UnknownContact(QueueError):
     error_id = "unknown-contact"
 
 
+class UnknownVoicemail(QueueError):
+    status_code = 404
+    error_id = "unknown-voicemail"
+
+
 class Conflict(QueueError):
     """The request does not fit the current state (offer expired, agent on a call...)."""
 

@@ -32,6 +32,7 @@ from ..models import (
     Site,
 )
 from ..privacy import InvalidPhoneNumber, mask_phone, normalize_file_number, to_e164
+from ..scope import EVERYWHERE, Scope
 from .clock import Clock, from_ms, to_ms
 from .estimate import wait_for_position
 from .exceptions import Conflict, InvalidInput, UnknownAgent, UnknownContact, UnknownSite
@@ -382,10 +383,14 @@ class QueueService:
         """The start of the window whose completed calls give a site's pace."""
         return to_ms(self.clock.now()) - int(THROUGHPUT_WINDOW_S * 1000)
 
-    def list_waiting(self, site: str, limit: int = 1000) -> list[WaitingContact]:
-        """Waiting contacts in dispatch order, then callbacks held back by a retry delay."""
+    def list_waiting(
+        self, site: str, limit: int = 1000, *, scope: Scope = EVERYWHERE
+    ) -> list[WaitingContact]:
+        """Waiting contacts in dispatch order, then callbacks held back by a retry delay.
+        A site outside ``scope`` is unknown."""
         with self.sessions() as s:
-            self._site_id(s, site)
+            if not scope.allows(self._site_id(s, site)):
+                raise UnknownSite(f"unknown site {site!r}", site=site)
             ready = self.store.waiting_ids(site, 0, limit - 1)
             held = self.store.delayed_ids(site)
             ids = ready + held
@@ -428,14 +433,21 @@ class QueueService:
 
     # -- agents ------------------------------------------------------------------------
     def set_presence(
-        self, agent_id: int, state: str, reason: str = "", *, actor: str | None = None
+        self,
+        agent_id: int,
+        state: str,
+        reason: str = "",
+        *,
+        actor: str | None = None,
+        scope: Scope = EVERYWHERE,
     ) -> str:
+        """An agent's presence, set by themselves or by a supervisor of ``scope``."""
         if state == "paused" and not reason:
             reason = "break"
         if len(reason) > 64:
             raise InvalidInput("pause reason is longer than 64 characters")
         with transaction(self.sessions) as s:
-            agent = self._agent(s, agent_id)
+            agent = self._agent(s, agent_id, scope)
             site = s.get(Site, agent.site_id)
             assert site is not None
             version, returned, contact_version = self.store.set_presence(
@@ -496,10 +508,21 @@ class QueueService:
                 return offers
             offers.append(result.offer)
 
-    def reassign(self, contact_id: int, agent_id: int, *, actor: str | None = None) -> Offer:
+    def reassign(
+        self,
+        contact_id: int,
+        agent_id: int,
+        *,
+        actor: str | None = None,
+        scope: Scope = EVERYWHERE,
+    ) -> Offer:
         """A supervisor offers a waiting contact to a chosen free agent (say, the one who
         speaks the caller's language, or who handled the file before). The offer then
-        runs as any other and, if declined or missed, the contact is back at its place."""
+        runs as any other and, if declined or missed, the contact is back at its place.
+        Both must be of ``scope``'s sites."""
+        self._in_scope(contact_id, scope)
+        with self.sessions() as s:
+            self._agent(s, agent_id, scope)
         offer = self.store.offer_to(
             contact_id, agent_id, offer_timeout_s=self.settings.offer_timeout_s
         )
@@ -591,10 +614,13 @@ class QueueService:
         (Once put through, the agent ends the call with an outcome: :meth:`finish`.)"""
         return self._release(contact_id, "abandoned", None, None, on_call=True)
 
-    def cancel(self, contact_id: int, reason: str, *, actor: str | None = None) -> bool:
+    def cancel(
+        self, contact_id: int, reason: str, *, actor: str | None = None, scope: Scope = EVERYWHERE
+    ) -> bool:
+        """A supervisor of ``scope`` (or the applicant, by SMS) cancels a request."""
         if not reason or len(reason) > REASON_MAX:
             raise InvalidInput("a cancellation needs a reason of at most 200 characters")
-        return self._release(contact_id, "cancelled", reason, actor)
+        return self._release(contact_id, "cancelled", reason, actor, scope=scope)
 
     def _release(
         self,
@@ -604,11 +630,14 @@ class QueueService:
         actor: str | None,
         *,
         on_call: bool = False,
+        scope: Scope = EVERYWHERE,
     ) -> bool:
         """Close a contact still open. True when this call closed it: in Redis, or in the
         database alone when Redis no longer held it. False when it was closed already
         (a repeated status callback, a release that lost a race): nothing done twice."""
         current, site_id, site_code = self._state_and_site(contact_id)
+        if not scope.allows(site_id):
+            raise UnknownContact("no such contact", contact_id=contact_id)
         if current not in ACTIVE_CONTACT_STATES:
             return False  # already closed: nothing is done twice
         released = self.store.release(contact_id, state, on_call=on_call)
@@ -684,11 +713,14 @@ class QueueService:
             raise UnknownContact("no such contact", contact_id=contact_id)
         return str(row[0]), int(row[1]), str(row[2])
 
-    def set_priority(self, contact_id: int, urgent: bool, *, actor: str | None = None) -> None:
+    def set_priority(
+        self, contact_id: int, urgent: bool, *, actor: str | None = None, scope: Scope = EVERYWHERE
+    ) -> None:
+        """A supervisor of ``scope`` moves a contact into (or out of) the urgent class."""
         cls = URGENT if urgent else NORMAL
         with transaction(self.sessions) as s:
             row = s.get(Contact, contact_id)
-            if row is None:
+            if row is None or not scope.allows(row.site_id):
                 raise UnknownContact("no such contact", contact_id=contact_id)
             version = self.store.reprioritize(contact_id, cls, row.arrived_ms)
             row.priority_class = cls
@@ -883,6 +915,11 @@ class QueueService:
             raise UnknownSite(f"unknown site {code!r}", site=code)
         return int(site_id)
 
+    def _in_scope(self, contact_id: int, scope: Scope) -> None:
+        """Raise :class:`UnknownContact` for a contact outside ``scope`` (or none)."""
+        if not scope.allows(self._state_and_site(contact_id)[1]):
+            raise UnknownContact("no such contact", contact_id=contact_id)
+
     def _site_of(self, contact_id: int) -> str:
         """The contact's site code, "" for an unknown contact."""
         try:
@@ -890,9 +927,10 @@ class QueueService:
         except UnknownContact:
             return ""
 
-    def _agent(self, s: Session, agent_id: int) -> Agent:
+    def _agent(self, s: Session, agent_id: int, scope: Scope = EVERYWHERE) -> Agent:
+        """An active agent of ``scope``'s sites; any other is unknown."""
         agent = s.get(Agent, agent_id)
-        if agent is None or not agent.active:
+        if agent is None or not agent.active or not scope.allows(agent.site_id):
             raise UnknownAgent(f"unknown agent {agent_id}", agent_id=agent_id)
         return agent
 

@@ -31,9 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker, undefer
 from ..db import transaction
 from ..models import Event, Site, Voicemail
 from ..queue.clock import Clock, from_ms, to_ms
-from ..queue.exceptions import QueueError
+from ..queue.exceptions import QueueError, UnknownSite, UnknownVoicemail
 from ..queue.notifier import Notifier
 from ..queue.service import QueueService, Ticket
+from ..scope import EVERYWHERE, Scope
 from . import recordings
 from .recordings import RecordingError
 
@@ -270,8 +271,12 @@ class VoicemailService:
             return "failed", None, str(exc)[:200]
 
     # -- what screens show ------------------------------------------------------------
-    def unattended(self, site_id: int, limit: int = 20) -> list[VoicemailView]:
+    def unattended(
+        self, site_id: int, limit: int = 20, *, scope: Scope = EVERYWHERE
+    ) -> list[VoicemailView]:
         """Messages with no number to call back, not yet handled, oldest first."""
+        if not scope.allows(site_id):
+            raise UnknownSite(f"unknown site {site_id}", site=site_id)
         with self.sessions() as s:
             rows = s.scalars(
                 select(Voicemail)
@@ -285,27 +290,30 @@ class VoicemailService:
             ).all()
         return [VoicemailView.of(row) for row in rows]
 
-    def audio(self, voicemail_id: int) -> tuple[int, bytes, str] | None:
-        """(site id, audio, content type), or None when there is no audio (yet)."""
+    def audio(self, voicemail_id: int, *, scope: Scope = EVERYWHERE) -> tuple[bytes, str] | None:
+        """(audio, content type) of a message of ``scope``'s sites, or None when it has
+        no audio yet. Raises :class:`UnknownVoicemail` for a message outside ``scope``
+        exactly as for one that does not exist."""
         with self.sessions() as s:
             row = s.scalars(
                 select(Voicemail)
                 .options(undefer(Voicemail.audio))
                 .where(Voicemail.id == voicemail_id)
             ).one_or_none()
-        if row is None or row.audio is None:
+        if row is None or not scope.allows(row.site_id):
+            raise UnknownVoicemail("no such voicemail", voicemail_id=voicemail_id)
+        if row.audio is None:
             return None
-        return row.site_id, row.audio, row.audio_type or "audio/wav"
+        return row.audio, row.audio_type or "audio/wav"
 
-    def site_of(self, voicemail_id: int) -> int | None:
-        with self.sessions() as s:
-            return s.scalar(select(Voicemail.site_id).where(Voicemail.id == voicemail_id))
-
-    def mark_handled(self, voicemail_id: int, agent_id: int) -> bool:
-        """An agent dealt with a message that had no number: it leaves the list."""
+    def mark_handled(self, voicemail_id: int, agent_id: int, *, scope: Scope = EVERYWHERE) -> bool:
+        """An agent of ``scope`` dealt with a message that had no number: it leaves the
+        list. False when it had left it already."""
         with transaction(self.sessions) as s:
             row = s.get(Voicemail, voicemail_id)
-            if row is None or row.handled_at is not None:
+            if row is None or not scope.allows(row.site_id):
+                raise UnknownVoicemail("no such voicemail", voicemail_id=voicemail_id)
+            if row.handled_at is not None:
                 return False
             row.handled_at, row.handled_by = self._now(), agent_id
             self._event(s, "voicemail.handled", row, agent_id=agent_id)

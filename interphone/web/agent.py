@@ -10,7 +10,7 @@ import io
 import json
 import queue
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from flask import (
     Blueprint,
@@ -25,18 +25,20 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from ..desk import contact_card
 from ..models import Agent, Site
 from ..queue.clock import to_ms
-from ..queue.exceptions import QueueError
+from ..queue.exceptions import QueueError, UnknownVoicemail
 from ..queue.service import OUTCOMES
 from . import runtime_of
 from .auth import role_required
 from .feeds import CLOSED, FeedHub
 from .i18n import queue_error_text
+from .walls import current_scope
 
 KEEP_ALIVE_S = 15.0
 BATCHES_PER_WRITE = 16  # a screen further behind gets its changes in several writes
@@ -50,10 +52,12 @@ PATH_LABELS = {
     "status_file": _l("numéro de dossier"),
     "status_birth": _l("date de naissance"),
     "status_mismatch": _l("dossier non reconnu"),
+    "file_limit": _l("dossier : essais de date de naissance épuisés"),
     "status_after": _l("situation du dossier entendue"),
     "callback": _l("demande de rappel"),
     "callback_number": _l("numéro de rappel"),
     "callback_file": _l("dossier du rappel"),
+    "callback_birth": _l("date de naissance du rappel"),
     "callback_reason": _l("motif du rappel"),
     "callback_registered": _l("rappel enregistré"),
     "queue": _l("mis en attente"),
@@ -99,7 +103,7 @@ def _panel_context() -> dict[str, Any]:
         site = s.get(Site, agent.site_id) if agent else None
     waiting = rt.queue.list_waiting(site.code, limit=50) if site else []
     return {
-        "unattended": rt.voicemail.unattended(site.id) if site else [],
+        "unattended": rt.voicemail.unattended(site.id, scope=current_scope()) if site else [],
         "can_listen": current_user.role in LISTENERS,
         "card": contact_card(rt.sessions, rt.calls, current) if current else None,
         "path_labels": PATH_LABELS,
@@ -226,27 +230,22 @@ def finish(contact_id: int) -> Any:
     return redirect(url_for("agent.screen"))
 
 
-def _own_site_voicemail(voicemail_id: int) -> None:
-    """403 unless the message belongs to the signed-in user's site (404 if none)."""
-    rt = runtime_of(current_app)
-    site_id = rt.voicemail.site_of(voicemail_id)
-    if site_id is None:
-        abort(404, description="no such voicemail")
-    with rt.sessions() as s:
-        agent = s.get(Agent, _agent_id())
-    if agent is None or agent.site_id != site_id:
-        abort(403, description="this message belongs to another site")
+def _missing_voicemail() -> NoReturn:
+    """The one answer for a message that does not exist or belongs to another site."""
+    abort(404, description=_("Message inconnu."))
 
 
 @bp.get("/agent/voicemail/<int:voicemail_id>/audio")
 @role_required(*LISTENERS)
 def voicemail_audio(voicemail_id: int) -> Any:
     """A message's audio, from our database (never from Twilio), by the message's id."""
-    _own_site_voicemail(voicemail_id)
-    found = runtime_of(current_app).voicemail.audio(voicemail_id)
+    try:
+        found = runtime_of(current_app).voicemail.audio(voicemail_id, scope=current_scope())
+    except UnknownVoicemail:
+        _missing_voicemail()
     if found is None:
-        abort(404, description="the recording has not been fetched yet")
-    _, audio, content_type = found
+        abort(404, description=_("Le message n'a pas encore été récupéré."))
+    audio, content_type = found
     response = send_file(
         io.BytesIO(audio),
         mimetype=content_type,
@@ -262,6 +261,10 @@ def voicemail_audio(voicemail_id: int) -> Any:
 @role_required(*LISTENERS)
 def voicemail_done(voicemail_id: int) -> Any:
     """A message with no number to call back was dealt with: it leaves the list."""
-    _own_site_voicemail(voicemail_id)
-    runtime_of(current_app).voicemail.mark_handled(voicemail_id, _agent_id())
+    try:
+        runtime_of(current_app).voicemail.mark_handled(
+            voicemail_id, _agent_id(), scope=current_scope()
+        )
+    except UnknownVoicemail:
+        _missing_voicemail()
     return redirect(url_for("agent.screen"))

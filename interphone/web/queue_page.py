@@ -1,13 +1,18 @@
-"""A plain page listing a site's queue, for anyone signed in (numbers masked)."""
+"""A plain page listing a site's queue, for anyone signed in (numbers masked): their own
+site, or any site for an administrator (``?site=``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request
+from flask_babel import gettext as _
 from flask_login import login_required
 
+from ..models import Site
+from ..queue.exceptions import UnknownSite
 from . import runtime_of
+from .walls import current_scope, current_site_id
 
 bp = Blueprint("queue_page", __name__)
 
@@ -16,6 +21,12 @@ bp = Blueprint("queue_page", __name__)
 @login_required
 def index() -> Any:
     rt = runtime_of(current_app)
-    site = request.args.get("site", rt.settings.default_site)[:40]
-    rows = rt.queue.list_waiting(site, limit=200)
+    site = request.args.get("site", "")[:40]
+    if not site:
+        with rt.sessions() as s:
+            site = s.get_one(Site, current_site_id()).code
+    try:
+        rows = rt.queue.list_waiting(site, limit=200, scope=current_scope())
+    except UnknownSite:  # another site's queue is answered as a site that does not exist
+        abort(404, description=_("Site inconnu."))
     return render_template("queue.html", site=site, rows=rows)

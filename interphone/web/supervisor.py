@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,32 +21,47 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 
 from ..digits import row_id
 from ..models import Agent, Contact, Event, Site
 from ..privacy import mask_phone
-from ..queue.exceptions import QueueError
+from ..queue.exceptions import QueueError, UnknownAgent, UnknownContact
 from ..queue.stats import HourRow, Statistics, hourly
 from . import runtime_of
 from .agent import feed_response
 from .auth import role_required
 from .i18n import queue_error_text
+from .walls import current_scope, current_site_id
 
 bp = Blueprint("supervisor", __name__)
 SUPERVISORS = ("supervisor", "admin")
 EXPORT_MAX_DAYS = 366
+# a contact or agent of another site is answered as one that does not exist: a 404
+NOT_FOUND = {UnknownContact: _l("Contact inconnu."), UnknownAgent: _l("Agent inconnu.")}
 
 
 def _site() -> Site:
-    rt = runtime_of(current_app)
-    with rt.sessions() as s:
-        agent = s.get(Agent, int(current_user.agent_id))
-        site = s.get(Site, agent.site_id) if agent else None
+    """The supervisor's own site: the dashboard, its feed and the export show it alone."""
+    with runtime_of(current_app).sessions() as s:
+        site = s.get(Site, current_site_id())
     if site is None:
-        abort(404)
+        abort(404, description=_("Page introuvable."))
     return site
+
+
+def _act(action: Callable[[], object]) -> Any:
+    """Run an action on a contact or an agent within the supervisor's sites: a refusal
+    is shown on the dashboard; a record of another site, or none, is a 404."""
+    try:
+        action()
+    except (UnknownContact, UnknownAgent) as exc:
+        abort(404, description=str(NOT_FOUND[type(exc)]))
+    except QueueError as exc:
+        flash(queue_error_text(exc))
+    return redirect(url_for("supervisor.dashboard"))
 
 
 def _context() -> dict[str, Any]:
@@ -81,7 +97,7 @@ def _context() -> dict[str, Any]:
         "site": site,
         "figures": stats.figures(site.code),
         "roster": roster,
-        "waiting": rt.queue.list_waiting(site.code, limit=100),
+        "waiting": rt.queue.list_waiting(site.code, limit=100, scope=current_scope()),
         "hours": _working_hours(hourly(rt.sessions, rt.clock, site.code)),
         "speech_modes": rt.hearing.modes(list(site.languages or [])),
     }
@@ -115,32 +131,29 @@ def feed() -> Response:
 @role_required(*SUPERVISORS)
 def agent_presence(agent_id: int) -> Any:
     rt = runtime_of(current_app)
-    state = request.form.get("state", "")
-    try:
-        rt.queue.set_presence(
+    return _act(
+        lambda: rt.queue.set_presence(
             agent_id,
-            state,
+            request.form.get("state", ""),
             request.form.get("reason", "supervisor")[:64],
             actor=f"supervisor:{current_user.agent_id}",
+            scope=current_scope(),
         )
-    except QueueError as exc:
-        flash(queue_error_text(exc))
-    return redirect(url_for("supervisor.dashboard"))
+    )
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/priority")
 @role_required(*SUPERVISORS)
 def contact_priority(contact_id: int) -> Any:
     rt = runtime_of(current_app)
-    try:
-        rt.queue.set_priority(
+    return _act(
+        lambda: rt.queue.set_priority(
             contact_id,
             request.form.get("urgent") == "1",
             actor=f"supervisor:{current_user.agent_id}",
+            scope=current_scope(),
         )
-    except QueueError as exc:
-        flash(queue_error_text(exc))
-    return redirect(url_for("supervisor.dashboard"))
+    )
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/reassign")
@@ -151,26 +164,28 @@ def contact_reassign(contact_id: int) -> Any:
     if agent_id is None:
         flash(_("Choisissez un agent."))
         return redirect(url_for("supervisor.dashboard"))
-    try:
-        rt.queue.reassign(contact_id, agent_id, actor=f"supervisor:{current_user.agent_id}")
-    except QueueError as exc:
-        flash(queue_error_text(exc))
-    return redirect(url_for("supervisor.dashboard"))
+    return _act(
+        lambda: rt.queue.reassign(
+            contact_id,
+            agent_id,
+            actor=f"supervisor:{current_user.agent_id}",
+            scope=current_scope(),
+        )
+    )
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/cancel")
 @role_required(*SUPERVISORS)
 def contact_cancel(contact_id: int) -> Any:
     rt = runtime_of(current_app)
-    try:
-        rt.queue.cancel(
+    return _act(
+        lambda: rt.queue.cancel(
             contact_id,
             request.form.get("reason", "").strip(),
             actor=f"supervisor:{current_user.agent_id}",
+            scope=current_scope(),
         )
-    except QueueError as exc:
-        flash(queue_error_text(exc))
-    return redirect(url_for("supervisor.dashboard"))
+    )
 
 
 @bp.get("/supervisor/export.csv")
