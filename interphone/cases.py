@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import transaction
@@ -19,10 +20,21 @@ from .privacy import InvalidPhoneNumber, hash_birth_date, normalize_file_number,
 REQUIRED = ("file_number", "birth_date", "status", "status_changed_at")
 OPTIONAL = ("api_valid_until", "phone", "language")
 MAX_ROWS = 500_000
+# the dates a case may hold: nothing earlier is a case of this service, a status change
+# is not in the future (a day of clock skew aside), and a permit ends within ten years
+EARLIEST_BIRTH = date(1900, 1, 1)
+EARLIEST_CHANGE = datetime(1970, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
+EARLIEST_VALID_UNTIL = date(2000, 1, 1)
+LONGEST_VALIDITY = timedelta(days=3660)
 
 
 class CaseDataError(ValueError):
-    pass
+    """A field's value refused; the message names the field."""
+
+
+class CaseConflict(Exception):
+    """A case changed by others while this change was written, more than once."""
 
 
 @dataclass(frozen=True)
@@ -57,19 +69,29 @@ def parse_record(row: dict[str, str], *, region: str = "FR") -> CaseRecord:
         return (row.get(name) or "").strip()
 
     file_number = normalize_file_number(text("file_number"))
-    if not file_number or len(file_number) > 32:
-        raise CaseDataError("file_number: 1 to 32 letters or digits")
+    # ASCII only: other scripts' digits (full-width ６３…) make a case no keypad reaches
+    if not file_number or len(file_number) > 32 or not file_number.isascii():
+        raise CaseDataError("file_number: 1 to 32 letters A-Z or digits 0-9")
+    today, now = date.today(), datetime.now(UTC)
     birth_date = _date("birth_date", text("birth_date"))
-    if not date(1900, 1, 1) <= birth_date <= date.today():
+    if not EARLIEST_BIRTH <= birth_date <= today:
         raise CaseDataError("birth_date: not a plausible date of birth")
     status = text("status")
     if status not in CASE_STATUSES:
         raise CaseDataError(f"status: {status!r} is not one of {', '.join(CASE_STATUSES)}")
     changed = _datetime("status_changed_at", text("status_changed_at"))
+    if not EARLIEST_CHANGE <= changed <= now + CLOCK_SKEW:
+        raise CaseDataError(
+            f"status_changed_at: between {EARLIEST_CHANGE:%Y-%m-%d} and now, not {changed}"
+        )
     api_raw = text("api_valid_until")
     api = _date("api_valid_until", api_raw) if api_raw else None
     if status == "api_issued" and api is None:
         raise CaseDataError("api_valid_until: required when status is api_issued")
+    if api is not None and not EARLIEST_VALID_UNTIL <= api <= today + LONGEST_VALIDITY:
+        raise CaseDataError(
+            f"api_valid_until: between {EARLIEST_VALID_UNTIL} and ten years from now, not {api}"
+        )
     phone_raw = text("phone")
     try:
         phone = to_e164(phone_raw, region) if phone_raw else None
@@ -93,8 +115,21 @@ def upsert_case(
 
     A new case needs every required field; an update may leave out the birth date (the
     stored hash is kept) and the status change time (now). Returns (case, created).
+    When the case is created by a concurrent request meanwhile (the unique file number
+    refuses the second row), the change is applied again as an update; a second refusal
+    raises :class:`CaseConflict`.
     """
-    number = normalize_file_number(file_number)
+    for _attempt in range(2):
+        try:
+            return _upsert(sessions, normalize_file_number(file_number), fields, key, region)
+        except IntegrityError:
+            continue
+    raise CaseConflict("the case changed meanwhile; send the change again")
+
+
+def _upsert(
+    sessions: sessionmaker[Session], number: str, fields: dict[str, str], key: str, region: str
+) -> tuple[Case, bool]:
     with transaction(sessions) as s:
         case = s.scalar(select(Case).where(Case.file_number == number))
         row = {"file_number": number, **fields}
@@ -211,8 +246,10 @@ def _date(name: str, value: str) -> date:
 
 
 def _datetime(name: str, value: str) -> datetime:
+    """An ISO 8601 time in UTC (a date alone is its midnight UTC). A time at the edge of
+    the calendar has no UTC equivalent (``0001-01-01T00:00:00+14:00``): refused too."""
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise CaseDataError(f"{name}: {value!r} is not an ISO 8601 date or time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -13,6 +13,7 @@ from ..config import Settings, load_settings
 from ..digits import SQL_INT_MAX
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
+from .jsonlimit import BoundedJSON
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def create_app(
         runtime = Runtime(settings or load_settings())
     settings = runtime.settings
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.json = BoundedJSON(app)  # request bodies nested too deep are malformed JSON
     # ids in URLs are SQL integers: a larger number is no such page (a 404), not an
     # overflow in PostgreSQL (a 500); found by tests/test_hostile_requests.py
     app.url_map.converters["int"] = _SqlInteger

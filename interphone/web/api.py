@@ -7,14 +7,13 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..cases import CaseDataError, upsert_case
+from ..cases import CaseConflict, CaseDataError, upsert_case
 from ..models import CASE_STATUSES, Case
 from . import runtime_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 FIELDS = ("birth_date", "status", "status_changed_at", "api_valid_until", "phone", "language")
 MAX_BODY = 16 * 1024
-DATE = "^(19[5-9][0-9]|20[01][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
 
 
 def _error(status: int, error_id: str, message: str, **details: Any) -> Any:
@@ -44,13 +43,14 @@ def _as_json(case: Case) -> dict[str, Any]:
 
 @bp.put("/cases/<file_number>")
 def put_case(file_number: str) -> Any:
+    """400: not a JSON object of string fields; 422: a field's value refused (named in
+    the message); 409: the case changed under this request too often to apply it."""
     if not _authorized():
         return _error(401, "unauthorized", "a valid bearer token is required")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, "too-large", f"the body is limited to {MAX_BODY} bytes")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return _error(400, "invalid-json", "the body must be a JSON object")
+    try:
+        body = _json_body()
+    except _Refused as refused:
+        return _error(*refused.args)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         return _error(400, "invalid-input", "unknown fields", fields=unknown)
@@ -69,8 +69,35 @@ def put_case(file_number: str) -> Any:
             region=rt.settings.default_region,
         )
     except CaseDataError as exc:
-        return _error(400, "invalid-input", str(exc))
+        return _error(422, "invalid-value", str(exc))
+    except CaseConflict as exc:
+        return _error(409, "conflict", str(exc))
     return jsonify(_as_json(case)), 201 if created else 200
+
+
+class _Refused(Exception):
+    """A body refused: (status, error_id, message)."""
+
+
+def _json_body() -> dict[str, Any]:
+    """The body, a JSON object read within :data:`MAX_BODY` bytes and the app's JSON
+    nesting limit (:mod:`interphone.web.jsonlimit`); else :class:`_Refused`."""
+    too_large = (413, "too-large", f"the body is limited to {MAX_BODY} bytes")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _Refused(*too_large)
+    data = request.get_data(cache=True)  # a chunked body has no Content-Length
+    if len(data) > MAX_BODY:
+        raise _Refused(*too_large)
+    not_an_object = (400, "invalid-json", "the body must be a JSON object")
+    if not request.is_json:
+        raise _Refused(*not_an_object)
+    try:
+        body = current_app.json.loads(data)
+    except ValueError as exc:
+        raise _Refused(400, "invalid-json", f"the body must be a JSON object ({exc})") from None
+    if not isinstance(body, dict):
+        raise _Refused(*not_an_object)
+    return body
 
 
 @bp.get("/openapi.json")
@@ -160,9 +187,11 @@ def openapi() -> Any:
                         "responses": {
                             "200": reply("updated", "#/components/schemas/Case"),
                             "201": reply("created", "#/components/schemas/Case"),
-                            "400": reply("invalid input", "#/components/schemas/Error"),
+                            "400": reply("not an object of strings", "#/components/schemas/Error"),
                             "401": reply("missing or wrong token", "#/components/schemas/Error"),
+                            "409": reply("changed meanwhile, retry", "#/components/schemas/Error"),
                             "413": reply("body too large", "#/components/schemas/Error"),
+                            "422": reply("a value refused", "#/components/schemas/Error"),
                         },
                     }
                 }
