@@ -70,7 +70,12 @@ def door_stream_server(redis_url: str) -> StreamServer:
     port = _free_port()
     url = f"ws://127.0.0.1:{port}{PATH}"
     settings = load_settings(
-        {"INTERPHONE_ENV": "test", "REDIS_URL": redis_url, "SPEECH_STREAM_URL": url}
+        {
+            "INTERPHONE_ENV": "test",
+            "REDIS_URL": redis_url,
+            "SPEECH_STREAM_URL": url,
+            "SECRET_KEY": support.SECRET,
+        }
     )
     app = create_stream_app(
         settings,
@@ -95,7 +100,8 @@ def stream_server(redis_url: str) -> Iterator[StreamServer]:
 
 @pytest.fixture
 def settings(settings: Settings, stream_server: StreamServer) -> Settings:
-    return replace(settings, speech_stream_url=stream_server.url)
+    # the IVR signs each stream's call token with the stream server's SECRET_KEY
+    return replace(settings, speech_stream_url=stream_server.url, secret_key=support.SECRET)
 
 
 @pytest.fixture

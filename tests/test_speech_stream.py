@@ -16,6 +16,8 @@ import redis
 
 from interphone.voice.speech import mulaw
 from interphone.voice.speech.results import SpeechResult, SpeechResults
+from interphone.voice.speech.token import TTL_S as TOKEN_TTL_S
+from interphone.voice.speech.token import sign
 
 from .fixtures.speech import support
 from .fixtures.speech.support import (
@@ -325,7 +327,7 @@ def test_a_stream_beyond_the_maximum_is_answered_error_so_the_ivr_falls_back(
     from interphone.voice.speech.stream import SpeechStreams
 
     registry = support.ko_registry()
-    streams = SpeechStreams(registry, results, TEST_LIMITS, max_streams=0)
+    streams = SpeechStreams(registry, results, TEST_LIMITS, secret=support.SECRET, max_streams=0)
     socket_ = ScriptedSocket([support.start_message(sid(16), "main", "menu")])
     streams.handle(socket_)
     assert socket_.closed
@@ -419,3 +421,50 @@ def test_a_stream_server_on_its_own_host_checks_the_signature_of_that_url() -> N
     assert "wss://speech.prefecture.example/voice/stream" in urls
     assert "wss://prefecture.example/voice/stream" in urls
     assert "https://prefecture.example/voice/stream" in urls
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",  # none
+        "1999999999.0123",  # made up
+        sign(support.SECRET, sid(22), "confirm", now=time.time() - TOKEN_TTL_S - 1),  # expired
+        sign(support.SECRET, sid(23), "confirm"),  # another call's
+        sign(support.SECRET, sid(22), "main"),  # another question's
+        sign("not-the-secret-key-0123456789abcdef", sid(22), "confirm"),
+    ],
+)
+def test_a_stream_without_its_call_token_is_refused(
+    server: StreamServer, results: SpeechResults, token: str
+) -> None:
+    before = server.registry.created_recognizers
+    stream = TwilioStream(server.url)  # the handshake's signature is right
+    stream.send(support.start_message(sid(22), "confirm", "yes_no", token=token))
+    stream.speak(fixture("ko_yes") + hiss(1))  # heard by nobody
+    assert stream.wait_closed(timeout=5) < 2
+    result = results.get(sid(22), "confirm")
+    assert result is not None and result.status == "error"  # the IVR falls back at once
+    assert server.registry.created_recognizers == before  # nothing was heard
+
+
+def test_a_refused_stream_never_overwrites_the_decision_of_the_real_one(
+    server: StreamServer, results: SpeechResults
+) -> None:
+    call_step(server, sid(24), "confirm", "yes_no", fixture("ko_yes"))
+    stream = TwilioStream(server.url)
+    stream.send(support.start_message(sid(24), "confirm", "yes_no", token=""))
+    stream.wait_closed(timeout=5)
+    result = results.get(sid(24), "confirm")
+    assert result is not None and result.meaning == "yes"
+
+
+def test_nested_json_in_a_stream_ends_in_an_error_decision(
+    server: StreamServer, results: SpeechResults
+) -> None:
+    stream = TwilioStream(server.url)
+    stream.start(sid(25), "confirm", "yes_no")
+    stream.speak(hiss(0.2))
+    stream.send('{"event": "media", "media": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    stream.wait_closed(timeout=5)
+    result = results.get(sid(25), "confirm")
+    assert result is not None and result.status == "error"

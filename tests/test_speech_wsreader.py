@@ -207,7 +207,9 @@ def test_a_stream_beyond_the_maximum_on_the_real_socket_gets_error_and_the_first
     from interphone.voice.speech.app import create_stream_app
 
     app = create_stream_app(
-        load_settings({"INTERPHONE_ENV": "test", "REDIS_URL": redis_url}),
+        load_settings(
+            {"INTERPHONE_ENV": "test", "REDIS_URL": redis_url, "SECRET_KEY": support.SECRET}
+        ),
         registry=support.ko_registry(),
         results=SpeechResults(redis_client),
         limits=support.TEST_LIMITS,

@@ -28,13 +28,15 @@ from .hearing import LOCAL, Heard
 from .ivr import Reply
 from .session import CallState, Turn
 from .signature import twilio_signed
+from .speech import token as call_token
 from .twiml import Listening, Recording, render
 
 bp = Blueprint("voice", __name__)
 log = logging.getLogger(__name__)
 
-SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
-RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
+# Matched whole (fullmatch): "$" would also accept a trailing newline
+SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
+RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 MAX_FIELD = 256
 STEP_PATH, HOLD_PATH = "/voice/step/", "/voice/queue"  # the routes of step() and hold()
 VOICEMAIL_PATH, RECORDING_PATH = "/voice/voicemail", "/voice/recording"  # <Record>'s URLs
@@ -65,7 +67,7 @@ def _field(name: str) -> str:
 
 def _call_sid() -> str | None:
     sid = request.form.get("CallSid", "")
-    return sid if SID.match(sid) else None
+    return sid if SID.fullmatch(sid) else None
 
 
 def _render(sid: str, reply: Reply) -> str:
@@ -77,7 +79,7 @@ def _render(sid: str, reply: Reply) -> str:
         reply,
         step_url=lambda step: f"{root}{STEP_PATH}{quote(step, safe='')}?n={n}",
         hold_url=f"{root}{HOLD_PATH}?n={n}",
-        listening=_listening(rt, reply, n) if reply.listen else None,
+        listening=_listening(rt, sid, reply, n) if reply.listen else None,
         recording=Recording(
             action=f"{root}{VOICEMAIL_PATH}?n={n}",
             status_callback=f"{rt.settings.public_base_url.rstrip('/')}{root}{RECORDING_PATH}",
@@ -88,14 +90,17 @@ def _render(sid: str, reply: Reply) -> str:
     )
 
 
-def _listening(rt: Runtime, reply: Reply, n: int) -> Listening:
+def _listening(rt: Runtime, sid: str, reply: Reply, n: int) -> Listening:
     lang = (reply.state.lang if reply.state else "") or REFERENCE
     name = reply.listen or ""
     step = DOOR_HOLD if name == "door_hold" else DOOR_STEPS[name]
+    key = f"{name}-{n}"
+    local = rt.hearing.mode(lang) == LOCAL
     return Listening(
-        local=rt.hearing.mode(lang) == LOCAL,
+        local=local,
         stream_url=rt.speech_stream_url,
-        key=f"{name}-{n}",
+        key=key,
+        token=call_token.sign(rt.settings.secret_key, sid, key) if local else "",
         grammar=step.grammar,
         lang=lang,
         max_s=step.max_s,
@@ -221,7 +226,7 @@ def status() -> Response:
 
 def _recording_sid() -> str:
     sid = request.form.get("RecordingSid", "")
-    return sid if RECORDING_SID.match(sid) else ""
+    return sid if RECORDING_SID.fullmatch(sid) else ""
 
 
 def _seconds(name: str) -> int | None:
@@ -262,7 +267,7 @@ def recording() -> Response:
 def sms_incoming() -> Response:
     rt = _runtime()
     message_sid = _field("MessageSid") or _field("SmsSid")
-    if not SID.match(message_sid):
+    if not SID.fullmatch(message_sid):
         return Response("missing or malformed MessageSid", status=400, mimetype="text/plain")
 
     def answer() -> str:  # once per message: a retry is answered alike, not counted again

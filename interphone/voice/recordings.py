@@ -20,7 +20,7 @@ from twilio.rest import Client
 log = logging.getLogger(__name__)
 
 API = "https://api.twilio.com/2010-04-01"
-RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
+RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")  # matched whole: no trailing newline
 MAX_BYTES = 64 * 1024 * 1024  # a WAV of an hour at 8 kHz is 58 MB
 TIMEOUT_S = 30.0
 
@@ -37,7 +37,7 @@ class Media:
 
 def media_url(account_sid: str, recording_sid: str) -> str:
     """Where Twilio serves a recording as WAV (16-bit PCM)."""
-    if not RECORDING_SID.match(recording_sid):
+    if not RECORDING_SID.fullmatch(recording_sid):
         raise RecordingError("not a recording SID")
     return f"{API}/Accounts/{account_sid}/Recordings/{recording_sid}.wav"
 
@@ -65,12 +65,13 @@ def download(client: Client, recording_sid: str) -> Media:
     with response:
         if response.status_code != 200:
             raise RecordingError(f"recording {recording_sid}: HTTP {response.status_code}")
-        content = b""
+        content = bytearray()  # grown in place: no copy of the whole per chunk
         for chunk in response.iter_content(64 * 1024):
             content += chunk
             if len(content) > MAX_BYTES:
                 raise RecordingError(f"recording {recording_sid} is too large")
-        return Media(content, response.headers.get("Content-Type", "audio/wav").split(";")[0])
+        content_type = response.headers.get("Content-Type", "audio/wav").split(";")[0]
+        return Media(bytes(content), content_type)
 
 
 def delete(client: Client, recording_sid: str) -> None:

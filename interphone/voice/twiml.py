@@ -10,6 +10,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from ..prompts import catalogue
 from .flow import STEPS
 from .ivr import HOLD_ANNOUNCE_S, Reply, Speech
+from .speech import token as call_token
 
 
 def _say(target: VoiceResponse | Gather, speech: Speech) -> None:
@@ -28,6 +29,7 @@ class Listening:
     grammar: str
     lang: str
     max_s: int
+    token: str = ""  # signs the call and the question for the speech server
     hints: list[str] = field(default_factory=list)
 
 
@@ -43,6 +45,7 @@ def _listen(response: VoiceResponse, reply: Reply, how: Listening, action: str) 
             ("grammar", how.grammar),
             ("lang", how.lang),
             ("max_s", str(how.max_s)),
+            (call_token.PARAMETER, how.token),
         ):
             stream.parameter(name=name, value=value)
         return

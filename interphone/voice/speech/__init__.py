@@ -15,6 +15,7 @@ How the IVR uses it (the IVR side lives in ``voice/ivr.py``, not here):
            <Parameter name="grammar" value="yes_no|menu|language|digits"/>
            <Parameter name="lang" value="fr"/>
            <Parameter name="max_s" value="8"/>   (optional: how long to listen)
+           <Parameter name="token" value="…"/>   (token.sign(SECRET_KEY, CallSid, key))
          </Stream>
        </Connect>
 
@@ -36,7 +37,8 @@ How the IVR uses it (the IVR side lives in ``voice/ivr.py``, not here):
 Modules: ``mulaw`` (G.711 decoding), ``vocabulary`` (the ``[speech.*]`` tables of the
 prompt catalogues; normalization), ``models`` (``ModelRegistry``: one ``vosk.Model`` per
 language and process), ``recognizer`` (``Utterance``: one grammar-restricted utterance),
-``results`` (``SpeechResult``, ``SpeechResults``), ``stream`` (the WebSocket endpoint),
+``results`` (``SpeechResult``, ``SpeechResults``), ``token`` (the stream's per-call
+token), ``stream`` (the WebSocket endpoint),
 ``app`` (the stream server's WSGI app), ``bench`` (``interphone bench speech``). Vosk is
 imported when a model is first loaded; importing this package (results, vocabulary)
 loads neither Vosk nor Flask-Sock.

@@ -80,7 +80,8 @@ def create_stream_app(
     The endpoint is public (Twilio connects to it), so the WebSocket handshake must carry
     Twilio's ``X-Twilio-Signature`` (the auth token's signature of the stream URL, as
     ``PUBLIC_BASE_URL`` gives it, in its ``wss://`` or ``https://`` form): anything else
-    is refused with 403 before any audio is taken.
+    is refused with 403 before any audio is taken. That signature is the same for every
+    call: each stream must also carry the IVR's token for its call (:mod:`.token`).
 
     ``load``: load every model now (the default: the first caller does not wait for
     it, and a missing grammar word is logged, or stops start-up in strict mode).
@@ -98,7 +99,9 @@ def create_stream_app(
                 raise ModelError(message)
             log.warning("%s; every speech step will answer 'error'", message)
         registry.load_all()
-    streams = SpeechStreams(registry, results, limits, max_streams=max_streams)
+    streams = SpeechStreams(
+        registry, results, limits, secret=settings.secret_key, max_streams=max_streams
+    )
     app = Flask(__name__)
     app.extensions["speech_streams"] = streams
     init_app(app, streams, PATH)

@@ -34,6 +34,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import mulaw
+from . import token as call_token
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 FRAME_S = 0.02
@@ -346,9 +348,11 @@ def stream_server(
     public_base_url: str,
     threads: int,
     core: set[int] | None,
+    secret: str,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """gunicorn serving ``create_stream_app()`` as the Procfile's ``stream`` line does;
-    yields (port, health once the models are loaded)."""
+    """gunicorn serving ``create_stream_app()`` as the Procfile's ``stream`` line does,
+    with ``secret`` as its ``SECRET_KEY``; yields (port, health once the models are
+    loaded)."""
     port = _free_port()
     env = dict(os.environ)
     env.update(
@@ -356,6 +360,7 @@ def stream_server(
         REDIS_URL=redis_url,
         PUBLIC_BASE_URL=public_base_url,
         INTERPHONE_ENV="test",
+        SECRET_KEY=secret,
     )
     factory = "interphone.voice.speech.app:create_stream_app("
     factory += f"vocabulary_dir={str(vocabulary_dir)!r})" if vocabulary_dir else ")"
@@ -407,10 +412,14 @@ def _health(port: int) -> dict[str, Any]:
 
 class Caller:
     """Twilio's side of one stream: start, then 20 ms media messages (at real-time pace
-    or as fast as possible) until the server closes the stream."""
+    or as fast as possible) until the server closes the stream. ``secret``: the server's
+    ``SECRET_KEY``, to sign each stream's call token as the IVR does."""
 
-    def __init__(self, url: str, signature: str, lang: str, grammar: str, audio: bytes) -> None:
+    def __init__(
+        self, url: str, signature: str, lang: str, grammar: str, audio: bytes, secret: str
+    ) -> None:
         self.url = url
+        self.secret = secret
         self.headers = {"X-Twilio-Signature": signature}
         self.start = {"step": STEP, "grammar": grammar, "lang": lang}
         self.media = [
@@ -439,7 +448,9 @@ class Caller:
         closed_at = math.nan
         try:
             ws.send('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
-            start = {"callSid": sid, "streamSid": "MZ" + sid[2:], "customParameters": self.start}
+            token = call_token.sign(self.secret, sid, STEP)
+            parameters = {**self.start, call_token.PARAMETER: token}
+            start = {"callSid": sid, "streamSid": "MZ" + sid[2:], "customParameters": parameters}
             ws.send(json.dumps({"event": "start", "start": start}))
             t0 = time.monotonic()
             try:
@@ -519,6 +530,7 @@ def run(
                 "chunk_ms": Limits().chunk_ms,
             }
             results = SpeechResults(Redis.from_url(redis_url))
+            secret = secrets.token_hex(32)
             with floor_process(floor_args, server_core) as floor:
                 assert floor.stdout is not None
                 bare: dict[str, Any] = json.loads(floor.stdout.readline())
@@ -529,6 +541,7 @@ def run(
                     public_base_url=public_base_url,
                     threads=threads,
                     core=server_core,
+                    secret=secret,
                 ) as (port, health):
                     caller = Caller(
                         f"ws://127.0.0.1:{port}{PATH}",
@@ -536,6 +549,7 @@ def run(
                         lang,
                         grammar,
                         audio,
+                        secret,
                     )
                     # the same audio as the floor's real-time factor: up to its endpoint
                     frames = math.ceil(bare.pop("decided_at_s") / FRAME_S)

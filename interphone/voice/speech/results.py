@@ -90,9 +90,12 @@ class SpeechResults:
             raise ValueError("call sid and step must be 1-64 letters, digits or _.:-")
         return f"{PREFIX}{call_sid}:{step}"
 
-    def put(self, call_sid: str, step: str, result: SpeechResult) -> None:
+    def put(
+        self, call_sid: str, step: str, result: SpeechResult, *, overwrite: bool = True
+    ) -> None:
+        """Store ``result``; with ``overwrite=False`` only if the step has none yet."""
         ttl = PERSONAL_TTL_S if result.personal else RESULT_TTL_S
-        self.redis.set(self.key(call_sid, step), result.to_json(), ex=ttl)
+        self.redis.set(self.key(call_sid, step), result.to_json(), ex=ttl, nx=not overwrite)
 
     def get(self, call_sid: str, step: str) -> SpeechResult | None:
         raw = self.redis.get(self.key(call_sid, step))

@@ -7,7 +7,9 @@ messages: ``connected``; ``start`` (``start.callSid``, ``start.streamSid``,
 
 The ``<Parameter>`` s: ``key`` (or ``step``) names the question's result, ``grammar``
 and ``lang`` choose the words, ``max_s`` (optional, 1-60) is how long the question
-listens. The server decodes the audio into a grammar-restricted recognizer, stores the
+listens, ``token`` is the IVR's signature of the call and the question (:mod:`.token`):
+a stream without a valid token for its ``callSid`` and ``key`` is refused before any
+audio is heard. The server decodes the audio into a grammar-restricted recognizer, stores the
 decision with :class:`SpeechResults` under (CallSid, key) and closes the socket, upon
 which Twilio requests the ``action`` URL.
 
@@ -36,6 +38,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from ... import metrics
+from . import token as call_token
 from .models import ModelError, ModelRegistry
 from .recognizer import Limits, Utterance
 from .results import SpeechResult, SpeechResults, Status, valid_key_part
@@ -65,6 +68,7 @@ class _Call:
     grammar: str
     lang: str
     max_s: float | None = None  # how long this question listens, when the IVR says
+    token: str = ""  # the IVR's signature of (sid, step): see .token
 
 
 @dataclass
@@ -77,7 +81,10 @@ class _State:
 
 
 class SpeechStreams:
-    """Handles Media Streams connections; counts them and the decisions taken."""
+    """Handles Media Streams connections; counts them and the decisions taken.
+
+    ``secret``: the app's ``SECRET_KEY``, which signs each stream's call token (without
+    it, every stream is refused)."""
 
     def __init__(
         self,
@@ -85,11 +92,13 @@ class SpeechStreams:
         results: SpeechResults,
         limits: Limits | None = None,
         *,
+        secret: str = "",
         max_streams: int = 100,
     ) -> None:
         self.registry = registry
         self.results = results
         self.limits = limits or Limits()
+        self.secret = secret
         self.max_streams = max_streams
         self._lock = threading.Lock()
         self.active = 0
@@ -130,6 +139,13 @@ class SpeechStreams:
             # action URL if the call is still up: leave it an explicit error.
             if state.call is not None and not state.decided:
                 self._store(state.call, self._error(state.call))
+        except Exception:  # whatever broke (a message nested too deep for json, a bug)
+            log.exception("speech stream failed")
+            if state.call is not None and not state.decided:
+                state.decided = True
+                self._store(state.call, self._error(state.call))
+            with contextlib.suppress(Exception):
+                ws.close()
         finally:
             if state.utterance is not None:
                 state.utterance.close()
@@ -194,6 +210,16 @@ class SpeechStreams:
                     log.warning("speech stream closed: start without callSid/step parameters")
                     return
                 started = time.monotonic()
+                if not call_token.verify(self.secret, call.token, call.sid, call.step):
+                    # Anyone holding the handshake's signature (the same for every call)
+                    # could otherwise answer any call's question. An error is left for
+                    # the IVR, never over a decision already taken.
+                    log.warning("speech stream refused: no valid call token for %s", call.step)
+                    state.decided = True
+                    self._store(call, self._error(call), overwrite=False)
+                    with contextlib.suppress(ConnectionClosed):
+                        ws.close()
+                    return
                 if not admitted:
                     log.warning("speech stream refused: %d streams already", self.max_streams)
                     self._decide(state, self._error(call), ws)
@@ -250,7 +276,7 @@ class SpeechStreams:
     def _error(self, call: _Call) -> SpeechResult:
         return SpeechResult(grammar=call.grammar, word="", meaning="", status=str(Status.ERROR))
 
-    def _store(self, call: _Call, result: SpeechResult) -> None:
+    def _store(self, call: _Call, result: SpeechResult, *, overwrite: bool = True) -> None:
         with self._lock:
             self.decisions[result.status] = self.decisions.get(result.status, 0) + 1
         if result.personal:  # a spoken number: never in a log
@@ -265,7 +291,7 @@ class SpeechStreams:
                 result.meaning,
             )
         try:
-            self.results.put(call.sid, call.step, result)
+            self.results.put(call.sid, call.step, result, overwrite=overwrite)
         except redis.RedisError:
             log.exception("speech result of %s could not be stored", call.step)
 
@@ -300,6 +326,7 @@ def _start(event: dict[str, Any]) -> _Call | None:
         grammar=str(params.get("grammar") or ""),
         lang=lang if _LANGUAGE.match(lang) else "",  # a folder name under VOSK_MODELS_DIR
         max_s=_seconds(params.get("max_s")),
+        token=str(params.get(call_token.PARAMETER) or ""),
     )
 
 

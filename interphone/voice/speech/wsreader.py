@@ -112,7 +112,8 @@ class InlineSocket:
             else:
                 self.server.ws.receive_data(data)
                 self._events()
-        except (LocalProtocolError, RemoteProtocolError):
+        except (LocalProtocolError, RemoteProtocolError, OSError):
+            # a broken protocol, or an answer (pong, close) the socket no longer takes
             self.server.connected = False
         return True
 
