@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
@@ -92,6 +93,16 @@ def _on_a_live_connection(engine: Engine, work: Callable[[Connection], T]) -> T:
             if attempt == 2 or not exc.connection_invalidated:
                 raise
     raise AssertionError("unreachable")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database did not answer (unreachable, connection lost,
+    pool exhausted, locked, shutting down, a deadlock or timeout) rather than refused a
+    statement for its data: work that meets it waits in place and is tried again later,
+    where a refusal (``IntegrityError``, ``DataError``…) is the work's own fault."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -7,10 +7,14 @@ seconds) moves them into SQL, in order, in batches. Each record carries a natura
 (the CallSid, or the event's ``ref``), so a batch applied twice changes nothing: a
 worker killed between its commit and its trim loses nothing and duplicates nothing. The
 list is trimmed only by the holder of the drain lock, so two workers never trim each
-other's batch. A record the database refuses (a deleted site, say) is set aside in
-``ip:journal:rejected`` with a log line instead of blocking the ones behind it.
+other's batch.
 
-This also keeps the IVR answering while the database is slow or down: the records wait.
+While the database does not answer (:func:`interphone.db.unavailable`), the batch stays
+in place and the next sweep tries again: the IVR keeps answering and the records wait.
+A record that fails for its own data (a deleted site, a missing field, a line that is
+not JSON) is set aside in ``ip:journal:rejected`` with its error, so that it never
+blocks the ones behind it; ``interphone journal list`` shows them, the admin's journal
+page too, and ``interphone journal replay`` applies them again once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -18,34 +22,56 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import transaction
+from . import metrics
+from .db import transaction, unavailable
 from .models import Call, Event
+from .observability import mask_digits
+from .privacy import mask_phone
 from .queue.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
 KEY = "ip:journal"
 LOCK = "ip:journal:lock"
-REJECTED = "ip:journal:rejected"
+REJECTED = "ip:journal:rejected"  # the records set aside, each with its error
+REPLAY_LOCK = "ip:journal:replay:lock"
 LOCK_S = 60
 BATCH = 500
+ERROR_CHARS = 200
 
 Record = dict[str, Any]
+_TYPES = ("call.start", "call.end", "event")
 
-# Trim the applied batch only while the lock is still ours (and keep it for the next one).
-_TRIM_IF_OWNER = """
+# Trim the settled head of the list and set aside its failed records, only while the
+# lock is still ours (and keep the lock for the next batch): one atomic step, so a
+# worker killed half-way neither loses a record nor sets one aside twice.
+_SETTLE_IF_OWNER = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('ltrim', KEYS[1], tonumber(ARGV[2]), -1)
+if #ARGV > 3 then redis.call('rpush', KEYS[3], unpack(ARGV, 4)) end
 redis.call('expire', KEYS[2], tonumber(ARGV[3]))
+return 1
+"""
+# Take a replayed entry off the head of the set-aside list (only if it is still there
+# and the replay lock still ours); one that failed again goes back at the end with its
+# new error (ARGV[3], empty when it was applied).
+_REPLACE_HEAD_IF_OWNER = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('lindex', KEYS[1], 0) ~= ARGV[2] then return 0 end
+redis.call('lpop', KEYS[1])
+if ARGV[3] ~= '' then redis.call('rpush', KEYS[1], ARGV[3]) end
+redis.call('expire', KEYS[2], tonumber(ARGV[4]))
 return 1
 """
 _RELEASE_IF_OWNER = """
@@ -106,11 +132,98 @@ def _when(at_ms: int) -> datetime:
     return datetime.fromtimestamp(at_ms / 1000, tz=UTC)
 
 
+def describe(exc: BaseException) -> str:
+    """A record's failure for the set-aside list: its type and the first line of its
+    message, a database error without its statement and parameters, digits masked."""
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    message = mask_digits(lines[0] if lines else "")[:ERROR_CHARS]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A record set aside: as journaled, with the error that set it aside and when."""
+
+    raw: str
+    error: str
+    at_ms: int
+
+    def encode(self) -> str:
+        return json.dumps({"record": self.raw, "error": self.error, "at_ms": self.at_ms})
+
+    @classmethod
+    def decode(cls, item: bytes | str) -> SetAside:
+        text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and isinstance(entry.get("record"), str):
+            at_ms = entry.get("at_ms")
+            return cls(
+                entry["record"], str(entry.get("error", "")), at_ms if isinstance(at_ms, int) else 0
+            )
+        return cls(text, "", 0)  # set aside by an earlier version: the record alone
+
+    def summary(self) -> dict[str, Any]:
+        """What an admin may read: the record's kind, call and site, the caller's number
+        masked, never the event's data; any other run of digits masked too."""
+        try:
+            record = json.loads(self.raw)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            record = {}
+
+        def shown(name: str) -> str | None:
+            value = record.get(name)
+            return mask_digits(str(value))[:80] if value is not None else None
+
+        at_ms = record.get("at_ms")
+        number = record.get("from")
+        return {
+            "type": shown("type"),
+            "call": shown("sid") or shown("ref"),
+            "kind": shown("kind"),
+            "site_id": record.get("site_id") if isinstance(record.get("site_id"), int) else None,
+            "from": mask_phone(number) if isinstance(number, str) and number else None,
+            "at": _when(at_ms).isoformat() if isinstance(at_ms, int) and at_ms > 0 else None,
+            "error": self.error or None,
+            "set_aside_at": _when(self.at_ms).isoformat() if self.at_ms else None,
+        }
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What ``replay`` did: records applied, records set aside again (with their new
+    error), records left untouched because the database did not answer."""
+
+    applied: int
+    failed: int
+    waiting: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"applied": self.applied, "failed": self.failed, "waiting": self.waiting}
+
+
+class ReplayRunning(Exception):
+    """Another replay holds the set-aside list."""
+
+
 class Journal:
-    def __init__(self, connection: redis.Redis, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        sessions: sessionmaker[Session],
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = connection
         self.sessions = sessions
-        self._trim = connection.register_script(_TRIM_IF_OWNER)
+        self.now = now
+        self._settle = connection.register_script(_SETTLE_IF_OWNER)
+        self._replace_head = connection.register_script(_REPLACE_HEAD_IF_OWNER)
         self._release = connection.register_script(_RELEASE_IF_OWNER)
 
     def append(self, *records: Record) -> None:
@@ -124,46 +237,128 @@ class Journal:
     def rejected(self) -> int:
         return int(self.redis.llen(REJECTED))
 
+    def set_aside(self, limit: int = 1000) -> list[SetAside]:
+        """The records set aside, oldest first (at most ``limit``)."""
+        return [SetAside.decode(item) for item in self.redis.lrange(REJECTED, 0, limit - 1)]
+
     def drain(self, batch: int = BATCH) -> int:
-        """Move the waiting records into SQL. Returns how many were applied (0 when
-        another worker holds the drain)."""
+        """Move the waiting records into SQL, in order. Returns how many left the list,
+        applied or set aside (0 when another worker holds the drain). While the database
+        does not answer, the batch stays in place for the next sweep."""
         token = secrets.token_hex(8)
         if not self.redis.set(LOCK, token, nx=True, ex=LOCK_S):
             return 0
-        applied = 0
+        done = 0
         try:
             while True:
                 raw = self.redis.lrange(KEY, 0, batch - 1)
                 if not raw:
-                    return applied
-                self._apply_batch(raw)
-                if not self._trim(keys=[KEY, LOCK], args=[token, len(raw), LOCK_S]):
+                    return done
+                settled, set_aside = self._apply_batch(raw)
+                entries = [entry.encode() for entry in set_aside]
+                if settled and not self._settle(
+                    keys=[KEY, LOCK, REJECTED], args=[token, settled, LOCK_S, *entries]
+                ):
                     log.warning("journal drain lost its lock; another worker goes on")
-                    return applied
-                applied += len(raw)
+                    return done
+                self._count(set_aside)
+                done += settled
+                if settled < len(raw):
+                    log.warning("database unavailable: %d journal records wait", self.pending())
+                    return done
         finally:
             self._release(keys=[LOCK], args=[token])
 
-    def _apply_batch(self, raw: list[Any]) -> None:
-        records = [_decode(item) for item in raw]
-        unreadable = [item for item, record in zip(raw, records, strict=True) if record is None]
-        if unreadable:
-            self.redis.rpush(REJECTED, *unreadable)
+    def _apply_batch(self, raw: list[Any]) -> tuple[int, list[SetAside]]:
+        """Apply a batch in one transaction, else record by record. Returns how many of
+        its records are settled (applied or set aside, from its head on) and those set
+        aside; it stops at the first error saying that the database does not answer."""
+        decoded = [_decoded(item) for item in raw]
         try:
             with transaction(self.sessions) as s:
-                self._apply(s, [r for r in records if r is not None])
+                self._apply(s, [record for record, _ in decoded if record is not None])
+        except Exception as exc:
+            if unavailable(exc):
+                return 0, []
+            log.warning(
+                "journal batch refused (%s); applying its records one by one", describe(exc)
+            )
+        else:
+            return len(raw), [
+                self._aside(item, error)
+                for item, (_, error) in zip(raw, decoded, strict=True)
+                if error is not None
+            ]
+        set_aside: list[SetAside] = []
+        for n, (item, (record, error)) in enumerate(zip(raw, decoded, strict=True)):
+            if record is not None:
+                try:
+                    with transaction(self.sessions) as s:
+                        self._apply(s, [record])
+                    continue
+                except Exception as exc:
+                    if unavailable(exc):
+                        return n, set_aside
+                    error = describe(exc)
+            set_aside.append(self._aside(item, error or "unknown"))
+        return len(raw), set_aside
+
+    def _aside(self, item: bytes | str, error: str) -> SetAside:
+        raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+        log.error("journal record set aside: %s", error)
+        return SetAside(raw, error, int(self.now() * 1000))
+
+    def _count(self, set_aside: list[SetAside]) -> None:
+        if not set_aside:
             return
-        except SQLAlchemyError:
-            log.warning("journal batch refused; applying its %d records one by one", len(raw))
-        for item, record in zip(raw, records, strict=True):
-            if record is None:
-                continue
-            try:
-                with transaction(self.sessions) as s:
-                    self._apply(s, [record])
-            except SQLAlchemyError as exc:
-                log.error("journal record %s set aside: %s", record.get("type"), type(exc).__name__)
-                self.redis.rpush(REJECTED, item)
+        recorder = metrics.recorder_for(self.redis)
+        for entry in set_aside:
+            recorder.inc("interphone_journal_set_aside", entry.error.split(":", 1)[0])
+        recorder.flush()  # a worker may stay quiet for long: no figure waits in its memory
+
+    def replay(self) -> Replay:
+        """Apply the records set aside again, oldest first, each in its own transaction:
+        one applied leaves the list, one that fails again stays with its new error. What
+        is already in SQL is not applied twice (a call by its CallSid, an event by its
+        ref). Stops, leaving the rest in place, when the database does not answer."""
+        token = secrets.token_hex(8)
+        if not self.redis.set(REPLAY_LOCK, token, nx=True, ex=LOCK_S):
+            raise ReplayRunning("another replay of the set-aside records is running")
+        applied = failed = 0
+        total = self.rejected()
+        try:
+            for _ in range(total):
+                item = self.redis.lindex(REJECTED, 0)
+                if item is None:
+                    break
+                entry = SetAside.decode(item)
+                record, error = _decoded(entry.raw)
+                if record is not None:
+                    try:
+                        with transaction(self.sessions) as s:
+                            self._apply(s, [record])
+                    except Exception as exc:
+                        if unavailable(exc):
+                            log.warning("database unavailable: the replay stops")
+                            break
+                        error = describe(exc)
+                again = ""
+                if error is not None:
+                    aside = self._aside(entry.raw, error)
+                    self._count([aside])
+                    again = aside.encode()
+                if not self._replace_head(
+                    keys=[REJECTED, REPLAY_LOCK], args=[token, item, again, LOCK_S]
+                ):
+                    log.warning("the set-aside list changed under the replay; it stops")
+                    break
+                if again:
+                    failed += 1
+                else:
+                    applied += 1
+        finally:
+            self._release(keys=[REPLAY_LOCK], args=[token])
+        return Replay(applied, failed, total - applied - failed)
 
     def _apply(self, s: Session, records: list[Record]) -> None:
         """One batch in three statements at most: the new calls (a call ended further in
@@ -238,17 +433,12 @@ _END_CALL = (  # a call ended: its first final status wins
 )
 
 
-def _decode(item: Any) -> Record | None:
+def _decoded(item: bytes | str) -> tuple[Record | None, str | None]:
+    """A journal entry read back: the record, or why it cannot be one."""
     try:
         record = json.loads(item)
     except ValueError:
-        log.error("journal entry is not JSON; set aside")
-        return None
-    if not isinstance(record, dict) or record.get("type") not in (
-        "call.start",
-        "call.end",
-        "event",
-    ):
-        log.error("journal entry of unknown type; set aside")
-        return None
-    return record
+        return None, "ValueError: not JSON"
+    if not isinstance(record, dict) or record.get("type") not in _TYPES:
+        return None, "ValueError: not a journal record (unknown type)"
+    return record, None

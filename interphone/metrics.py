@@ -94,6 +94,13 @@ SPECS = {
             ("limit",),
         ),
         Spec(
+            "interphone_journal_set_aside",
+            "Call records set aside for their own data (they wait for `interphone journal "
+            "replay`), by error type",
+            "counter",
+            ("error",),
+        ),
+        Spec(
             "interphone_retention_purged",
             "Records whose personal data the retention job removed, by table",
             "counter",

@@ -206,12 +206,13 @@ class Runtime:
         """The screens' live feeds of this process (one Redis subscription)."""
         from .web.feeds import FeedHub
 
-        return FeedHub(self.redis)
+        feeds = self.settings.feeds
+        return FeedHub(self.redis, per_process=feeds.per_process, per_owner=feeds.per_user)
 
     @cached_property
     def journal(self) -> Journal:
         _ = self.notifier  # journaled events reach the screens once applied
-        return Journal(self.redis, self.sessions)
+        return Journal(self.redis, self.sessions, now=self.clock.now)
 
     @cached_property
     def ivr(self) -> IvrService:

@@ -20,6 +20,8 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from ..db import unavailable
+
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
@@ -106,13 +108,21 @@ def _dispatch_figures(rt: Runtime, site: str, offers: int) -> None:
 
 def sweep() -> dict[str, Any]:
     """The periodic housekeeping: queue expiries and reconciliation, then the journal
-    of call records (each runs even if the other fails; the next sweep is always set)."""
+    of call records (each runs even if the other fails; the next sweep is always set).
+    A queue step that found the database unreachable leaves the journal alone: its
+    records wait in Redis for a sweep that finds the database back."""
     rt = runtime()
+    database_down = False
     try:
         counts = rt.queue.sweep()
+    except Exception as exc:
+        database_down = unavailable(exc)
+        raise
     finally:
         try:
-            counts_journal = rt.journal.drain()
+            if database_down:
+                log.warning("database unavailable: %d journal records wait", rt.journal.pending())
+            counts_journal = 0 if database_down else rt.journal.drain()
         finally:
             try:
                 extra = rt.housekeeping()

@@ -341,6 +341,21 @@ def cases_import() -> Any:
     return _import_page(report=report)
 
 
+# -- journal ----------------------------------------------------------------------------
+@bp.get("/journal")
+@role_required("admin")
+def journal() -> Any:
+    """Call records set aside for their own data (numbers masked), until an admin fixes
+    their cause and runs ``interphone journal replay``."""
+    rt = runtime_of(current_app)
+    return render_template(
+        "admin_journal.html",
+        entries=[entry.summary() for entry in rt.journal.set_aside(MAX_REJECTED_SHOWN)],
+        total=rt.journal.rejected(),
+        pending=rt.journal.pending(),
+    )
+
+
 @bp.errorhandler(RequestEntityTooLarge)
 def too_large(exc: RequestEntityTooLarge) -> Any:
     if request.endpoint != "admin.cases_import":
