@@ -206,8 +206,7 @@ class Runtime:
         """The screens' live feeds of this process (one Redis subscription)."""
         from .web.feeds import FeedHub
 
-        feeds = self.settings.feeds
-        return FeedHub(self.redis, per_process=feeds.per_process, per_owner=feeds.per_user)
+        return FeedHub(self.redis)
 
     @cached_property
     def journal(self) -> Journal:
