@@ -540,6 +540,10 @@ def dev_seed(ctx: click.Context) -> None:
     from .sites import ensure_site
 
     rt = _runtime(ctx)
+    if rt.settings.env == "production":  # the demo supervisor's password is in this file
+        raise click.ClickException(
+            "dev seed is refused in production: it creates a supervisor whose password is published"
+        )
     ensure_site(
         rt.sessions,
         rt.settings.default_site,

@@ -20,6 +20,11 @@ ENVIRONMENTS = ("development", "test", "production")
 # Credentials shared by the app and the dev-phone simulator when Twilio is not configured.
 DEV_ACCOUNT_SID = "AC" + "0" * 32
 DEV_AUTH_TOKEN = "dev-phone-auth-token"
+# the birth-date hash key of development and tests: fixed, so demo data keeps matching
+DEV_BIRTHDATE_KEY = "interphone-development-only-key"
+MIN_SECRET = 32  # characters of SECRET_KEY and BIRTHDATE_HASH_KEY in production
+# variables of the test harness (README): production refuses to start with any of them
+TEST_ONLY = ("DEV_PHONE_REST_URL", "INTERPHONE_FAILPOINTS")
 
 
 class ConfigError(ValueError):
@@ -186,21 +191,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     env = _Env(os.environ if environ is None else environ)
     mode = env.choice("INTERPHONE_ENV", ENVIRONMENTS, "development")
+    production = mode == "production"
+    if production:
+        for name in TEST_ONLY:
+            if env.text(name) is not None:
+                raise ConfigError(f"{name}: for tests only, refused in production")
 
     secret_key = env.text("SECRET_KEY")
     if secret_key is None:
-        if mode == "production":
+        if production:
             raise ConfigError("SECRET_KEY: required in production")
         secret_key = secrets.token_hex(32)
-    elif mode == "production" and len(secret_key) < 32:
-        raise ConfigError("SECRET_KEY: must be at least 32 characters in production")
+    elif production and len(secret_key) < MIN_SECRET:
+        raise ConfigError(f"SECRET_KEY: must be at least {MIN_SECRET} characters in production")
 
     birthdate_key = env.text("BIRTHDATE_HASH_KEY")
     if birthdate_key is None:
-        if mode == "production":
+        if production:
             raise ConfigError("BIRTHDATE_HASH_KEY: required in production")
-        # Development and tests: a fixed key so that imported demo data keeps matching.
-        birthdate_key = "interphone-development-only-key"
+        birthdate_key = DEV_BIRTHDATE_KEY
+    elif production and (len(birthdate_key) < MIN_SECRET or birthdate_key == DEV_BIRTHDATE_KEY):
+        # a short or published key lets anyone holding the hashes try every birth date
+        raise ConfigError(
+            f"BIRTHDATE_HASH_KEY: at least {MIN_SECRET} characters, and not the "
+            "development key, in production"
+        )
 
     twilio_sid = env.text("TWILIO_ACCOUNT_SID")
     if twilio_sid is not None and not (twilio_sid.startswith("AC") and len(twilio_sid) == 34):
@@ -208,10 +223,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     twilio_token = env.text("TWILIO_AUTH_TOKEN")
     if (twilio_sid is None) != (twilio_token is None):
         raise ConfigError("TWILIO_AUTH_TOKEN: give both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
-    if mode == "production" and twilio_sid is None:
+    if production and twilio_sid is None:
         raise ConfigError("TWILIO_ACCOUNT_SID: required in production")
+    if production and twilio_token == DEV_AUTH_TOKEN:  # published: anyone could sign webhooks
+        raise ConfigError("TWILIO_AUTH_TOKEN: the dev phone's token is refused in production")
     # The dev phone plays Twilio when no credentials are set (never in production).
-    dev_phone = twilio_sid is None and mode != "production"
+    dev_phone = twilio_sid is None and not production
     if twilio_sid is None:
         twilio_sid, twilio_token = DEV_ACCOUNT_SID, DEV_AUTH_TOKEN
 
@@ -221,13 +238,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     vosk_dir = env.text("VOSK_MODELS_DIR")
     local_speech = env.text("LOCAL_SPEECH_LANGUAGES")
     stream_url = env.url("SPEECH_STREAM_URL", ("ws", "wss"))
-    public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https")) or "http://127.0.0.1:5000"
+    public_base_url = env.url("PUBLIC_BASE_URL", ("http", "https"))
+    if production and not (public_base_url or "").lower().startswith("https://"):
+        # Twilio's signatures cover this address; cookies are sent over https alone
+        raise ConfigError("PUBLIC_BASE_URL: an https:// address is required in production")
 
     failpoints = tuple(
         p.strip() for p in (env.text("INTERPHONE_FAILPOINTS") or "").split(",") if p.strip()
     )
-    if failpoints and mode == "production":
-        raise ConfigError("INTERPHONE_FAILPOINTS: fault injection is refused in production")
 
     queue = QueueSettings(
         offer_timeout_s=env.number("OFFER_TIMEOUT_S", 20.0, minimum=1),
@@ -259,9 +277,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     return Settings(
         env=mode,
-        log_format=env.choice(
-            "LOG_FORMAT", ("text", "json"), "json" if mode == "production" else "text"
-        ),
+        log_format=env.choice("LOG_FORMAT", ("text", "json"), "json" if production else "text"),
         log_level=env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         metrics_token=metrics_token,
         retention_days=env.integer("RETENTION_DAYS", 180, minimum=1),
@@ -276,7 +292,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         secret_key=secret_key,
         birthdate_key=birthdate_key,
-        public_base_url=public_base_url.rstrip("/"),
+        public_base_url=(public_base_url or "http://127.0.0.1:5000").rstrip("/"),
         twilio_account_sid=twilio_sid,
         twilio_auth_token=twilio_token,
         dev_phone=dev_phone,

@@ -191,6 +191,24 @@ def test_dev_seed_is_idempotent_and_gives_a_demo_agent_a_phone_to_ring(
         assert s.scalar(select(func.count()).select_from(Agent)) == 1
 
 
+def test_dev_seed_refuses_production_and_creates_no_demo_supervisor(
+    cli: CliRunner, runtime: Runtime
+) -> None:
+    production = Runtime(runtime.settings.with_overrides(env="production"), clock=runtime.clock)
+    try:
+        result = cli.invoke(main, ["dev", "seed"], obj=production)
+    finally:
+        production.close()
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: dev seed is refused in production: it creates a supervisor whose password "
+        "is published"
+    ]
+    with runtime.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Agent)) == 0
+        assert s.scalar(select(func.count()).select_from(Case)) == 0
+
+
 def test_worker_serves_the_queue_it_is_given_so_voicemails_are_not_left_unread(
     cli: CliRunner, runtime: Runtime
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from interphone.config import ConfigError, load_settings
+from interphone.config import DEV_AUTH_TOKEN, DEV_BIRTHDATE_KEY, ConfigError, load_settings
 from interphone.runtime import Runtime
 from interphone.web import create_app
 
@@ -29,7 +29,11 @@ from interphone.web import create_app
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE"),
         ({"TWILIO_ACCOUNT_SID": "AC" + "1" * 32}, "TWILIO_AUTH_TOKEN"),
         (
-            {"INTERPHONE_ENV": "production", "SECRET_KEY": "k" * 40, "BIRTHDATE_HASH_KEY": "b"},
+            {
+                "INTERPHONE_ENV": "production",
+                "SECRET_KEY": "k" * 40,
+                "BIRTHDATE_HASH_KEY": "b" * 40,
+            },
             "TWILIO_ACCOUNT_SID",
         ),
     ],
@@ -39,6 +43,42 @@ def test_bad_value_fails_at_start_up_naming_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=variable):
         load_settings(env)
+
+
+PRODUCTION = {
+    "INTERPHONE_ENV": "production",
+    "SECRET_KEY": "k" * 40,
+    "BIRTHDATE_HASH_KEY": "b" * 40,
+    "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+    "TWILIO_AUTH_TOKEN": "t" * 32,
+    "PUBLIC_BASE_URL": "https://interphone.example.gouv.fr",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"BIRTHDATE_HASH_KEY": "k"}, "BIRTHDATE_HASH_KEY"),
+        ({"BIRTHDATE_HASH_KEY": "b" * 31}, "BIRTHDATE_HASH_KEY"),
+        ({"BIRTHDATE_HASH_KEY": DEV_BIRTHDATE_KEY}, "BIRTHDATE_HASH_KEY"),
+        ({"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN}, "TWILIO_AUTH_TOKEN"),
+        ({"PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "http://interphone.example.gouv.fr"}, "PUBLIC_BASE_URL"),
+        ({"DEV_PHONE_REST_URL": "http://127.0.0.1:5001"}, "DEV_PHONE_REST_URL"),
+        ({"INTERPHONE_FAILPOINTS": "queue.dispatch.offered"}, "INTERPHONE_FAILPOINTS"),
+    ],
+)
+def test_production_refuses_a_guessable_key_a_public_token_no_https_or_a_test_variable(
+    changes: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({**PRODUCTION, **changes})
+
+
+def test_production_starts_with_its_secrets_and_an_https_address() -> None:
+    settings = load_settings(PRODUCTION)
+    assert settings.env == "production" and not settings.dev_phone
+    assert settings.public_base_url == "https://interphone.example.gouv.fr"
 
 
 def test_defaults_need_nothing_from_the_environment() -> None:
@@ -75,15 +115,7 @@ def test_queue_rules_are_configurable() -> None:
 
 
 def test_production_requires_redis_and_database_urls() -> None:
-    settings = load_settings(
-        {
-            "INTERPHONE_ENV": "production",
-            "SECRET_KEY": "k" * 40,
-            "BIRTHDATE_HASH_KEY": "b" * 40,
-            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
-            "TWILIO_AUTH_TOKEN": "t" * 32,
-        }
-    )
+    settings = load_settings(PRODUCTION)
     rt = Runtime(settings)
     with pytest.raises(ConfigError, match="REDIS_URL"):
         _ = rt.redis_url
