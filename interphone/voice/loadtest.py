@@ -5,7 +5,8 @@ the phone line as Twilio would (signed webhooks, the parameters Twilio sends) an
 through the IVR by following the TwiML they get back: each answer's ``<Gather action>``
 is where the caller's next key press goes, so the sequence numbers, the hold loop and
 the hang-ups are the server's own. The mix is a Monday morning's: status lookups with a
-file number and a birth date of demo cases (some mistyped), callback requests, callers
+file number and a birth date of demo cases (some mistyped, on unknown file numbers, since
+failed birth dates are limited per file), callback requests, callers
 waiting in the live queue (the hold loop polled, some pressing ``*`` to be called back),
 callers who leave at the menu, and Twilio's final status callback for every call.
 
@@ -41,7 +42,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -125,6 +126,10 @@ def _script(kind: str, rng: random.Random, case: tuple[str, date]) -> tuple[list
     if kind in ("status", "status_mistyped"):
         digits = born.strftime("%d%m%Y")
         if kind == "status_mistyped":
+            # a file number of its own: failed birth dates are counted per file number
+            # (RATE_LIMIT_FILE_FAILURES), and a run's mistakes on its forty cases would
+            # leave their status to an agent for the rest of the run
+            file_number = f"99{rng.randrange(10**8):08d}"
             digits = f"{(born.day % 28) + 1:02d}{born.month:02d}{born.year}"
         presses = [
             language,
@@ -772,14 +777,19 @@ def _free_port() -> int:
 
 @contextmanager
 def procfile_stack(
-    rt: Runtime, env_extra: dict[str, str]
+    rt: Runtime,
+    env_extra: dict[str, str],
+    *,
+    processes: tuple[str, ...] = ("web", "worker"),
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[int, list[str], Callable[[], dict[str, float]]]]:
-    """The Procfile's ``web`` and ``worker`` on the configured Redis and database; their
-    logs go to ``loadtest.log`` in the instance folder (the access log is written, as in
-    production, and not kept). Also yields a function giving the CPU seconds the web
-    (master and workers) and the worker have used so far."""
+    """The Procfile's ``web`` and ``worker`` (or only those of ``processes``) on the
+    configured Redis and database, in ``environ`` (default: this process's) plus
+    ``env_extra``; their logs go to ``loadtest.log`` in the instance folder (the access
+    log is written, as in production, and not kept). Also yields a function giving the
+    CPU seconds the web (master and workers) and the worker have used so far."""
     port = int(env_extra.get("PORT") or _free_port())
-    env = dict(os.environ)
+    env = dict(os.environ if environ is None else environ)
     env.update(
         REDIS_URL=rt.redis_url,
         DATABASE_URL=rt.database_url,
@@ -790,15 +800,16 @@ def procfile_stack(
         PORT=str(port),
     )
     env.update(env_extra)
+    if processes[:1] != ("web",):
+        raise ValueError("the web process comes first: its port is the one waited for")
     web = procfile_command("web", env)
-    worker = procfile_command("worker", env)
     rt.settings.instance_path.mkdir(parents=True, exist_ok=True)
     log = (rt.settings.instance_path / "loadtest.log").open("ab")
     quiet = subprocess.DEVNULL
-    procs = [
-        subprocess.Popen(web, env=env, stdout=quiet, stderr=log),
-        subprocess.Popen(worker, env=env, stdout=quiet, stderr=log),
-    ]
+    procs = {
+        name: subprocess.Popen(procfile_command(name, env), env=env, stdout=quiet, stderr=log)
+        for name in processes
+    }
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -806,20 +817,21 @@ def procfile_stack(
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
             except OSError:
-                if time.monotonic() > deadline or procs[0].poll() is not None:
+                if time.monotonic() > deadline or procs["web"].poll() is not None:
                     raise RuntimeError("gunicorn did not start") from None
                 time.sleep(0.1)
 
         def cpu() -> dict[str, float]:
-            used = process_cpu_s([proc.pid for proc in procs])
-            return {"web": used.get(procs[0].pid, 0.0), "worker": used.get(procs[1].pid, 0.0)}
+            used = process_cpu_s([proc.pid for proc in procs.values()])
+            return {name: used.get(proc.pid, 0.0) for name, proc in procs.items()}
 
         yield port, web, cpu
     finally:
-        for proc in procs:
+        for proc in procs.values():
             proc.terminate()
         # the web's feed threads notice closed screens only when they next write
-        for proc, grace in zip(procs, (5, 30), strict=True):
+        for name, proc in procs.items():
+            grace = 5 if name == "web" else 30
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
