@@ -62,6 +62,14 @@ class RateLimits:
     # per calling number (per call when withheld), case status lookups: the guard
     # against guessing birth dates, so it holds even with RATE_LIMITS=off
     caller_lookups: str = "10/hour"
+    # withheld callers (no number, or Twilio's placeholders) share one allowance per
+    # kind: sized for their share of a préfecture's line (docs/operations.md, section 5)
+    withheld_calls: str = "60/hour"
+    withheld_turns: str = "120/minute"
+    withheld_lookups: str = "30/hour"
+    # failed birth dates per file number, whoever types them: then only an agent gives
+    # that file's status (kept even with RATE_LIMITS=off, as the lookups)
+    file_failures: str = "5/day"
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         caller_turns=env.rate("RATE_LIMIT_CALLER_TURNS", RateLimits.caller_turns),
         caller_sms=env.rate("RATE_LIMIT_CALLER_SMS", RateLimits.caller_sms),
         caller_lookups=env.rate("RATE_LIMIT_CALLER_LOOKUPS", RateLimits.caller_lookups),
+        withheld_calls=env.rate("RATE_LIMIT_WITHHELD_CALLS", RateLimits.withheld_calls),
+        withheld_turns=env.rate("RATE_LIMIT_WITHHELD_TURNS", RateLimits.withheld_turns),
+        withheld_lookups=env.rate("RATE_LIMIT_WITHHELD_LOOKUPS", RateLimits.withheld_lookups),
+        file_failures=env.rate("RATE_LIMIT_FILE_FAILURES", RateLimits.file_failures),
     )
     metrics_token = env.text("METRICS_TOKEN")
     if metrics_token is not None and len(metrics_token) < 32:

@@ -2,14 +2,16 @@
 caller took through the IVR, and what earlier calls from the same number or about the
 same file ended with, and the messages the caller left (transcript, audio by id).
 Read-only; numbers are masked, birth dates never leave the database (only their hash
-is there)."""
+is there). A file number its caller did not prove (the birth date did not match, or
+was not asked) is shown marked not verified, without its case or its earlier contacts:
+anyone can type anyone's file number."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Agent, Case, Contact, Voicemail
@@ -42,6 +44,7 @@ class ContactCard:
     attempts: int
     arrived_at: datetime
     file_number: str | None
+    file_verified: bool = False
     case_status: str | None = None
     case_changed_at: datetime | None = None
     api_valid_until: date | None = None
@@ -59,7 +62,7 @@ def contact_card(
             return None
         case = (
             s.scalar(select(Case).where(Case.file_number == contact.file_number))
-            if contact.file_number
+            if contact.file_number and contact.file_verified
             else None
         )
         earlier = _earlier(s, contact)
@@ -82,6 +85,7 @@ def contact_card(
         attempts=contact.attempts,
         arrived_at=from_ms(contact.arrived_ms),
         file_number=contact.file_number,
+        file_verified=contact.file_verified,
         case_status=case.status if case else None,
         case_changed_at=case.status_changed_at if case else None,
         api_valid_until=case.api_valid_until if case else None,
@@ -92,12 +96,14 @@ def contact_card(
 
 
 def _earlier(s: Session, contact: Contact) -> list[Earlier]:
-    """The last closed contacts from the same number or about the same file."""
+    """The last closed contacts from the same number or about the same proven file."""
     same = []
     if contact.phone:
         same.append(Contact.phone == contact.phone)
-    if contact.file_number:
-        same.append(Contact.file_number == contact.file_number)
+    if contact.file_number and contact.file_verified:
+        same.append(
+            and_(Contact.file_number == contact.file_number, Contact.file_verified.is_(True))
+        )
     if not same:
         return []
     rows = s.execute(

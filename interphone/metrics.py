@@ -89,7 +89,9 @@ SPECS = {
         ),
         Spec(
             "interphone_rate_limited",
-            "Requests refused or answered politely by a rate limit, by limit",
+            "Requests refused or answered politely by a rate limit, by limit (caller_*: one "
+            "number; withheld_*: the withheld callers' shared allowance; file_failures: a "
+            "file number's failed birth dates)",
             "counter",
             ("limit",),
         ),
@@ -99,6 +101,20 @@ SPECS = {
             "replay`), by error type",
             "counter",
             ("error",),
+        ),
+        Spec(
+            "interphone_birth_date_mismatches",
+            "Birth dates that did not match the file number typed (or no such file), by "
+            "where they were typed (status, door, callback)",
+            "counter",
+            ("step",),
+        ),
+        Spec(
+            "interphone_file_numbers",
+            "File numbers given with a request for an agent, by proof (verified: the birth "
+            "date matched in the call; unverified: shown to the agent as not verified)",
+            "counter",
+            ("proof",),
         ),
         Spec(
             "interphone_retention_purged",

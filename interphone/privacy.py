@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import date
 
 import phonenumbers
@@ -25,6 +26,26 @@ def to_e164(raw: str, region: str = "FR") -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber("this phone number does not exist")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# What Twilio puts in ``From`` when a caller withholds their number is a word
+# ("anonymous", "restricted"...) or, from some carriers, the word spelt on a keypad as if
+# it were a number: ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN, UNAVAILABLE, PRIVATE. None of
+# those is anyone's number.
+WITHHELD_PLACEHOLDERS = frozenset(
+    {"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "+7748283"}
+)
+_E164 = re.compile(r"\+[1-9][0-9]{5,14}")
+
+
+def is_withheld(raw: str) -> bool:
+    """True when ``raw`` (Twilio's ``From``) names no caller: empty, a withheld word or
+    its keypad placeholder, or anything that is not an E.164 number. A client or SIP
+    identity (the door, a browser) is not withheld: it names its device."""
+    text = (raw or "").strip()
+    if text.lower().startswith(("client:", "sip:", "sips:")):
+        return False
+    return text in WITHHELD_PLACEHOLDERS or not _E164.fullmatch(text)
 
 
 def mask_phone(e164: str | None) -> str:

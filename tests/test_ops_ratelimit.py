@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from interphone import metrics as figures
 from interphone.accounts import add_user
 from interphone.config import ConfigError, RateLimits, load_settings
 from interphone.models import Contact
+from interphone.privacy import WITHHELD_PLACEHOLDERS, is_withheld
 from interphone.runtime import Runtime
 from interphone.voice.devphone.phone import DevPhone, wsgi_transport
 from interphone.web import create_app
@@ -30,6 +32,7 @@ LIMITS = RateLimits(
     caller_calls="2/hour",
     caller_turns="4/hour",
     caller_sms="1/hour",
+    withheld_calls="3/hour",
 )
 OTHER_IP = {"REMOTE_ADDR": "198.51.100.7"}
 
@@ -116,11 +119,47 @@ def test_too_many_turns_end_the_call_politely_in_the_callers_language(limited) -
     assert _contacts(rt) == 0
 
 
-def test_the_door_and_withheld_numbers_are_not_limited_by_number(limited) -> None:
+def test_the_door_is_not_limited_by_number(limited) -> None:
     app, phone, rt = limited
-    for caller in ["client:borne-1"] * 4 + ["anonymous"] * 4:
+    for caller in ["client:borne-1"] * 4:
         call = phone.call(caller)
         assert "trop d'appels" not in call.transcript(), caller
+
+
+def test_withheld_placeholders_are_withheld(limited) -> None:
+    """Twilio's placeholders (ANONYMOUS, RESTRICTED... spelt on a keypad), its words and
+    an empty or non-numeric From name nobody: one shared allowance, and the IVR asks
+    for a number to call back."""
+    app, phone, rt = limited
+    withheld = [*WITHHELD_PLACEHOLDERS, "anonymous", "Restricted", "", "  ", "abc", "+12"]
+    for raw in withheld:
+        assert is_withheld(raw), raw
+        take = rt.caller_limits.take("caller_calls", raw)
+        assert take is not None and take.label == "withheld_calls", raw
+        assert take.keys == rt.caller_limits.take("caller_calls", "anonymous").keys, raw
+    for raw in (CALLER, "client:borne-1", "sip:porte@example.org"):
+        assert not is_withheld(raw), raw
+    assert rt.caller_limits.take("caller_calls", "client:borne-1") is None
+    call = phone.call("+266696687").press("1").press("2")  # français, rappel
+    assert call.waiting_for == "/voice/step/callback_number"
+
+
+def test_withheld_callers_share_one_budget(limited) -> None:
+    app, phone, rt = limited
+    for caller in ("anonymous", "+266696687", "+7378742833"):  # withheld_calls: 3/hour
+        assert "Bonjour" in phone.call(caller).transcript(), caller
+    fourth = phone.call("+8656696")
+    assert "trop d'appels" in fourth.transcript()
+    assert "Bonjour" in phone.call(CALLER).transcript()  # a number has its own
+    figures.recorder_for(rt.redis).flush()
+    limited_calls = [
+        s.value
+        for s in figures.read(rt.redis)
+        if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "withheld_calls"}
+    ]
+    assert limited_calls == [1.0]
+
+
 
 
 def test_a_forged_request_does_not_use_up_a_real_callers_allowance(limited) -> None:
@@ -271,6 +310,9 @@ def test_lookups_are_limited_even_with_rate_limits_off(voice_runtime: Runtime) -
     assert limits.take("caller_turns", CALLER) is None
     allowed = [limits.allow("caller_lookups", CALLER) for _ in range(12)]
     assert allowed == [True] * 10 + [False] * 2
-    # a withheld number is limited per call, never refused for another call's lookups
-    assert limits.allow("caller_lookups", "anonymous", "CA" + "7" * 32)
-    assert limits.take("caller_lookups", "anonymous") is None  # nothing to count it by
+    # withheld callers share one allowance of lookups, however many calls they make
+    sids = ["CA" + f"{n:032d}" for n in range(31)]
+    allowed = [limits.allow("caller_lookups", "anonymous", sid) for sid in sids]
+    assert allowed == [True] * 30 + [False]
+    # the door's lookups are counted per call: a guesser has to stand at the door
+    assert limits.allow("caller_lookups", "client:borne-1", sids[0])

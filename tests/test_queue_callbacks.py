@@ -32,12 +32,42 @@ def test_second_request_for_the_same_number_returns_the_first_one(
         assert s.scalar(select(func.count()).select_from(Contact)) == 1
 
 
-def test_second_request_for_the_same_file_from_another_number_returns_the_first(
+def test_second_request_for_the_same_proven_file_from_another_number_returns_the_first(
     queue: QueueService,
 ) -> None:
-    first = queue.request_callback(SITE, phone=phone(1), language="fr", file_number="63 1234")
-    again = queue.request_callback(SITE, phone=phone(2), language="fr", file_number="631234")
+    first = queue.request_callback(
+        SITE, phone=phone(1), language="fr", file_number="63 1234", file_verified=True
+    )
+    again = queue.request_callback(
+        SITE, phone=phone(2), language="fr", file_number="631234", file_verified=True
+    )
     assert again.contact_id == first.contact_id and not again.created
+
+
+def test_an_unverified_file_number_neither_squats_a_file_nor_joins_its_request(
+    queue: QueueService, runtime
+) -> None:
+    """Anyone can type anyone's file number: typed alone, it neither squats the file
+    (its owner still gets a request of their own) nor joins another's request."""
+    squat = queue.request_callback(SITE, phone=phone(1), language="fr", file_number="631234")
+    owner = queue.request_callback(
+        SITE, phone=phone(2), language="fr", file_number="631234", file_verified=True
+    )
+    other = queue.request_callback(SITE, phone=phone(3), language="fr", file_number="631234")
+    assert squat.created and owner.created and other.created
+    assert len({squat.contact_id, owner.contact_id, other.contact_id}) == 3
+    with runtime.sessions() as s:
+        rows = {c.id: c for c in s.scalars(select(Contact))}
+    assert [rows[t.contact_id].active_file for t in (squat, owner, other)] == [
+        None,
+        "631234",
+        None,
+    ]
+    assert [rows[t.contact_id].file_verified for t in (squat, owner, other)] == [
+        False,
+        True,
+        False,
+    ]
 
 
 def test_concurrent_requests_for_one_number_create_exactly_one_callback(

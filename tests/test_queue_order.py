@@ -50,7 +50,9 @@ def test_urgent_contact_goes_before_earlier_normal_ones(
     _case_with_api_expiring_in(runtime, clock, "631", days=3)
     first = queue.enqueue_live(SITE, language="fr").contact_id
     clock.advance(10)
-    urgent = queue.enqueue_live(SITE, language="fr", file_number="631").contact_id
+    urgent = queue.enqueue_live(
+        SITE, language="fr", file_number="631", file_verified=True
+    ).contact_id
     assert order(queue) == [urgent, first]
     with runtime.sessions() as s:
         assert s.get(Contact, urgent).priority_class == 0
@@ -61,7 +63,9 @@ def test_permit_expiring_after_the_urgent_window_stays_normal(
 ) -> None:
     _case_with_api_expiring_in(runtime, clock, "632", days=40)
     first = queue.enqueue_live(SITE, language="fr").contact_id
-    later = queue.enqueue_live(SITE, language="fr", file_number="632").contact_id
+    later = queue.enqueue_live(
+        SITE, language="fr", file_number="632", file_verified=True
+    ).contact_id
     assert order(queue) == [first, later]
 
 

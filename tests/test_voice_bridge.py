@@ -36,7 +36,8 @@ def _offer(rt: Runtime, agent: Agent) -> int:
 
 def _callback(devphone: DevPhone, caller: str = CALLER) -> SimCall:
     call = devphone.call(caller)
-    call.press("2").press("2").press("1").press("6300000001#").press("2")
+    # a file number, a birth date that proves nothing (no such case), reason 2
+    call.press("2").press("2").press("1").press("6300000001#").press("01011990").press("2")
     assert call.status == "completed"
     return call
 
@@ -73,6 +74,7 @@ def test_accepted_callback_rings_the_agent_first_then_the_applicant(
     whisper = agent_leg.transcript()
     assert "Rappel. Langue : anglais" in whisper
     assert "titre expiré ou bientôt expiré" in whisper
+    assert "Numéro de dossier indiqué, non vérifié" in whisper  # its case is not read out
     applicant = devphone.answer(CALLER)
     assert "You asked to be called back" in applicant.transcript()
     room = conference_name(contact_id)

@@ -350,7 +350,9 @@ def test_an_intake_reads_the_site_id_and_the_permit_date_without_loading_whole_r
     event.listen(Site, "load", listener)
     event.listen(Case, "load", listener)
     try:
-        live = rt.queue.enqueue_live(SITE, language="fr", file_number="HOTPATH1")
+        live = rt.queue.enqueue_live(
+            SITE, language="fr", file_number="HOTPATH1", file_verified=True
+        )
         callback = rt.queue.request_callback(SITE, phone="+33612345604", language="fr")
     finally:
         event.remove(Site, "load", listener)

@@ -197,7 +197,7 @@ def test_agent_sees_the_case_the_ivr_path_and_earlier_notes_as_text_not_html(
         ImportReport(),
     )
     earlier = rt.queue.request_callback(
-        SITE, phone="+33612345678", language="fr", file_number="6300000077"
+        SITE, phone="+33612345678", language="fr", file_number="6300000077", file_verified=True
     ).contact_id
     rt.queue.set_presence(agent_client.agent_id, "available")
     rt.queue.dispatch(SITE)
@@ -215,7 +215,9 @@ def test_agent_sees_the_case_the_ivr_path_and_earlier_notes_as_text_not_html(
     rt.queue.set_presence(agent_client.agent_id, "available")
     [offer] = rt.queue.dispatch(SITE)
     rt.queue.accept(agent_client.agent_id, offer.contact_id)
-    rt.queue.request_callback(SITE, phone="+33698765432", language="fr", file_number="6300000077")
+    rt.queue.request_callback(
+        SITE, phone="+33698765432", language="fr", file_number="6300000077", file_verified=True
+    )
     page = agent_client.get("/agent/panel").get_data(as_text=True)
     path = re.search(r'<ol id="ivr-path".*?</ol>', page, re.S).group(0)
     assert (

@@ -124,10 +124,12 @@ class QueueService:
         channel: str = "phone",
         reason: str | None = None,
         file_number: str | None = None,
+        file_verified: bool = False,
         call_sid: str | None = None,
         arrived_ms: int | None = None,
     ) -> Ticket:
-        """A caller who chose to wait on the line for an agent."""
+        """A caller who chose to wait on the line for an agent. ``file_verified``: the
+        caller proved ``file_number`` (its birth date matched); see :meth:`_intake`."""
         return self._intake(
             "live",
             site,
@@ -136,6 +138,7 @@ class QueueService:
             channel=channel,
             reason=reason,
             file_number=file_number,
+            file_verified=file_verified,
             call_sid=call_sid,
             arrived_ms=arrived_ms,
         )
@@ -149,13 +152,15 @@ class QueueService:
         channel: str = "phone",
         reason: str | None = None,
         file_number: str | None = None,
+        file_verified: bool = False,
         arrived_ms: int | None = None,
         not_before_ms: int = 0,
         call_sid: str | None = None,
     ) -> Ticket:
         """A callback request. ``arrived_ms`` is when the call that made it (``call_sid``)
-        began, so the request keeps that call's place. A second request for the same number or file
-        returns the first one (``created`` is False)."""
+        began, so the request keeps that call's place. A second request for the same
+        number, or the same proven file (``file_verified``), returns the first one
+        (``created`` is False): the first request stands, with its own number."""
         if not phone:
             raise InvalidInput("a callback needs a phone number")
         return self._intake(
@@ -166,6 +171,7 @@ class QueueService:
             channel=channel,
             reason=reason,
             file_number=file_number,
+            file_verified=file_verified,
             call_sid=call_sid,
             arrived_ms=arrived_ms,
             not_before_ms=not_before_ms,
@@ -184,14 +190,15 @@ class QueueService:
             number = self._phone(phone) if phone else contact.phone
             if number is None:
                 raise InvalidInput("a callback needs a phone number")
-            duplicate = self._active_duplicate(s, number, contact.file_number)
+            proven = contact.file_number if contact.file_verified else None
+            duplicate = self._active_duplicate(s, number, proven)
             if duplicate is not None:
                 return self._ticket(duplicate, created=False)
             version = self.store.convert_to_callback(contact_id)
             contact.kind = "callback"
             contact.phone = number
             contact.active_phone = number
-            contact.active_file = contact.file_number
+            contact.active_file = proven
             contact.version = max(contact.version, version)
             self._event(s, "contact.converted", contact)
         return self._ticket(contact, created=False)
@@ -209,12 +216,17 @@ class QueueService:
         call_sid: str | None,
         arrived_ms: int | None,
         not_before_ms: int = 0,
+        file_verified: bool = False,
     ) -> Ticket:
+        """A file number is the caller's only once proven (``file_verified``): an
+        unverified one is kept for the agent to check, and never sets the priority nor
+        counts for duplicates (anyone can type anyone's file number)."""
         language = self._language(language)
         number = self._phone(phone) if phone else None
         file_no = normalize_file_number(file_number) if file_number else None
         if file_number is not None and not file_no:
             raise InvalidInput("the file number has no letters or digits")
+        proven = file_no if file_verified else None
         if reason is not None and len(reason) > REASON_MAX:
             raise InvalidInput(f"reason is longer than {REASON_MAX} characters")
         if channel not in ("phone", "intercom", "browser"):
@@ -228,7 +240,7 @@ class QueueService:
             with transaction(self.sessions) as s:
                 site_id = self._site_id(s, site_code)
                 if kind == "callback":
-                    duplicate = self._active_duplicate(s, number, file_no)
+                    duplicate = self._active_duplicate(s, number, proven)
                     if duplicate is not None:
                         # the same call asking again (its webhook retried) gets the answer
                         # of the first time; another call hears about its earlier request
@@ -255,14 +267,15 @@ class QueueService:
                     language=language,
                     reason=reason,
                     file_number=file_no,
-                    priority_class=self._priority_for(s, file_no),
+                    file_verified=proven is not None,
+                    priority_class=self._priority_for(s, proven),
                     arrived_ms=arrived,
                     state="waiting",
                     not_before_ms=not_before_ms,
                     call_sid=call_sid,
                     created_at=from_ms(now),
                     active_phone=number if kind == "callback" else None,
-                    active_file=file_no if kind == "callback" else None,
+                    active_file=proven if kind == "callback" else None,
                 )
                 s.add(contact)
                 s.flush()
@@ -270,7 +283,7 @@ class QueueService:
         except IntegrityError:
             # a concurrent request for the same number or file won the race: answer with it
             with self.sessions() as s2:
-                duplicate = self._active_duplicate(s2, number, file_no)
+                duplicate = self._active_duplicate(s2, number, proven)
             if duplicate is None:
                 raise Conflict("the request could not be recorded; please try again") from None
             return self._ticket(duplicate, created=False)
@@ -395,7 +408,8 @@ class QueueService:
             held = self.store.delayed_ids(site)
             ids = ready + held
             rows = {c.id: c for c in s.scalars(select(Contact).where(Contact.id.in_(ids)))}
-            files = {c.file_number for c in rows.values() if c.file_number}
+            # a case's status only for a file its caller proved (typed alone, it is anyone's)
+            files = {c.file_number for c in rows.values() if c.file_number and c.file_verified}
             statuses = (
                 dict(
                     s.execute(
@@ -426,7 +440,7 @@ class QueueService:
                     attempts=int(live.get("attempts", c.attempts) or 0),
                     reason=c.reason,
                     waited_s=max(0, (now_ms - c.arrived_ms) // 1000),
-                    case_status=statuses.get(c.file_number or ""),
+                    case_status=statuses.get(c.file_number or "") if c.file_verified else None,
                 )
             )
         return out

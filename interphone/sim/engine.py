@@ -326,6 +326,7 @@ class Engine:
                     phone=_phone(index) if a.channel == "phone" else None,
                     channel=a.channel,
                     file_number=file_number,
+                    file_verified=True,  # a simulated urgent caller has proven their file
                     call_sid=f"SIM{index}",
                     arrived_ms=arrived_ms,
                 )
@@ -336,6 +337,7 @@ class Engine:
                     language=a.language,
                     channel=a.channel,
                     file_number=file_number,
+                    file_verified=True,  # a simulated urgent caller has proven their file
                     arrived_ms=arrived_ms,
                     not_before_ms=not_before,
                     call_sid=f"SIM{index}",

@@ -186,20 +186,21 @@ class BridgeService:
         if contact.state != "on_call":  # the caller left while the agent's phone rang
             return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
         with self.sessions() as s:
-            case = (
+            case = (  # a file number its caller did not prove is not read out
                 s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
-                if contact.file_number
+                if contact.file_number and contact.file_verified
                 else None
             )
-        status = (
-            cat.text(
+        if case is not None:
+            status = cat.text(
                 "whisper_case",
                 file_number=" ".join(case.file_number),
                 status_name=cat.text(f"status_name.{case.status}"),
             )
-            if case
-            else cat.text("whisper_no_case")
-        )
+        elif contact.file_number and not contact.file_verified:
+            status = cat.text("whisper_unverified")
+        else:
+            status = cat.text("whisper_no_case")
         reason = (
             contact.reason
             if contact.reason in ("file_question", "permit_expiry", "other", "voicemail")

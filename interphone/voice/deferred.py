@@ -73,6 +73,7 @@ class Deferred:
         arrived_ms: int,
         not_before_ms: int,
         call_sid: str,
+        file_verified: bool = False,
     ) -> None:
         self._push(
             {
@@ -83,6 +84,7 @@ class Deferred:
                 "channel": channel,
                 "reason": reason,
                 "file_number": file_number,
+                "file_verified": file_verified,
                 "arrived_ms": arrived_ms,
                 "not_before_ms": not_before_ms,
                 "call_sid": call_sid,
@@ -142,6 +144,8 @@ class Deferred:
                 channel=record["channel"],
                 reason=record["reason"],
                 file_number=record["file_number"],
+                # a record deferred before this field existed: its file stays unverified
+                file_verified=record.get("file_verified") is True,
                 arrived_ms=int(record["arrived_ms"]),
                 not_before_ms=int(record["not_before_ms"]),
                 call_sid=record["call_sid"],

@@ -42,7 +42,7 @@ class Step:
     # an answer here is counted against the caller's ``counts`` limit (voice.limits,
     # checked as the turn opens); over it, ``over_limit`` is said and ``give_up`` taken
     counts: str | None = None
-    over_limit: str = ""
+    over_limit: str = ""  # none: ``give_up`` is taken without a word
 
 
 STEPS: dict[str, Step] = {
@@ -98,6 +98,17 @@ STEPS: dict[str, Step] = {
         timeout_s=10,
         action="take_callback_file",
         empty_ok=True,
+    ),
+    # a file number typed for a callback is the caller's only once its birth date
+    # matches; what follows is the reason question whatever the answer (a caller learns
+    # nothing of the file), and the file goes to the agent marked not verified if not
+    "callback_birth": Step(
+        prompt="callback_ask_birth",
+        num_digits=8,
+        timeout_s=12,
+        action="check_callback_birth",
+        give_up=go("callback_reason"),
+        counts="caller_lookups",
     ),
     "callback_reason": Step(
         prompt="callback_reason",

@@ -158,8 +158,10 @@ def _turn(
         body = calls.wait_for_answer(turn)
         if body is not None:
             return body
+    if counts is not None and counts.kind in turn.over:
+        _count_limited(rt, counts.label)
     if turn.limited:
-        _count_limited(rt, limit or "")
+        _count_limited(rt, take.label if take else "")
         reply = rt.ivr.over_limit(turn.state)
     else:
         reply = answer(turn)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import db, failpoints, journal
+from .. import metrics as figures
 from ..digits import ascii_digits, small_int
 from ..hours import Schedule
 from ..journal import Journal, Record
@@ -46,6 +47,7 @@ from . import sites_snapshot
 from .deferred import Deferred
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
+from .limits import DEVICES
 from .session import CallState, CallStore
 
 if TYPE_CHECKING:
@@ -212,7 +214,8 @@ class IvrService:
             return self._saved(state, self._retry(state, step_name, step, False))
         if step.counts is not None and step.counts in over:
             reply = self._follow(state, step.give_up)
-            reply.speech.insert(0, self._say(state.lang, step.over_limit))
+            if step.over_limit:
+                reply.speech.insert(0, self._say(state.lang, step.over_limit))
             return self._saved(state, reply)
         assert step.action is not None
         action: Callable[[CallState, str], Reply] = getattr(self, f"_act_{step.action}")
@@ -357,12 +360,15 @@ class IvrService:
             if state.channel == "intercom":  # no keypad: asked by voice
                 return self._door_ask(state, "door_closed", closed)
             return self._enter(state, "closed", closed)
+        proven = state.extra.get(PROVEN) or None  # a file proven earlier in this call
         try:
             ticket = self.queue.enqueue_live(
                 state.site,
                 language=state.lang,
                 phone=state.caller or None,
                 channel=state.channel,
+                file_number=proven,
+                file_verified=proven is not None,
                 call_sid=state.sid,
                 arrived_ms=state.started_ms,
             )
@@ -370,6 +376,8 @@ class IvrService:
             log.exception("could not queue call %s", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
         failpoints.hit("ivr.queued", self.redis)  # fault tests: the web process dies here
+        if proven is not None and ticket.created:
+            self._count("interphone_file_numbers", "verified")
         state.contact_id = ticket.contact_id
         _trace(state, "queue")
         return Reply(
@@ -387,8 +395,13 @@ class IvrService:
         return to_ms(opening.timestamp()) if opening and opening > now else 0
 
     def _do_register_callback(self, state: CallState, reason: str) -> Reply:
+        """The request, with the file number given in this call (typed for the callback,
+        or else the one of a status lookup), verified only if its birth date matched."""
         not_before = self._callback_not_before(self._site(state.site))
         phone = state.callback_phone or state.caller
+        typed = phone != state.caller  # a number typed (or said) in the call
+        file_number = state.callback_file or state.file_number or None
+        verified = file_number is not None and file_number == state.extra.get(PROVEN)
         try:
             ticket = self.queue.request_callback(
                 state.site,
@@ -396,7 +409,8 @@ class IvrService:
                 language=state.lang,
                 channel=state.channel,
                 reason=reason,
-                file_number=state.callback_file or state.file_number or None,
+                file_number=file_number,
+                file_verified=verified,
                 arrived_ms=state.started_ms,
                 not_before_ms=not_before,
                 call_sid=state.sid,
@@ -414,7 +428,8 @@ class IvrService:
                 language=state.lang,
                 channel=state.channel,
                 reason=reason,
-                file_number=state.callback_file or state.file_number or None,
+                file_number=file_number,
+                file_verified=verified,
                 arrived_ms=state.started_ms,
                 not_before_ms=not_before,
                 call_sid=state.sid,
@@ -425,9 +440,11 @@ class IvrService:
                 hangup=True,
             )
         failpoints.hit("ivr.callback_registered", self.redis)
+        if file_number is not None and ticket.created:
+            self._count("interphone_file_numbers", "verified" if verified else "unverified")
         state.contact_id = ticket.contact_id
         _trace(state, "callback_registered")
-        return self._registered(state, ticket)
+        return self._registered(state, ticket, typed=typed)
 
     def _convert_to_callback(self, state: CallState) -> Reply:
         if not state.caller:
@@ -443,14 +460,21 @@ class IvrService:
                 speech=[self._say(state.lang, "technical_error"), self._say(state.lang, "goodbye")],
                 hangup=True,
             )
-        return self._registered(state, ticket, created=True)
+        return self._registered(state, ticket, typed=False, created=True)
 
     def _registered(
-        self, state: CallState, ticket: Ticket, *, created: bool | None = None
+        self, state: CallState, ticket: Ticket, *, typed: bool, created: bool | None = None
     ) -> Reply:
+        """The request is recorded, in words that tell a stranger nothing: on the
+        caller's own number, the place of their request (new, or the one they had
+        already: a number has one request at a time); on a number typed in the call,
+        the same words whether or not that number had a request already (it then
+        stands, and is the one called back). Only a new request sends an SMS."""
         is_new = ticket.created if created is None else created
-        key = "callback_registered" if is_new else "callback_duplicate"
-        speech = [self._position(state, key, ticket, live=False)]
+        if typed:
+            speech = [self._say(state.lang, "callback_registered_typed")]
+        else:
+            speech = [self._position(state, "callback_registered", ticket, live=False)]
         if is_new and self.notify is not None:
             try:
                 self.notify(ticket.contact_id, "sms_callback")
@@ -524,7 +548,9 @@ class IvrService:
     def _act_check_status(self, state: CallState, digits: str) -> Reply:
         # the lookup was counted against the caller as the turn opened (Step.counts)
         try:
-            case = self._match_case(state, digits)
+            if self._file_exhausted(state, state.file_number):
+                return self._enter(state, "callback", [self._say(state.lang, "status_file_limit")])
+            case = self._match_case(state, state.file_number, digits, "status")
         except SQLAlchemyError:  # the database is down: offer the callback instead
             log.warning("status lookup of call %s: database unavailable", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
@@ -567,7 +593,27 @@ class IvrService:
         return self._enter(state, "callback_file")
 
     def _act_take_callback_file(self, state: CallState, digits: str) -> Reply:
-        state.callback_file = normalize_file_number(digits)[:32]
+        """A file number is asked its birth date, unless none was typed or it was proven
+        earlier in this call (a status lookup)."""
+        number = normalize_file_number(digits)[:32]
+        state.callback_file = number
+        if not number or number == state.extra.get(PROVEN):
+            return self._enter(state, "callback_reason")
+        reply = self._enter(state, "callback_birth")
+        reply.prefetch_case = number
+        return reply
+
+    def _act_check_callback_birth(self, state: CallState, digits: str) -> Reply:
+        """The birth date of a callback's file number (counted as a lookup as the turn
+        opened): a match proves the file. Matched or not, over a limit or the database
+        down, the caller hears the reason question next: nothing said tells whether
+        the file exists or the date matched."""
+        file_number = state.callback_file
+        try:
+            if not self._file_exhausted(state, file_number):
+                self._match_case(state, file_number, digits, "callback")
+        except SQLAlchemyError:  # the file stays unverified: the agent checks it
+            log.warning("callback file of call %s not checked: database unavailable", state.sid)
         return self._enter(state, "callback_reason")
 
     # -- the door intercom, by voice -----------------------------------------------------
@@ -678,7 +724,11 @@ class IvrService:
         digits = state.extra.pop("pending", "")
         if not self._lookup_allowed(state):
             return self._door_ask(state, "door_main", [self._say(state.lang, "status_limit")])
-        case = self._match_case(state, digits)
+        if self._file_exhausted(state, state.file_number):
+            reply = self._do_join_queue(state)  # an agent gives that file's status
+            reply.speech.insert(0, self._say(state.lang, "status_file_limit"))
+            return reply
+        case = self._match_case(state, state.file_number, digits, "door")
         if case is None:
             _trace(state, "status_mismatch")
             state.status_failures += 1
@@ -718,16 +768,21 @@ class IvrService:
             except QueueError:
                 return self._do_goodbye(state)
             _trace(state, "callback_registered")
-            return self._registered(state, ticket, created=True)
+            return self._registered(state, ticket, typed=True, created=True)
         return self._do_register_callback(state, "other")
 
     # -- helpers -----------------------------------------------------------------------
-    def _match_case(self, state: CallState, digits: str) -> CaseStatus | None:
-        """The case, only if the birth date matches: a miss says nothing of which failed."""
-        file_number = state.file_number
+    def _match_case(
+        self, state: CallState, file_number: str, digits: str, where: str
+    ) -> CaseStatus | None:
+        """The case, only if the birth date matches: a miss says nothing of which failed.
+        A match proves the file for the rest of the call (:data:`PROVEN`); a miss is
+        counted against the file number, whoever typed it and whether or not it exists
+        (:meth:`CallerLimits.file_failed`). ``where``: the step, for the metrics."""
         prefetched = _prefetched_row(state.extra.pop(PREFETCHED, ""), file_number)
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
+            self._missed(file_number, where)
             return None
         if prefetched is not None:
             row = prefetched[0]  # read as the caller typed the birth date (prefetch_case)
@@ -737,8 +792,29 @@ class IvrService:
             # statement and a pre-pinged connection cost three times as much
             row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
         if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
+            self._missed(file_number, where)
             return None
+        state.extra[PROVEN] = file_number
         return CaseStatus(row[1], row[2], row[3])
+
+    def _missed(self, file_number: str, where: str) -> None:
+        self._count("interphone_birth_date_mismatches", where)
+        if self.limits is not None and file_number:
+            self.limits.file_failed(file_number)
+
+    def _file_exhausted(self, state: CallState, file_number: str) -> bool:
+        """The file number has had its failed birth dates for now, whoever typed them:
+        only an agent gives its status (the same words whatever the file, existing or
+        not). The case read ahead for it is dropped unused."""
+        if self.limits is None or not file_number or not self.limits.file_exhausted(file_number):
+            return False
+        state.extra.pop(PREFETCHED, None)
+        _trace(state, "file_limit")
+        self._count("interphone_rate_limited", "file_failures")
+        return True
+
+    def _count(self, name: str, *labels: str) -> None:
+        figures.recorder_for(self.redis).inc(name, *labels)
 
     def prefetch_case(self, sid: str, file_number: str) -> None:
         """Read the case of ``file_number`` into the call's state, once the answer asking
@@ -755,10 +831,10 @@ class IvrService:
 
     def _lookup_allowed(self, state: CallState) -> bool:
         """At the door, a lookup counted on its own (the phone's is counted with its
-        turn): the same counters, per number or else per call."""
+        turn): a device, counted per call (a guesser has to stand at the door)."""
         if self.limits is None:
             return True
-        return self.limits.allow("caller_lookups", state.caller, state.sid)
+        return self.limits.allow("caller_lookups", DEVICES[0], state.sid)
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
         cat = catalogue(state.lang)
@@ -892,6 +968,7 @@ _CASE_BY_FILE = select(
 
 
 PREFETCHED = "case"  # CallState.extra: the case read ahead (IvrService.prefetch_case)
+PROVEN = "proven"  # CallState.extra: the file number whose birth date matched in the call
 
 
 def _encode_row(file_number: str, row: tuple[Any, ...] | None) -> str:

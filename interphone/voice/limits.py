@@ -2,9 +2,16 @@
 
 A number calling in a loop (a stuck autodialer, someone hammering the status line) is
 answered politely and hung up on; see :mod:`interphone.web.ratelimit` for the per-IP
-limits. The counters live in Redis under a keyed hash of the number (never the number
-itself) and are counted by a Lua fragment, :data:`TAKE_LUA`, that the IVR's turn-opening
-script embeds: checking a caller's allowance costs a webhook no round trip of its own,
+limits. Withheld callers (no number, ``anonymous``, Twilio's keypad placeholders: see
+:func:`interphone.privacy.is_withheld`) have no number to be told apart by: they share
+one allowance per kind (``RATE_LIMIT_WITHHELD_*``), sized for their share of the line,
+so that a withheld caller gains nothing by calling again. Failed birth dates are also
+counted per file number, whoever types them (``RATE_LIMIT_FILE_FAILURES``): a guesser
+who rotates numbers still meets that limit.
+
+The counters live in Redis under a keyed hash of the number or file number (never the
+number itself) and are counted by a Lua fragment, :data:`TAKE_LUA`, that the IVR's
+turn-opening script embeds: checking a caller's allowance costs a webhook no round trip of its own,
 and a webhook Twilio retries is answered from its stored answer without being counted
 twice.
 
@@ -19,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +33,22 @@ import redis
 from limits import parse_many
 
 from ..config import RateLimits
+from ..privacy import is_withheld
 
 PREFIX = "ip:limit:caller:"
-_E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
+FILE_PREFIX = "ip:limit:file:"
 KINDS = ("caller_calls", "caller_turns", "caller_sms", "caller_lookups")
 ALWAYS = frozenset({"caller_lookups"})  # a guard against guessing, not a load limit
+# the setting of the withheld callers' shared allowance, by kind (an SMS always comes
+# from a number: one that does not gets the allowance of one number)
+WITHHELD = {
+    "caller_calls": "withheld_calls",
+    "caller_turns": "withheld_turns",
+    "caller_sms": "caller_sms",
+    "caller_lookups": "withheld_lookups",
+}
+WITHHELD_GROUP = "withheld"
+DEVICES = ("client:", "sip:", "sips:")  # the door intercom, a browser: not a number
 
 # ``take(k, a)``: the limits whose keys start at KEYS[k] (two per limit: the current
 # window's counter, then the previous one's) and whose arguments start at ARGV[a]
@@ -68,11 +85,17 @@ class Window:
 @dataclass(frozen=True)
 class Take:
     """One caller's counters for one kind of limit: the keys and arguments of
-    :data:`TAKE_LUA`'s ``take``."""
+    :data:`TAKE_LUA`'s ``take``. ``label``: the limit as the metrics name it (the kind,
+    or ``withheld_…`` for the withheld callers' shared allowance)."""
 
     kind: str
     keys: list[str]
     args: list[int]
+    label: str = ""
+
+
+def _windows(rates: str) -> list[Window]:
+    return [Window(item.amount, item.get_expiry()) for item in parse_many(rates)]
 
 
 class CallerLimits:
@@ -84,40 +107,46 @@ class CallerLimits:
         now: Callable[[], float],
     ) -> None:
         self.enabled = settings.enabled
-        self.windows = {
-            kind: [
-                Window(item.amount, item.get_expiry())
-                for item in parse_many(getattr(settings, kind))
-            ]
-            for kind in KINDS
-        }
+        self.windows = {kind: _windows(getattr(settings, kind)) for kind in KINDS}
+        self.withheld = {kind: _windows(getattr(settings, WITHHELD[kind])) for kind in KINDS}
+        self.file_windows = _windows(settings.file_failures)
+        self.redis = connection
         self._key = hmac.new(secret_key.encode(), b"rate-limit", hashlib.sha256).digest()
         self._now = now
         self._take = connection.register_script(TAKE_LUA + "return take(1, 1) and 1 or 0")
 
     def take(self, kind: str, number: str, call_sid: str = "") -> Take | None:
-        """The counters to take for ``number`` (as Twilio sends it, E.164), or None when
-        it is not limited: limits off, a browser, the door intercom, a withheld number.
-        Lookups are always limited: per number, else per call (``call_sid``)."""
+        """The counters to take for ``number`` (Twilio's ``From``), or None when it is
+        not limited: limits off, or a device (the door intercom, a browser; their
+        lookups are counted per call, ``call_sid``). Withheld callers share one
+        allowance. Lookups are limited even with the limits off."""
         if kind not in ALWAYS and not self.enabled:
             return None
-        if _E164.match(number):
-            who = number
-        elif kind in ALWAYS and call_sid:
-            who = f"call:{call_sid}"
-        else:
+        text = number.strip()
+        if text.lower().startswith(DEVICES):
+            if kind in ALWAYS and call_sid:
+                return self._counters(kind, f"call:{call_sid}", self.windows[kind], kind)
             return None
-        caller = hmac.new(self._key, who.encode(), hashlib.sha256).hexdigest()[:32]
+        if is_withheld(text):
+            label = "withheld_" + kind.removeprefix("caller_")
+            return self._counters(kind, WITHHELD_GROUP, self.withheld[kind], label)
+        return self._counters(kind, text, self.windows[kind], kind)
+
+    def _counters(self, kind: str, who: str, windows: list[Window], label: str) -> Take:
+        caller = self._hashed(who)
         now_ms = int(self._now() * 1000)
         keys: list[str] = []
-        args = [now_ms, len(self.windows[kind])]
-        for window in self.windows[kind]:
+        args = [now_ms, len(windows)]
+        for window in windows:
             window_ms = window.seconds * 1000
             slot = now_ms // window_ms
             base = f"{PREFIX}{kind}:{window.seconds}:{caller}:"
             keys += [f"{base}{slot}", f"{base}{slot - 1}"]
             args += [window.amount, window_ms]
-        return Take(kind, keys, args)
+        return Take(kind, keys, args, label)
+
+    def _hashed(self, who: str) -> str:
+        return hmac.new(self._key, who.encode(), hashlib.sha256).hexdigest()[:32]
 
     def allow(self, kind: str, number: str, call_sid: str = "") -> bool:
         """Take one from ``number``'s allowance on its own (a request that opens no IVR
@@ -126,3 +155,39 @@ class CallerLimits:
         if take is None:
             return True
         return bool(self._take(keys=take.keys, args=take.args))
+
+    # -- failed birth dates, per file number ------------------------------------------------
+    def _file_keys(self, file_number: str) -> list[tuple[Window, str, str]]:
+        """Per window: the window, its current counter's key, the previous one's."""
+        now_ms = int(self._now() * 1000)
+        who = self._hashed(f"file:{file_number}")
+        out = []
+        for window in self.file_windows:
+            slot = now_ms // (window.seconds * 1000)
+            base = f"{FILE_PREFIX}{window.seconds}:{who}:"
+            out.append((window, f"{base}{slot}", f"{base}{slot - 1}"))
+        return out
+
+    def file_exhausted(self, file_number: str) -> bool:
+        """True when ``file_number`` has had its allowance of failed birth dates, from
+        whoever typed them (the same sliding windows as the callers' limits): its
+        status is then given by an agent only. One round trip."""
+        slots = self._file_keys(file_number)
+        counts = self.redis.mget([key for _, *keys in slots for key in keys])
+        now_ms = int(self._now() * 1000)
+        for i, (window, _, _) in enumerate(slots):
+            current, previous = (int(counts[2 * i + j] or 0) for j in (0, 1))
+            window_ms = window.seconds * 1000
+            overlap = (window_ms - now_ms % window_ms) / window_ms
+            if previous * overlap + current + 1 > window.amount:
+                return True
+        return False
+
+    def file_failed(self, file_number: str) -> None:
+        """Count a birth date that did not match ``file_number`` (or no such file: the
+        count never depends on whether the file exists)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for window, current, _ in self._file_keys(file_number):
+            pipe.incr(current)
+            pipe.pexpire(current, 2 * window.seconds * 1000)
+        pipe.execute()
