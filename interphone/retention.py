@@ -1,13 +1,15 @@
 """Retention: personal data is removed once it has served, anonymous figures stay.
 
 ``RETENTION_DAYS`` after a contact was closed, its phone number, file number and the
-agent's note are cleared; the calls of that age lose the applicant's number; closed
-cases (status ``closed`` for that long) lose their phone number and birth-date hash.
-What the statistics read stays: kinds, channels, languages, states and outcomes,
-arrival and closing times, attempts, the reason code, the append-only events (which
-never hold a number). A purged row is recognisable (no number left), so running the
-purge again changes nothing: it is idempotent, and it works in batches so that no
-table is locked for long.
+text people typed about it (the agent's note, a cancellation's reason) are cleared; the
+calls of that age lose the applicant's number; the events of that age lose the reasons
+typed with them; closed cases (status ``closed`` for that long) lose their phone number
+and birth-date hash. What the statistics read stays: kinds, channels, languages, states,
+outcome codes, arrival and closing times, attempts, the reason code, the events
+themselves. Free text can hold anything (a number, a name, a situation), so none is
+kept. A purged row is recognisable (no number or text left), so running the purge again
+changes nothing: it is idempotent, and it works in batches so that no table is locked
+for long.
 
 Voicemails go with their contact: once it is closed (or, for a message with no contact,
 once the message is that old), the audio and the transcript are cleared; the row stays
@@ -28,11 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import transaction
-from .models import Call, Case, Contact, Voicemail
+from .models import Call, Case, Contact, Event, Voicemail
+from .queue.service import OUTCOMES
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -57,12 +60,30 @@ class Report:
 
 @dataclass(frozen=True)
 class _Purge:
-    """One table: which rows still hold personal data past the cutoff, what to clear."""
+    """One table: which rows still hold personal data past the cutoff, how to clear
+    them (given the ids of one batch)."""
 
     table: str
     model: Any
     where: Callable[[datetime], ColumnElement[bool]]
-    values: Callable[[], dict[Any, Any]]
+    clear: Callable[[Session, list[int]], None]
+
+
+def _setting(model: Any, values: dict[Any, Any]) -> Callable[[Session, list[int]], None]:
+    def clear(s: Session, ids: list[int]) -> None:
+        s.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+
+    return clear
+
+
+# an outcome is a code of the agent's screen, or a cancellation's reason as it was typed
+_TYPED_OUTCOME = and_(Contact.outcome.is_not(None), Contact.outcome.not_in(sorted(OUTCOMES)))
+_TYPED_REASON = Event.data["reason"].as_string()  # in a cancellation's event
 
 
 def _purges() -> list[_Purge]:
@@ -77,9 +98,26 @@ def _purges() -> list[_Purge]:
                     Contact.phone.is_not(None),
                     Contact.file_number.is_not(None),
                     Contact.note.is_not(None),
+                    _TYPED_OUTCOME,
                 ),
             ),
-            lambda: {Contact.phone: None, Contact.file_number: None, Contact.note: None},
+            _setting(
+                Contact,
+                {
+                    Contact.phone: None,
+                    Contact.file_number: None,
+                    Contact.note: None,
+                    Contact.outcome: case((_TYPED_OUTCOME, None), else_=Contact.outcome),
+                },
+            ),
+        ),
+        _Purge(
+            "events",
+            Event,
+            lambda cutoff: and_(
+                Event.kind == "contact.cancelled", Event.at < cutoff, _TYPED_REASON.is_not(None)
+            ),
+            _clear_reasons,
         ),
         _Purge(
             "calls",
@@ -91,7 +129,7 @@ def _purges() -> list[_Purge]:
                     and_(Call.direction != "inbound", Call.to_number.is_not(None)),
                 ),
             ),
-            lambda: {},  # per direction, see _clear_call
+            _clear_calls,
         ),
         _Purge(
             "voicemails",
@@ -108,12 +146,15 @@ def _purges() -> list[_Purge]:
                     ),
                 ),
             ),
-            lambda: {
-                Voicemail.audio: None,
-                Voicemail.audio_type: None,
-                Voicemail.transcript: None,
-                Voicemail.detail: "purged",
-            },
+            _setting(
+                Voicemail,
+                {
+                    Voicemail.audio: None,
+                    Voicemail.audio_type: None,
+                    Voicemail.transcript: None,
+                    Voicemail.detail: "purged",
+                },
+            ),
         ),
         _Purge(
             "cases",
@@ -123,7 +164,7 @@ def _purges() -> list[_Purge]:
                 Case.status_changed_at < cutoff,
                 or_(Case.phone.is_not(None), Case.birth_date_hash != PURGED_HASH),
             ),
-            lambda: {Case.phone: None, Case.birth_date_hash: PURGED_HASH},
+            _setting(Case, {Case.phone: None, Case.birth_date_hash: PURGED_HASH}),
         ),
     ]
 
@@ -153,20 +194,24 @@ def purge(
                 ids = list(s.scalars(select(item.model.id).where(where).limit(batch)))
                 if not ids:
                     break
-                if item.model is Call:
-                    _clear_calls(s, ids)
-                else:
-                    s.execute(
-                        update(item.model)
-                        .where(item.model.id.in_(ids))
-                        .values(item.values())
-                        .execution_options(synchronize_session=False)
-                    )
+                item.clear(s, ids)
             total += len(ids)
         report.counts[item.table] = total
     if not dry_run and any(report.counts.values()):
         log.info("retention purge before %s: %s", report.cutoff, report.counts)
     return report
+
+
+def _clear_reasons(s: Session, ids: list[int]) -> None:
+    """The events keep their other data (``before_bridge``, say), not the reason."""
+    rows = s.execute(select(Event.id, Event.data).where(Event.id.in_(ids))).all()
+    s.execute(
+        update(Event),
+        [
+            {"id": id_, "data": {k: v for k, v in data.items() if k != "reason"}}
+            for id_, data in rows
+        ],
+    )
 
 
 def _clear_calls(s: Session, ids: list[int]) -> None:

@@ -3,6 +3,9 @@ once, and the anonymous figures (by hour, by outcome) come out the same afterwar
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 
@@ -12,6 +15,7 @@ from rq import SimpleWorker
 from sqlalchemy import select
 
 from interphone import journal, retention
+from interphone.accounts import add_user
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
 from interphone.models import Call, Case, Contact, Event, Voicemail
@@ -90,7 +94,7 @@ def test_purge_clears_personal_data_of_old_contacts_and_keeps_the_figures(
     before = _figures(runtime, clock)
     events_before = _events(runtime)
     report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS + 1), DAYS)
-    assert report.counts == {"contacts": 2, "calls": 1, "voicemails": 0, "cases": 1}
+    assert report.counts == {"contacts": 2, "events": 1, "calls": 1, "voicemails": 0, "cases": 1}
     with runtime.sessions() as s:
         live, cancelled, waiting = (
             s.get(Contact, day[k]) for k in ("live", "cancelled", "waiting")
@@ -117,6 +121,51 @@ def _events(runtime: Runtime) -> list[tuple[str, int | None]]:
         return [(e.kind, e.contact_id) for e in s.scalars(select(Event).order_by(Event.id))]
 
 
+def test_purge_clears_the_text_people_typed_with_the_rest_and_so_from_the_export(
+    runtime: Runtime, queue, clock
+) -> None:
+    """A cancellation's reason is free text (a name, a number...): cleared from the
+    contact and its event, which stay for the figures, and so from the CSV export."""
+    typed = "Mme Dupont, 06 11 22 33 44"
+    ticket = queue.request_callback(SITE, phone=phone(4), language="fr")
+    queue.cancel(ticket.contact_id, typed, actor="supervisor:1")
+    report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS + 1), DAYS)
+    assert report.counts["contacts"] == 1 and report.counts["events"] == 1
+    with runtime.sessions() as s:
+        contact = s.get(Contact, ticket.contact_id)
+        assert (contact.state, contact.outcome) == ("cancelled", None)
+        event = s.scalar(select(Event).where(Event.kind == "contact.cancelled"))
+        assert (event.contact_id, event.actor, event.data) == (
+            ticket.contact_id,
+            "supervisor:1",
+            {},
+        )
+    supervisor = _signed_in_supervisor(runtime)
+    today = datetime.fromtimestamp(clock.now()).date().isoformat()
+    export = supervisor.get(f"/supervisor/export.csv?from={today}&to={today}")
+    rows = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
+    assert [(r["id"], r["state"], r["outcome"]) for r in rows] == [
+        (str(ticket.contact_id), "cancelled", "")
+    ]
+    assert "Dupont" not in export.get_data(as_text=True)
+
+
+def _signed_in_supervisor(runtime: Runtime):
+    from interphone.web import create_app
+
+    add_user(
+        runtime.sessions, "chef@example.org", "a-long-password", role="supervisor", site_code=SITE
+    )
+    client = create_app(runtime=runtime).test_client()
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    client.post(
+        "/login",
+        data={"email": "chef@example.org", "password": "a-long-password", "csrf_token": token},
+    )
+    return client
+
+
 def test_contacts_closed_within_the_retention_period_are_kept(runtime: Runtime, day, clock) -> None:
     report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS - 1), DAYS)
     assert report.counts["contacts"] == 0 and report.counts["calls"] == 0
@@ -127,9 +176,10 @@ def test_contacts_closed_within_the_retention_period_are_kept(runtime: Runtime, 
 def test_purge_twice_changes_nothing_the_second_time(runtime: Runtime, day, clock) -> None:
     later = _now(clock) + timedelta(days=DAYS + 1)
     first = retention.purge(runtime.sessions, later, DAYS, batch=1)  # one row per batch
-    assert sum(first.counts.values()) == 4
+    assert sum(first.counts.values()) == 5
     assert retention.purge(runtime.sessions, later, DAYS).counts == {
         "contacts": 0,
+        "events": 0,
         "calls": 0,
         "voicemails": 0,
         "cases": 0,
@@ -139,7 +189,13 @@ def test_purge_twice_changes_nothing_the_second_time(runtime: Runtime, day, cloc
 def test_dry_run_counts_without_changing_anything(runtime: Runtime, day, clock) -> None:
     later = _now(clock) + timedelta(days=DAYS + 1)
     dry = retention.purge(runtime.sessions, later, DAYS, dry_run=True)
-    assert dry.dry_run and dry.counts == {"contacts": 2, "calls": 1, "voicemails": 0, "cases": 1}
+    assert dry.dry_run and dry.counts == {
+        "contacts": 2,
+        "events": 1,
+        "calls": 1,
+        "voicemails": 0,
+        "cases": 1,
+    }
     with runtime.sessions() as s:
         assert s.get(Contact, day["live"]).phone == phone(1)
     assert retention.purge(runtime.sessions, later, DAYS).counts == dry.counts
