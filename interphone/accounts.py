@@ -1,5 +1,6 @@
-"""Agents, supervisors and admins: creation and password checks (argon2), and what an
-admin does with accounts (create, edit, reset a password, deactivate, reactivate).
+"""Agents, supervisors and admins: creation, password checks (argon2) and the end of
+their sessions, and what an admin does with accounts (create, edit, reset a password,
+deactivate, reactivate).
 
 :func:`add_user` serves the command line (English messages); the admin functions raise
 :class:`AccountError` with French messages (see :class:`interphone.sites.FormError`) and
@@ -9,12 +10,14 @@ write every change to the audit log, without passwords or phone numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,11 +86,34 @@ def add_user(
     return agent
 
 
-def verify_password(agent: Agent, password: str) -> bool:
+def verify_password(agent: Agent | None, password: str) -> bool:
+    """Whether ``password`` is ``agent``'s. For no agent, the same work against a dummy
+    hash (same algorithm and cost), then False: refusing an unknown address takes as
+    long as refusing a wrong password, so the time says nothing about who has an
+    account."""
+    hashed = agent.password_hash if agent is not None else _dummy_hash()
     try:
-        return _hasher.verify(agent.password_hash, password)
+        matches = _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):
         return False
+    return matches and agent is not None
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, made at the first sign-in of an unknown address."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
+def end_sessions(sessions: sessionmaker[Session], agent_id: int) -> None:
+    """Every session of this account ends, every copy of its cookie included: a session
+    holds the account's ``session_version`` of its sign-in, which this moves on."""
+    with transaction(sessions) as s:
+        s.execute(
+            update(Agent)
+            .where(Agent.id == agent_id)
+            .values(session_version=Agent.session_version + 1)
+        )
 
 
 # -- administration ---------------------------------------------------------------------
@@ -207,12 +233,13 @@ def update_agent(
 def reset_password(
     sessions: sessionmaker[Session], agent_id: int, password: str, *, actor: str
 ) -> None:
-    """Replace an account's password (typed by the admin); audited as
-    ``admin.password_reset``, without the password."""
+    """Replace an account's password (typed by the admin) and end its open sessions;
+    audited as ``admin.password_reset``, without the password."""
     _check_password(password)
     with transaction(sessions) as s:
         agent = _existing(s, agent_id)
         agent.password_hash = _hasher.hash(password)
+        agent.session_version += 1  # signed in with the old password: signed out
         s.add(
             Event(
                 kind="admin.password_reset",
@@ -242,6 +269,7 @@ def deactivate_agent(
     with transaction(sessions) as s:
         agent = _existing(s, agent_id)
         agent.active = False
+        agent.session_version += 1  # so that a reactivation revives no old session
         s.add(
             Event(
                 kind="admin.agent_deactivated",

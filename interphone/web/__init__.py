@@ -56,10 +56,9 @@ def create_app(
     app.session_interface = ScreenSessions()  # none for Twilio's webhooks
     csrf = CSRFProtect(app)
     i18n.init_app(app)
-    auth.login_manager.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(queue_page.bp)
-    app.register_blueprint(auth.bp)
+    auth.init_app(app, runtime)  # sign-in and its throttle
     app.register_blueprint(agent.bp)
     app.register_blueprint(supervisor.bp)
     app.register_blueprint(planning.bp)

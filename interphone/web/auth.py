@@ -1,4 +1,5 @@
-"""Sign-in with Flask-Login: argon2 passwords, lock-out after repeated failures."""
+"""Sign-in with Flask-Login: argon2 passwords behind a throttle (:mod:`interphone.signin`),
+sessions that end everywhere at sign-out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
+    Flask,
     abort,
     current_app,
     flash,
@@ -25,12 +27,15 @@ from flask_login import (
     login_user,
     logout_user,
 )
-from sqlalchemy import select
 
-from ..accounts import verify_password
+from .. import metrics as figures
+from ..accounts import end_sessions
 from ..digits import ascii_digits
 from ..models import Agent, Event
+from ..runtime import Runtime
+from ..signin import SignIn, Throttled, WrongCredentials
 from . import runtime_of
+from .redirects import local_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("auth", __name__)
@@ -38,13 +43,25 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Connectez-vous pour continuer."
 
-MAX_FAILURES = 5
-LOCK_S = 15 * 60
+
+def init_app(app: Flask, runtime: Runtime) -> None:
+    login_manager.init_app(app)
+    app.extensions["sign_in"] = SignIn(
+        runtime.sessions,
+        runtime.redis,
+        secret_key=runtime.settings.secret_key,
+        per_address=runtime.settings.limits.login,
+    )
+    app.register_blueprint(bp)
 
 
 class User(UserMixin):
+    """The signed-in account. Its session id, ``<agent id>.<session version>``, stops
+    matching once the account's sessions end (sign-out, password reset, deactivation),
+    in every copy of the cookie."""
+
     def __init__(self, agent: Agent) -> None:
-        self.id = str(agent.id)
+        self.id = f"{agent.id}.{agent.session_version}"
         self.agent_id = agent.id
         self.name = agent.name
         self.role = agent.role
@@ -52,15 +69,14 @@ class User(UserMixin):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    if not ascii_digits(user_id):
+    agent_id, _, version = user_id.partition(".")
+    if not ascii_digits(agent_id) or not ascii_digits(version):
         return None
     with runtime_of(current_app).sessions() as s:
-        agent = s.get(Agent, int(user_id))
-    return User(agent) if agent is not None and agent.active else None
-
-
-def _failures_key(email: str) -> str:
-    return f"ip:login-failures:{email}"
+        agent = s.get(Agent, int(agent_id))
+    if agent is None or not agent.active or agent.session_version != int(version):
+        return None
+    return User(agent)
 
 
 def role_required(*roles: str) -> Callable[[F], F]:
@@ -83,24 +99,23 @@ def role_required(*roles: str) -> Callable[[F], F]:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "GET":
-        return render_template("login.html")
+        return _login_page(request.args.get("next"))
     rt = runtime_of(current_app)
-    email = request.form.get("email", "").strip().lower()[:254]
-    password = request.form.get("password", "")[:200]
-    failures = int(rt.redis.get(_failures_key(email)) or 0)
-    if failures >= MAX_FAILURES:
-        flash(_("Trop d'essais : compte bloqué pendant 15 minutes."))
-        return render_template("login.html"), 429
-    with rt.sessions() as s:
-        agent = s.scalar(select(Agent).where(Agent.email == email, Agent.active.is_(True)))
-    if agent is None or not verify_password(agent, password):
-        pipe = rt.redis.pipeline()
-        pipe.incr(_failures_key(email))
-        pipe.expire(_failures_key(email), LOCK_S)
-        pipe.execute()
+    sign_in: SignIn = current_app.extensions["sign_in"]
+    target = request.form.get("next")
+    try:
+        agent = sign_in.attempt(
+            request.form.get("email", "")[:254],
+            request.form.get("password", "")[:200],
+            request.remote_addr or "",
+        )
+    except Throttled:
+        figures.recorder_for(rt.redis).inc("interphone_rate_limited", "sign_in")
+        flash(_("Trop d'essais depuis cette adresse : réessayez dans quelques minutes."))
+        return _login_page(target), 429
+    except WrongCredentials:
         flash(_("Adresse ou mot de passe incorrect."))
-        return render_template("login.html"), 401
-    rt.redis.delete(_failures_key(email))
+        return _login_page(target), 401
     login_user(User(agent))
     with rt.sessions.begin() as s:
         s.add(
@@ -112,11 +127,18 @@ def login() -> Any:
             )
         )
     home = "supervisor.dashboard" if agent.role in ("supervisor", "admin") else "agent.screen"
-    return redirect(url_for(home))
+    return redirect(local_path(target) or url_for(home))
+
+
+def _login_page(target: str | None) -> str:
+    """The form, carrying the page asked for before sign-in when it is on this site."""
+    return render_template("login.html", next=local_path(target) or "")
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> Any:
+    """Sign out here and in every other copy of this session."""
+    end_sessions(runtime_of(current_app).sessions, current_user.agent_id)
     logout_user()
     return redirect(url_for("auth.login"))

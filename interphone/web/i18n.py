@@ -15,6 +15,7 @@ from flask_babel import Babel
 from flask_babel import lazy_gettext as _l
 
 from ..queue.exceptions import Conflict, QueueError
+from .redirects import local_path
 
 LANGUAGES = {"fr": "Français", "en": "English"}
 DEFAULT = "fr"
@@ -90,8 +91,4 @@ def choose_language() -> ResponseReturnValue:
     lang = request.form.get("lang", "")
     if lang in LANGUAGES:
         session[SESSION_KEY] = lang
-    target = request.form.get("next", "")
-    # only a local path: never an open redirect
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"
-    return redirect(target, code=303)
+    return redirect(local_path(request.form.get("next")) or "/", code=303)

@@ -2,7 +2,8 @@
 
 Per client IP (``REMOTE_ADDR``: behind a reverse proxy, see docs/operations.md):
 
-- sign-in: failed sign-ins only (a whole office behind one address signs in at 9:00);
+- sign-in: failed sign-ins only, per address (``RATE_LIMIT_LOGIN``) and per account and
+  address, by :mod:`interphone.signin`, which answers the sign-in page with a 429;
 - the JSON API: every request;
 - Twilio webhooks: requests refused for a bad signature only, counted inside the
   signature check (:class:`_ForgeryLimit`, not Flask-Limiter, whose per-request cost
@@ -24,7 +25,7 @@ import logging
 from functools import partial
 from typing import Any, cast
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import parse_many
@@ -36,7 +37,7 @@ from ..runtime import Runtime
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ip:limit"
-LIMITED_BLUEPRINTS = ("auth", "api")  # webhooks: ForgeryLimit, in the signature check
+LIMITED_BLUEPRINTS = ("api",)  # webhooks: ForgeryLimit, in the signature check
 
 
 def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
@@ -65,11 +66,7 @@ def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
     # no limit, still skip Flask-Limiter's evaluation
     limiter.request_filter(lambda: request.blueprint not in LIMITED_BLUEPRINTS)
     # (RouteLimit's overloads do not type-check with a Blueprint under mypy)
-    for blueprint, limit in (
-        ("auth", limiter.limit(settings.login, methods=["POST"], deduct_when=_failed_sign_in)),
-        ("api", limiter.limit(settings.api)),
-    ):
-        cast(Any, limit)(app.blueprints[blueprint])
+    cast(Any, limiter.limit(settings.api))(app.blueprints["api"])
     app.extensions["twilio_forgery_limit"] = _ForgeryLimit(
         settings.webhooks, limiter.limiter, recorder
     )
@@ -100,10 +97,6 @@ def _hooks_for_limited_blueprints_only(app: Flask, limiter: Limiter) -> None:
         registry[None] = [h for h in registry[None] if not limiters(h)]
         for blueprint in LIMITED_BLUEPRINTS:
             registry.setdefault(blueprint, []).extend(hooks)
-
-
-def _failed_sign_in(response: Response) -> bool:
-    return request.endpoint == "auth.login" and response.status_code != 302
 
 
 class _ForgeryLimit:
