@@ -19,10 +19,15 @@ from typing import Any
 import pytest
 from rq import Queue
 from rq.registry import FailedJobRegistry
+from sqlalchemy import select
 
+from interphone import journal
 from interphone.failpoints import MARK
+from interphone.models import Call
 from interphone.queue.exceptions import QueueError
+from interphone.queue.jobs import SWEEP_JOB_ID
 from interphone.runtime import RQ_QUEUE
+from interphone.voice.devphone.phone import SimCall
 from interphone.voice.devphone.rest import placed_calls, sent_messages
 from interphone.voice.messaging import SENDING, SENT_PREFIX
 
@@ -285,6 +290,47 @@ def test_postgres_restart_ivr_answers_every_call_with_a_callback_taken_later(
     _report("postgresql restart", counts, capsys)
     assert counts.created == 6 and counts.abandoned == 1 and counts.completed == 5
     assert 500 not in topology.webhooks.statuses  # the IVR never failed a caller
+
+
+def test_postgres_away_for_many_sweeps_every_call_record_reaches_sql_once_it_is_back(
+    postgres_topology: tuple[Topology, PostgresCluster], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL stopped while callers go on calling, until six sweeps have failed on
+    it: the journal keeps their records (none set aside), and once it is back every
+    call is in SQL with its final status."""
+    topology, cluster = postgres_topology
+    rt = topology.runtime
+    assert rt is not None
+    phone = topology.devphone()
+    failed = FailedJobRegistry(queue=rt.rq_queue)
+
+    def sweeps_failed() -> int:
+        return sum(1 for job_id in failed.get_job_ids() if job_id.startswith(SWEEP_JOB_ID))
+
+    def ring() -> SimCall:
+        call = phone.call(f"+336444{len(calls):05d}", "+33473000000").press("2")
+        assert call.status == "in-progress", call.transcript()[-300:]
+        return call.hang_up()
+
+    calls: list[SimCall] = []
+    for _ in range(2):  # each web process has read its sites
+        calls.append(ring())
+    before = sweeps_failed()
+    cluster.stop("immediate")
+    for n in range(1, 7):  # a call, then a sweep failing on SQL, six times
+        calls.append(ring())
+        wait_until(lambda n=n: sweeps_failed() >= before + n, 60, f"failed sweep {n}")
+    assert rt.redis.llen(journal.REJECTED) == 0
+    assert rt.redis.llen(journal.KEY) >= 2 * 6  # the start and end of each call since
+    cluster.start()
+    wait_until(lambda: rt.redis.llen(journal.KEY) == 0, 60, "the journal applied")
+    with rt.sessions() as s:
+        statuses = {sid: status for sid, status in s.execute(select(Call.sid, Call.status))}
+    with capsys.disabled():
+        print(f"\nfaults[postgresql away for many sweeps]: calls={len(calls)} set_aside=0")
+    assert all(statuses.get(call.sid) == "completed" for call in calls), statuses
+    assert rt.redis.llen(journal.REJECTED) == 0
+    assert 500 not in topology.webhooks.statuses
 
 
 class ReplayingTransport:
