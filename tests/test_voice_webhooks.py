@@ -140,6 +140,32 @@ def test_malformed_call_sid_gets_a_clear_400(app, devphone: DevPhone) -> None:
     assert response.status_code == 400 and b"CallSid" in response.data
 
 
+def test_a_bridge_leg_for_no_such_contact_hears_the_same_goodbye_in_twiml(
+    app, devphone: DevPhone
+) -> None:
+    """An unknown or unreadable contact in a bridge's link: TwiML, a goodbye and the
+    end of the call, alike in every case (the agent's leg answered JSON)."""
+    client = app.test_client()
+    bodies = set()
+    for path in (
+        "/voice/agent/join?c=999999",
+        "/voice/agent/join?c=abc",
+        "/voice/agent/join",
+        "/voice/applicant/join?c=999999",
+        "/voice/applicant/join?c=%EF%BC%91",  # a full-width 1
+        "/voice/bridge?c=99999999999",
+    ):
+        form = _form(AnsweredBy="human")
+        response = client.post(
+            path, data=form, headers={"X-Twilio-Signature": devphone.signature(path, form)}
+        )
+        assert response.status_code == 200 and response.mimetype == "application/xml", path
+        document = ET.fromstring(response.data)
+        assert [child.tag for child in document] == ["Say", "Hangup"], path
+        bodies.add(response.data)
+    assert len(bodies) == 1
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)

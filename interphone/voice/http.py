@@ -21,6 +21,7 @@ from .. import failpoints, journal
 from .. import metrics as figures
 from ..digits import row_id, small_int
 from ..prompts import REFERENCE, catalogue
+from ..queue.exceptions import QueueError
 from ..runtime import Runtime
 from .bridge import conference_name
 from .flow import DOOR_HOLD, DOOR_STEPS
@@ -305,6 +306,25 @@ def _contact_id() -> int | None:
     return row_id(request.args.get("c", ""))
 
 
+def _goodbye() -> Response:
+    """A short goodbye, then the end of the call: what a bridge's leg hears for a link
+    it cannot read or a contact the queue does not know, the same in every case. TwiML,
+    as from every /voice route: Twilio reads any other answer out as an error."""
+    response = VoiceResponse()
+    cat = catalogue(REFERENCE)
+    response.say(cat.text("goodbye"), voice=cat.voice, language=cat.say_language)
+    response.hangup()
+    return _xml(str(response))
+
+
+@bp.errorhandler(QueueError)
+def _queue_refused(exc: QueueError) -> Response:
+    """The queue refused what a webhook asked (no such contact, say): a goodbye, not
+    the app's JSON error."""
+    log.info("%s: %s; the call is ended with a goodbye", request.path, exc.error_id)
+    return _goodbye()
+
+
 def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:
     dial = response.dial()
     dial.conference(
@@ -321,7 +341,7 @@ def bridge_caller() -> Response:
     """A live caller on hold, redirected here when their agent is on the way."""
     contact_id = _contact_id()
     if contact_id is None:
-        return _bad_request()
+        return _goodbye()
     _runtime().bridge.caller_joined(contact_id)
     response = VoiceResponse()
     _conference(response, conference_name(contact_id), agent=False)
@@ -333,7 +353,7 @@ def bridge_caller() -> Response:
 def agent_join() -> Response:
     contact_id = _contact_id()
     if contact_id is None:
-        return _bad_request()
+        return _goodbye()
     leg = _runtime().bridge.agent_joined(contact_id)
     response = VoiceResponse()
     cat = catalogue(leg.whisper_lang)
@@ -350,7 +370,7 @@ def agent_join() -> Response:
 def applicant_join() -> Response:
     contact_id = _contact_id()
     if contact_id is None:
-        return _bad_request()
+        return _goodbye()
     leg = _runtime().bridge.applicant_joined(contact_id, _field("AnsweredBy"))
     response = VoiceResponse()
     if leg.hang_up:
