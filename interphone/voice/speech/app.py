@@ -2,9 +2,11 @@
 the models (about 0.5 GB each) are loaded once, in one process, not in every web worker.
 
 Run it with one gunicorn process and enough threads for the simultaneous streams (each
-stream holds a thread for the length of a speech step)::
+stream holds a thread for the length of a speech step), with the worker class that gives
+a thread only to a request arrived whole (:mod:`interphone.gunicorn_worker`)::
 
-    gunicorn --workers 1 --worker-class gthread --threads 128 \
+    gunicorn --workers 1 --threads 128 \
+        --worker-class interphone.gunicorn_worker.GuardedThreadWorker \
         "interphone.voice.speech.app:create_stream_app()"
 """
 

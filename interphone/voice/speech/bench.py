@@ -5,7 +5,7 @@ Both sides run pinned to the same core (the first; the benchmark's clients use t
 others), take the same utterance (a committed fixture, then a quiet line until Vosk's
 endpointing decides), the same grammar, and hand Vosk the audio in the same chunks:
 
-- **endpoint**: the real server process (gunicorn, one gthread worker, the ``stream``
+- **endpoint**: the real server process (gunicorn, one guarded gthread worker, the ``stream``
   app of the Procfile) and real WebSocket clients speaking Twilio's protocol, one
   20 ms media message at a time at real-time pace, a new stream for every utterance;
 - **bare**: a process that loads the model with ``vosk`` alone and feeds the same
@@ -372,7 +372,7 @@ def stream_server(
             "--workers",
             "1",
             "--worker-class",
-            "gthread",
+            "interphone.gunicorn_worker.GuardedThreadWorker",
             "--threads",
             str(threads),
             "--log-level",
