@@ -73,6 +73,16 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class FeedLimits:
+    """Open live feeds (web/feeds.py). Each holds one of the process's WEB_THREADS threads,
+    which also answer Twilio: at most half of them stream feeds."""
+
+    web_threads: int = 32  # WEB_THREADS, as the Procfile's web line reads it
+    per_process: int = 16  # FEEDS_PER_PROCESS, at most WEB_THREADS / 2
+    per_user: int = 4  # FEEDS_PER_USER: beyond, the person's oldest feed is replaced
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "development"
     redis_url: str | None = None
@@ -110,6 +120,7 @@ class Settings:
     retention_days: int = 180  # RETENTION_DAYS: personal data of closed contacts
     trusted_proxies: int = 0  # TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For counts
     limits: RateLimits = field(default_factory=lambda: RateLimits())
+    feeds: FeedLimits = field(default_factory=FeedLimits)
     # the dev phone's REST side reached over HTTP (fault tests cut that network)
     dev_phone_rest_url: str = ""
     # named fail points that stop the process where a fault test kills it (never production)
@@ -295,6 +306,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retention_days=env.integer("RETENTION_DAYS", 180, minimum=1),
         trusted_proxies=env.integer("TRUSTED_PROXIES", 0),
         limits=limits,
+        feeds=_feed_limits(env),
         redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
         redis_sentinels=_sentinels(env.text("REDIS_SENTINELS")),
         redis_sentinel_master=env.text("REDIS_SENTINEL_MASTER", "interphone") or "interphone",
@@ -328,6 +340,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         default_region=env.text("DEFAULT_REGION", "FR") or "FR",
         queue=queue,
     )
+
+
+def _feed_limits(env: _Env) -> FeedLimits:
+    threads = env.integer("WEB_THREADS", FeedLimits.web_threads, minimum=2)
+    per_process = env.integer("FEEDS_PER_PROCESS", threads // 2, minimum=1)
+    if per_process > threads // 2:
+        raise ConfigError(
+            f"FEEDS_PER_PROCESS: {per_process} is more than half of WEB_THREADS ({threads}): "
+            "the live feeds would take the threads that answer Twilio"
+        )
+    per_user = env.integer("FEEDS_PER_USER", FeedLimits.per_user, minimum=1)
+    return FeedLimits(web_threads=threads, per_process=per_process, per_user=per_user)
 
 
 def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:

@@ -206,7 +206,8 @@ class Runtime:
         """The screens' live feeds of this process (one Redis subscription)."""
         from .web.feeds import FeedHub
 
-        return FeedHub(self.redis)
+        feeds = self.settings.feeds
+        return FeedHub(self.redis, per_process=feeds.per_process, per_owner=feeds.per_user)
 
     @cached_property
     def journal(self) -> Journal:

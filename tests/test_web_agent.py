@@ -325,7 +325,7 @@ def test_changes_waiting_for_a_screen_go_out_in_one_write_and_a_broken_feed_stil
 
     class Hub:
         @contextlib.contextmanager
-        def listen(self, site_id: int):
+        def listen(self, site_id: int, owner: str | None = None):
             yield inbox
 
     writes = list(events_stream(Hub(), 1, 0))  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
         PUBLIC_BASE_URL=rt.settings.public_base_url,
         INTERPHONE_ENV="test",  # no sweep scheduling from the benchmark's server
         RATE_LIMITS="on",  # as in production: each turn counted against its caller
+        WEB_THREADS=str(threads),  # the live feeds' share of them (FEEDS_PER_PROCESS)
     )
     bindir = Path(sys.executable).parent
     proc = subprocess.Popen(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import random
 from collections.abc import Iterator
 from typing import Any, NoReturn, cast
 
@@ -36,12 +37,13 @@ from ..queue.exceptions import QueueError, UnknownVoicemail
 from ..queue.service import OUTCOMES
 from . import runtime_of
 from .auth import role_required
-from .feeds import CLOSED, FeedHub
+from .feeds import CLOSED, REPLACED, FeedHub, FeedsBusy
 from .i18n import queue_error_text
 from .walls import current_scope
 
 KEEP_ALIVE_S = 15.0
 BATCHES_PER_WRITE = 16  # a screen further behind gets its changes in several writes
+BUSY_RETRY_MS = (5_000, 15_000)  # a feed refused by a full process tries again, spread out
 
 bp = Blueprint("agent", __name__)
 
@@ -150,42 +152,57 @@ def feed() -> Response:
 
 
 def feed_response(site_id: int) -> Response:
-    """The live feed of a site, as a streamed Server-Sent Events response."""
+    """The live feed of a site, as a streamed Server-Sent Events response, counted among
+    the signed-in person's feeds (:mod:`interphone.web.feeds`)."""
     rt = runtime_of(current_app)
+    seq = rt.notifier.sequence(site_id)
+    owner = f"agent:{current_user.agent_id}"
     return Response(
-        stream_with_context(events_stream(rt.feeds, site_id, rt.notifier.sequence(site_id))),
+        stream_with_context(events_stream(rt.feeds, site_id, seq, owner)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def events_stream(hub: FeedHub, site_id: int, seq: int) -> Iterator[str]:
+def events_stream(hub: FeedHub, site_id: int, seq: int, owner: str | None = None) -> Iterator[str]:
     """Server-Sent Events of one site: ``hello`` first, then one ``change`` per event,
-    from the process's shared subscription (:mod:`interphone.web.feeds`)."""
-    with hub.listen(site_id) as inbox:
-        yield f"event: hello\ndata: {json.dumps({'seq': seq})}\n\n"
-        while True:
-            try:
-                item = inbox.get(timeout=KEEP_ALIVE_S)
-            except queue.Empty:
-                yield ": keep-alive\n\n"
-                continue
-            batches = [item]  # with those that came meanwhile: one write for them all
-            while batches[-1] is not CLOSED and len(batches) < BATCHES_PER_WRITE:
+    from the process's shared subscription (:mod:`interphone.web.feeds`). A process
+    with its share of feeds open answers ``busy`` and a later ``retry`` instead; a stream
+    whose owner opened a newer one ends with ``replaced`` (the page then stops it)."""
+    try:
+        with hub.listen(site_id, owner) as inbox:
+            yield f"event: hello\ndata: {json.dumps({'seq': seq})}\n\n"
+            while True:
                 try:
-                    batches.append(inbox.get_nowait())
+                    item = inbox.get(timeout=KEEP_ALIVE_S)
                 except queue.Empty:
-                    break
-            changes = "".join(
-                f"event: change\ndata: {change}\n\n"
-                for batch in batches
-                if batch is not CLOSED
-                for change in cast(tuple[str, ...], batch)
-            )
-            if changes:
-                yield changes
-            if batches[-1] is CLOSED:
-                return  # the browser reconnects and resynchronizes on its hello
+                    yield ": keep-alive\n\n"
+                    continue
+                batches = [item]  # with those that came meanwhile: one write for them all
+                while not _ends(batches[-1]) and len(batches) < BATCHES_PER_WRITE:
+                    try:
+                        batches.append(inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                changes = "".join(
+                    f"event: change\ndata: {change}\n\n"
+                    for batch in batches
+                    if not _ends(batch)
+                    for change in cast(tuple[str, ...], batch)
+                )
+                if changes:
+                    yield changes
+                if batches[-1] is REPLACED:
+                    yield "event: replaced\ndata: {}\n\n"
+                    return
+                if batches[-1] is CLOSED:
+                    return  # the browser reconnects and resynchronizes on its hello
+    except FeedsBusy:
+        yield f"retry: {random.randint(*BUSY_RETRY_MS)}\nevent: busy\ndata: {{}}\n\n"
+
+
+def _ends(item: object) -> bool:
+    return item is CLOSED or item is REPLACED
 
 
 @bp.post("/agent/presence")

@@ -1,9 +1,10 @@
 """``interphone bench feed``: how fast a new contact reaches open agent screens.
 
 Starts gunicorn (threaded workers, as in the Procfile), opens N agent screens' live feeds
-(``/agent/feed``, Server-Sent Events), then creates contacts one by one and measures, for
-every screen, the time from the enqueue call to the event's arrival, and the time to
-fetch the re-rendered panel that the screen shows next.
+(``/agent/feed``, Server-Sent Events; one agent each, as a person's feeds are capped),
+then creates contacts one by one and measures, for every screen, the time from the
+enqueue call to the event's arrival, and the time to fetch the re-rendered panel that
+the screen shows next.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from ..runtime import Runtime
 from ..sites import ensure_site
 from ..voice.bench import gunicorn
 
-EMAIL, PASSWORD = "bench-agent@interphone.local", "bench-password-2026"
+PASSWORD = "bench-password-2026"
 
 
-def _sign_in(port: int) -> str:
+def _email(screen: int) -> str:
+    return f"bench-agent-{screen:03d}@interphone.local"
+
+
+def _sign_in(port: int, email: str) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/login")
     response = conn.getresponse()
@@ -38,7 +43,7 @@ def _sign_in(port: int) -> str:
     cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token, "no CSRF token on /login"
-    body = urlencode({"email": EMAIL, "password": PASSWORD, "csrf_token": token.group(1)})
+    body = urlencode({"email": email, "password": PASSWORD, "csrf_token": token.group(1)})
     conn.request(
         "POST",
         "/login",
@@ -70,16 +75,24 @@ class Screen(threading.Thread):
             f"Cookie: {self.cookie}\r\nAccept: text/event-stream\r\n\r\n"
         )
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
-                sock.sendall(request.encode())
-                self._read(stream_lines(sock.recv))
+            while True:  # as a browser: a process with its share of feeds says when to retry
+                with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+                    sock.sendall(request.encode())
+                    retry_ms = self._read(stream_lines(sock.recv))
+                if retry_ms is None:
+                    return
+                time.sleep(retry_ms / 1000)
         except (OSError, ValueError):
             return  # the server went away at the end of the run
 
-    def _read(self, lines: Iterator[bytes]) -> None:
+    def _read(self, lines: Iterator[bytes]) -> int | None:
+        """Read the feed to its end; the delay it asked for before connecting again."""
         name = b""
+        retry_ms = None
         for line in lines:
-            if line.startswith(b"event: "):
+            if line.startswith(b"retry: "):
+                retry_ms = int(line[7:])
+            elif line.startswith(b"event: "):
                 name = line[7:]
                 if name == b"hello":
                     self.ready.set()
@@ -88,6 +101,7 @@ class Screen(threading.Thread):
                 if event.get("kind") == "contact.created":
                     with self.lock:
                         self.seen.setdefault(event["contact_id"], []).append(time.perf_counter())
+        return retry_ms
 
 
 def stream_lines(recv: Callable[[int], bytes]) -> Iterator[bytes]:
@@ -136,14 +150,18 @@ def run(rt: Runtime, *, screens: int, samples: int, workers: int, threads: int) 
 
     db.upgrade(rt.database_url)
     site = ensure_site(rt.sessions, rt.settings.default_site, always_open=True)
+    emails = [_email(i) for i in range(screens)]
     with rt.sessions() as s:
-        if s.scalar(select(Agent.id).where(Agent.email == EMAIL)) is None:
-            add_user(rt.sessions, EMAIL, PASSWORD, site_code=site.code)
+        known = set(s.scalars(select(Agent.email).where(Agent.email.in_(emails))))
+    for email in emails:
+        if email not in known:
+            add_user(rt.sessions, email, PASSWORD, site_code=site.code)
     seen: dict[int, list[float]] = {}
     lock = threading.Lock()
     with gunicorn(rt, workers, threads) as port:
-        cookie = _sign_in(port)
-        pool = [Screen(port, cookie, seen, lock) for _ in range(screens)]
+        cookies = [_sign_in(port, email) for email in emails]
+        cookie = cookies[0]  # the panel fetched after each event: the first screen's
+        pool = [Screen(port, c, seen, lock) for c in cookies]
         for screen in pool:
             screen.start()
         for screen in pool:

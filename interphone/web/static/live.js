@@ -63,5 +63,7 @@ function livePanel(panel, panelUrl, feedUrl, onRender) {
   const feed = new EventSource(feedUrl);
   feed.addEventListener("hello", refresh);
   feed.addEventListener("change", refresh);
+  // a newer screen of the same person took this one's feed: no reconnection
+  feed.addEventListener("replaced", () => feed.close());
   return refresh;
 }
