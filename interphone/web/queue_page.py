@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request
-from flask_babel import gettext as _
+from flask import Blueprint, current_app, render_template, request
 from flask_login import login_required
 
 from ..models import Site
-from ..queue.exceptions import UnknownSite
 from . import runtime_of
 from .walls import current_scope, current_site_id
 
@@ -25,8 +23,6 @@ def index() -> Any:
     if not site:
         with rt.sessions() as s:
             site = s.get_one(Site, current_site_id()).code
-    try:
-        rows = rt.queue.list_waiting(site, limit=200, scope=current_scope())
-    except UnknownSite:  # another site's queue is answered as a site that does not exist
-        abort(404, description=_("Site inconnu."))
+    # another site's queue is answered as a site that does not exist: UnknownSite, a 404
+    rows = rt.queue.list_waiting(site, limit=200, scope=current_scope())
     return render_template("queue.html", site=site, rows=rows)
