@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, func, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from interphone import db as dbmod
 from interphone import journal
@@ -252,6 +252,19 @@ def test_a_malformed_record_is_set_aside_and_the_rest_applied(voice_runtime: Run
     rt.journal.append(_started(rt, "CA" + "e" * 32))
     assert rt.journal.drain() == 1  # the next sweeps are not blocked either
     assert _count(rt, Call) == 3
+
+
+def test_a_set_aside_error_keeps_its_type_and_message_without_parameters_or_numbers() -> None:
+    refused = IntegrityError(
+        "INSERT INTO calls (sid, from_number) VALUES (?, ?)",
+        ("CA1", CALLER),
+        Exception("UNIQUE constraint failed: calls.sid\nDETAIL: more"),
+    )
+    assert journal.describe(refused) == "IntegrityError: UNIQUE constraint failed: calls.sid"
+    assert journal.describe(ValueError(f"no such number {CALLER}")) == (
+        "ValueError: no such number +•••••••••78"
+    )
+    assert journal.describe(KeyError("site_id")) == "KeyError: 'site_id'"
 
 
 def test_set_aside_records_are_counted_listed_and_replayed(
