@@ -34,7 +34,7 @@ from twilio.request_validator import RequestValidator
 
 from interphone.accounts import add_user
 from interphone.cases import CaseRecord, ImportReport, import_records
-from interphone.config import load_settings
+from interphone.config import TEST_ONLY, load_settings
 from interphone.models import Base
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
@@ -46,16 +46,9 @@ PASSWORD = "a-long-password-for-the-suite"
 SITE_A, SITE_B = "site-a", "site-b"
 LINE_A, LINE_B = "+33473001001", "+33473002002"
 TIMEOUT_S = 10.0
-# variables of the test run that a production process must never see
-NOT_FOR_PRODUCTION = (
-    "TEST_DATABASE_URL",
-    "TEST_REDIS_DB",
-    "INTERPHONE_FAILPOINTS",
-    "DEV_PHONE_REST_URL",
-    "RATE_LIMITS",
-    "PYTEST_CURRENT_TEST",
-    "PYTEST_ADDOPTS",
-)
+# the test run's own variables: a production process must not see them (and refuses
+# those of config.TEST_ONLY)
+NOT_FOR_PRODUCTION = (*TEST_ONLY, "TEST_DATABASE_URL", "TEST_REDIS_DB", "RATE_LIMITS")
 
 
 @dataclass(frozen=True)
@@ -126,7 +119,11 @@ def _seed(rt: Runtime) -> Seeded:
     for code in (SITE_A, SITE_B):
         for role in ("supervisor", "agent"):
             email = f"{role}@{code}.test"
-            staff[email] = add_user(rt.sessions, email, PASSWORD, role=role, site_code=code).id
+            staff[email] = add_user(
+                rt.sessions, email, PASSWORD, role=role, site_code=code, languages=["fr", "en"]
+            ).id
+    for email, role in (("admin@site-a.test", "admin"), ("reset@site-a.test", "agent")):
+        staff[email] = add_user(rt.sessions, email, PASSWORD, role=role, site_code=SITE_A).id
     now = datetime.now(UTC)
     soon = now.date() + timedelta(days=5)  # within URGENT_WITHIN_DAYS: an urgent class
     files = {
@@ -135,6 +132,7 @@ def _seed(rt: Runtime) -> Seeded:
         "status": File("EF24680", date(1979, 2, 9)),
         "guessed": File("GH13579", date(2001, 7, 23)),
         "proven": File("JK97531", date(1995, 12, 30)),
+        "carded": File("LM86420", date(1988, 6, 14)),
     }
     records = [
         CaseRecord(file.number, file.born, "api_issued", now - timedelta(days=1), soon)

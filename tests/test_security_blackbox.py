@@ -6,18 +6,26 @@ it checks; the server's data is read back only to see what an attack changed."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from statistics import median
+from time import perf_counter
+from urllib.parse import quote, urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from interphone.models import Contact
 
 from .blackbox import (
+    LINE_B,
+    PUBLIC_HOST,
     SITE_A,
+    SITE_B,
     TIMEOUT_S,
+    Answer,
     Browser,
     Caller,
     Client,
@@ -28,7 +36,9 @@ from .blackbox import (
 
 pytestmark = pytest.mark.security
 
+NOBODYS_BIRTH = "01011970"
 STATUS_TEXT = "certificate of extension"  # what the seeded cases' status says (English)
+POSITION = re.compile(r"You are number (\d+) in line")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +50,52 @@ def server(
 
 
 # -- callers ---------------------------------------------------------------------------------
+def ask_for_callback(
+    caller: Caller, *, file_number: str = "", birth: str = NOBODYS_BIRTH, number: str = ""
+) -> Caller:
+    """English, main menu 2, then whatever the IVR asks on the way to a callback: this
+    line's number confirmed (or ``number`` typed), ``file_number``, ``birth`` if a date
+    of birth is asked, reason 3 ("other")."""
+    caller.call().press("2").press("2")
+    answers = {
+        "callback": "1",
+        "callback_number": number,
+        "callback_file": file_number,
+        "callback_reason": "3",
+    }
+    for _ in range(10):
+        if caller.ended:
+            return caller
+        step = caller.step
+        if step in answers:
+            caller.press(answers[step])
+        elif "birth" in step:
+            caller.press(birth)
+        else:
+            raise AssertionError(f"unexpected step {step!r} after {caller.heard}")
+    raise AssertionError(f"the callback menu never ended: {caller.heard}")
+
+
 def look_up(caller: Caller, file_number: str, birth: str) -> Caller:
     """A status lookup: English, main menu 1, the file number, the date of birth."""
     return caller.call().press("2").press("1").press(file_number).press(birth)
+
+
+def position(caller: Caller) -> int:
+    found = POSITION.search(" ".join(caller.heard))
+    assert found is not None, caller.heard
+    return int(found.group(1))
+
+
+def without_figures(words: str) -> str:
+    return re.sub(r"\d+", "#", words)
+
+
+def contact_of(server: Server, call_sid: str) -> Contact:
+    with server.runtime.sessions() as s:
+        found = s.scalar(select(Contact).where(Contact.call_sid == call_sid))
+    assert found is not None, f"no contact for call {call_sid}"
+    return found
 
 
 def test_a_status_lookup_with_the_right_birth_date_tells_the_status(server: Server) -> None:
@@ -61,12 +114,112 @@ def test_an_unknown_file_and_a_wrong_birth_date_get_the_same_answer(server: Serv
     assert STATUS_TEXT not in wrong.words()
 
 
+def test_an_unverified_file_number_gives_no_priority(server: Server) -> None:
+    urgent = server.seeded.files["urgent"]  # its permit runs out within the urgent window
+    stranger = ask_for_callback(Caller(server, next_number()), file_number=urgent.number)
+    assert position(stranger) > 1  # the callback seeded on site A stays ahead
+    assert contact_of(server, stranger.sid).priority_class != 0
+
+
+def test_a_proven_file_number_keeps_its_priority(server: Server) -> None:
+    own = server.seeded.files["proven"]
+    caller = Caller(server, next_number())
+    look_up(caller, own.number, own.birth_digits).press("2")  # then: call me back
+    answers = {"callback": "1", "callback_file": own.number, "callback_reason": "3"}
+    for _ in range(6):
+        if caller.ended:
+            break
+        caller.press(own.birth_digits if "birth" in caller.step else answers[caller.step])
+    assert position(caller) == 1
+    assert contact_of(server, caller.sid).priority_class == 0
+
+
+def test_a_callback_answer_does_not_depend_on_whether_the_typed_file_exists(
+    server: Server,
+) -> None:
+    urgent = server.seeded.files["urgent"]
+    before = ask_for_callback(Caller(server, next_number()), file_number="ZZ10001")
+    existing = ask_for_callback(Caller(server, next_number()), file_number=urgent.number)
+    after = ask_for_callback(Caller(server, next_number()), file_number="ZZ10002")
+    assert [position(before) + 1, position(before) + 2] == [position(existing), position(after)]
+    assert without_figures(existing.words()) == without_figures(after.words())
+
+
+def test_an_unverified_file_number_is_never_told_it_already_has_a_request(
+    server: Server,
+) -> None:
+    squatted = server.seeded.files["squatted"]
+    ask_for_callback(Caller(server, next_number()), file_number=squatted.number)
+    owner = ask_for_callback(Caller(server, next_number()), file_number=squatted.number)
+    assert "already have a callback request" not in owner.words()
+    assert "is recorded" in owner.words()
+
+
+def test_a_typed_phone_number_does_not_reveal_a_pending_callback(server: Server) -> None:
+    pending = server.seeded.pending_phone.replace("+33", "0")
+    theirs = ask_for_callback(Caller(server, "anonymous"), number=pending)
+    nobodys = ask_for_callback(Caller(server, "anonymous"), number="0698765432")
+    assert without_figures(theirs.words()) == without_figures(nobodys.words())
+
+
+def test_an_agent_sees_an_unverified_file_number_marked_without_its_case(server: Server) -> None:
+    typed = server.seeded.files["carded"]
+    stranger = Caller(server, next_number(), line=LINE_B)
+    ask_for_callback(stranger, file_number=typed.number)
+    contact_id = contact_of(server, stranger.sid).id
+    agent = signed_in(server, "agent@site-b.test", "192.0.2.50")
+    agent.submit("/agent/presence", {"state": "available"})
+    try:
+        offers = server.runtime.queue.dispatch(SITE_B)  # what the worker would do
+        assert [offer.contact_id for offer in offers] == [contact_id]
+        panel = agent.get("/agent/panel").text
+        assert typed.number in panel and "non vérifié" in panel
+        assert "API valable" not in panel  # the case's status and dates stay hidden
+    finally:
+        agent.submit(f"/agent/offer/{contact_id}/decline")
+        agent.submit("/agent/presence", {"state": "offline"})
+        server.runtime.queue.cancel(contact_id, "test over", actor="test")
+
+
 @pytest.mark.parametrize("placeholder", ["+266696687", "+86282452253", "+7378742833"])
 def test_twilios_placeholders_for_a_withheld_number_are_taken_as_withheld(
     server: Server, placeholder: str
 ) -> None:
     caller = Caller(server, placeholder).call().press("2").press("2")
     assert caller.step == "callback_number"  # a number to call back is asked, not confirmed
+
+
+def test_birth_date_guesses_on_one_file_are_limited_across_numbers(server: Server) -> None:
+    guessed = server.seeded.files["guessed"]
+    for day in range(1, 7):  # one guess from each of six numbers
+        look_up(Caller(server, next_number()), guessed.number, f"{day:02d}011970")
+    owner = look_up(Caller(server, next_number()), guessed.number, guessed.birth_digits)
+    assert STATUS_TEXT not in owner.words()
+
+
+def test_withheld_callers_share_one_limited_budget(server: Server) -> None:
+    limited = ("Too many lookups", "too many calls")
+    files = (f"ZW{n:05d}" for n in range(1000))
+    for _ in range(40):  # 3 lookups a call: well past a hundred lookups at the end
+        caller = Caller(server, "anonymous").call().press("2").press("1")
+        while caller.step == "status_file":
+            caller.press(next(files)).press(NOBODYS_BIRTH)
+        if any(words in " ".join(caller.heard) for words in limited):
+            return
+    raise AssertionError("120 lookups from withheld numbers and no limit said")
+
+
+def test_the_agent_join_webhook_answers_twiml_for_an_unknown_contact(server: Server) -> None:
+    caller = Caller(server, next_number())
+    for query in ("c=999999", "c=unknown", ""):
+        path = "/voice/agent/join" + (f"?{query}" if query else "")
+        answer = caller.post(path, caller.params())
+        assert answer.status < 500
+        assert answer.header("Content-Type").startswith(("application/xml", "text/xml")), (
+            path,
+            answer.status,
+            answer.text[:200],
+        )
 
 
 # -- an agent (or supervisor) of another site ------------------------------------------------
@@ -150,7 +303,81 @@ def test_a_supervisor_exports_only_their_own_site(server: Server) -> None:
         assert reference not in answer.text
 
 
+# -- signing in --------------------------------------------------------------------------------
+def wrong_sign_in(server: Server, email: str, address: str) -> float:
+    browser = Browser(server, address)
+    token_page = browser.get("/login")
+    started = perf_counter()
+    answer = browser.post_form(
+        "/login", {"email": email, "password": "not-the-password", "csrf_token": csrf(token_page)}
+    )
+    elapsed = perf_counter() - started
+    assert answer.status in (401, 429), answer.status
+    return elapsed
+
+
+def csrf(page: Answer) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_wrong_passwords_from_one_address_never_lock_the_owner_out(server: Server) -> None:
+    for _ in range(6):
+        wrong_sign_in(server, "agent@site-b.test", "203.0.113.66")
+    owner = Browser(server, "192.0.2.77")
+    assert owner.sign_in("agent@site-b.test").status == 302
+
+
+def test_an_unknown_email_costs_the_same_work_as_a_known_one(server: Server) -> None:
+    known, unknown = [], []
+    for n in range(4):  # distinct addresses: no throttle in the way
+        known.append(wrong_sign_in(server, "supervisor@site-a.test", f"198.51.100.{n + 10}"))
+        unknown.append(wrong_sign_in(server, "nobody@site-a.test", f"198.51.100.{n + 20}"))
+    # the password hash dominates a known e-mail's answer: loosely, an unknown one
+    # must take the same order of time (it took a tenth of it before)
+    assert median(unknown) > 0.4 * median(known), (known, unknown)
+
+
+def test_a_session_cookie_copied_before_sign_out_is_dead_after_it(server: Server) -> None:
+    agent = signed_in(server, "agent@site-a.test", "192.0.2.30")
+    copied = dict(agent.cookies)
+    assert agent.get("/agent").status == 200
+    assert agent.submit("/logout").status == 302
+    thief = Client(server, "203.0.113.99")
+    thief.cookies = copied
+    answer = thief.get("/agent")
+    assert answer.status == 302
+    assert urlsplit(answer.header("Location")).path == "/login"
+
+
+def test_a_password_reset_ends_every_copy_of_the_session(server: Server) -> None:
+    victim = signed_in(server, "reset@site-a.test", "192.0.2.31")
+    thief = Client(server, "203.0.113.98")
+    thief.cookies = dict(victim.cookies)
+    assert thief.get("/agent").status == 200
+    admin = signed_in(server, "admin@site-a.test", "192.0.2.32")
+    agent_id = server.seeded.staff["reset@site-a.test"]
+    new_password = {"password": "another-long-password-2026"}
+    assert admin.submit(f"/admin/agents/{agent_id}/password", new_password).status == 303
+    answer = thief.get("/agent")
+    assert answer.status == 302
+    assert urlsplit(answer.header("Location")).path == "/login"
+
+
 # -- an anonymous client -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "target", ["/\t/evil.com", "//evil.com", "/\\evil.com", "https://evil.com/", "/%09/evil.com"]
+)
+def test_the_language_switch_redirects_only_within_the_site(server: Server, target: str) -> None:
+    browser = Browser(server)
+    answer = browser.submit("/lang", {"lang": "en", "next": target})
+    assert answer.status in (302, 303)
+    location = re.sub(r"[\t\r\n]", "", answer.header("Location"))  # as a browser reads it
+    parts = urlsplit(location.replace("\\", "/"))
+    assert parts.netloc in ("", PUBLIC_HOST), location
+
+
 def test_the_api_answers_deeply_nested_json_with_a_client_error(server: Server) -> None:
     deep = b"[" * 1000 + b"]" * 1000
     anonymous = Client(server).put_json("/api/cases/X1", deep)

@@ -36,6 +36,7 @@ import random
 import re
 import secrets
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -806,8 +807,16 @@ def procfile_stack(
     rt.settings.instance_path.mkdir(parents=True, exist_ok=True)
     log = (rt.settings.instance_path / "loadtest.log").open("ab")
     quiet = subprocess.DEVNULL
+    # each in a process group of its own: a gunicorn master killed alone would leave its
+    # worker serving until the end of its graceful timeout
     procs = {
-        name: subprocess.Popen(procfile_command(name, env), env=env, stdout=quiet, stderr=log)
+        name: subprocess.Popen(
+            procfile_command(name, env),
+            env=env,
+            stdout=quiet,
+            stderr=log,
+            start_new_session=True,
+        )
         for name in processes
     }
     try:
@@ -835,7 +844,7 @@ def procfile_stack(
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
 
