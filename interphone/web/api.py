@@ -109,14 +109,18 @@ def openapi() -> Any:
             "birth_date": {
                 "type": "string",
                 "format": "date",
-                "description": "required when the case is new",
+                "description": "required when the case is new; from 1900 to today",
             },
             "status": {"type": "string", "enum": list(CASE_STATUSES)},
-            "status_changed_at": {"type": "string", "format": "date-time"},
+            "status_changed_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "from 1970 to now (a day of clock skew allowed); default now",
+            },
             "api_valid_until": {
                 "type": "string",
                 "format": "date",
-                "description": "required with status api_issued",
+                "description": "required with status api_issued; from 2000 to ten years ahead",
             },
             "phone": {"type": "string"},
             "language": {"type": "string", "maxLength": 8},
