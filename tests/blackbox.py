@@ -108,11 +108,15 @@ def _env(redis_url: str, database_url: str, instance: Path) -> dict[str, str]:
     }
 
 
-def _seed(rt: Runtime) -> Seeded:
+def _empty(rt: Runtime) -> None:
     with rt.engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
     rt.redis.flushdb()
+
+
+def _seed(rt: Runtime) -> Seeded:
+    _empty(rt)
     for code, line in ((SITE_A, LINE_A), (SITE_B, LINE_B)):
         ensure_site(rt.sessions, code, phone_numbers=[line], always_open=True)
     staff = {}
@@ -167,10 +171,7 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
             _wait_until_serving(server, instance / "loadtest.log")
             yield server
     finally:
-        with rt.engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
-        rt.redis.flushdb()
+        _empty(rt)
         rt.close()
 
 
@@ -359,11 +360,6 @@ class Caller:
             raise AssertionError(f"the call is over; it last heard {self.said}")
         self._follow(self.post(self.action, self.params({"Digits": digits.rstrip("#")})))
         return self
-
-    def hang_up(self) -> None:
-        if not self.ended:
-            self.post("/voice/status", self.params({"CallStatus": "completed"}))
-            self.ended = True
 
     def _follow(self, answer: Answer) -> None:
         self.last = answer

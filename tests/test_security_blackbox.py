@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from statistics import median
 from time import perf_counter
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from sqlalchemy import select
+from twilio.request_validator import RequestValidator
 
 from interphone.models import Contact
 
 from .blackbox import (
     LINE_B,
+    PUBLIC_BASE_URL,
     PUBLIC_HOST,
     SITE_A,
     SITE_B,
@@ -181,6 +184,31 @@ def test_an_agent_sees_an_unverified_file_number_marked_without_its_case(server:
         server.runtime.queue.cancel(contact_id, "test over", actor="test")
 
 
+@pytest.mark.parametrize(
+    ("token", "base"),
+    [
+        ("0" * 32, PUBLIC_BASE_URL),  # another account's token
+        ("", "http://127.0.0.1:5000"),  # the right token, but not for the public URL
+    ],
+)
+def test_a_webhook_not_signed_by_twilio_for_the_public_url_is_refused(
+    server: Server, token: str, base: str
+) -> None:
+    caller = Caller(server, next_number())
+    form = caller.params({"CallStatus": "ringing"})
+    validator = RequestValidator(token or server.auth_token)
+    signature = validator.compute_signature(base + "/voice/incoming", form)
+    answer = caller.client.request(
+        "POST",
+        "/voice/incoming",
+        urlencode(form).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature},
+        cookies=False,
+    )
+    assert answer.status == 403
+    assert server.runtime.calls.load(caller.sid) is None
+
+
 @pytest.mark.parametrize("placeholder", ["+266696687", "+86282452253", "+7378742833"])
 def test_twilios_placeholders_for_a_withheld_number_are_taken_as_withheld(
     server: Server, placeholder: str
@@ -301,6 +329,15 @@ def test_a_supervisor_exports_only_their_own_site(server: Server) -> None:
         answer = intruder.get(f"/supervisor/export.csv?{query}")
         assert answer.status in (200, 404)
         assert reference not in answer.text
+
+
+def test_a_form_without_its_csrf_token_is_refused(server: Server) -> None:
+    victim = a_waiting_callback_of_site_a(server)
+    before = state_of(server, victim)
+    supervisor = signed_in(server, "supervisor@site-a.test", "192.0.2.21")
+    answer = supervisor.post_form(f"/supervisor/contacts/{victim}/cancel", {"reason": "forged"})
+    assert answer.status == 400
+    assert state_of(server, victim) == before
 
 
 # -- signing in --------------------------------------------------------------------------------
@@ -428,3 +465,26 @@ def test_creating_one_case_concurrently_never_fails(server: Server) -> None:
 
 def _json(body: dict[str, str]) -> bytes:
     return json.dumps(body).encode()
+
+
+# -- the line before the screens (last: on failure its feeds hold the server's threads) --------
+def test_agent_feeds_never_take_the_threads_that_answer_twilio(server: Server) -> None:
+    agent = signed_in(server, "agent@site-b.test", "192.0.2.40")
+    cookie = "; ".join(f"{k}={v}" for k, v in agent.cookies.items())
+    request = (
+        f"GET /agent/feed HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nCookie: {cookie}\r\n"
+        f"X-Forwarded-For: 192.0.2.40\r\nX-Forwarded-Proto: https\r\n"
+        f"Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    feeds: list[socket.socket] = []
+    try:
+        for _ in range(70):
+            feed = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S)
+            feed.sendall(request)
+            feeds.append(feed)
+        for _ in range(4):  # Twilio's webhooks still answered, in time for a caller
+            caller = Caller(server, next_number()).call()
+            assert caller.step == "language"
+    finally:
+        for feed in feeds:
+            feed.close()
