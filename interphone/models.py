@@ -171,7 +171,8 @@ class Contact(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     not_before_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
-    outcome: Mapped[str | None] = mapped_column(String(32))
+    # an agent's outcome code, or the reason a supervisor typed for a cancellation
+    outcome: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     call_sid: Mapped[str | None] = mapped_column(String(64))
     # Set while the callback is active, NULL afterwards: the unique index is the
