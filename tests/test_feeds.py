@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import queue
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -36,7 +38,7 @@ def test_a_sessions_fifth_feed_closes_its_oldest(voice_runtime: Runtime) -> None
         for feed in feeds:
             assert next(feed).startswith("event: hello")
         # the fifth replaced the first, at once: told so, and its stream (its thread) ends
-        assert next(feeds[0]) == "event: replaced\ndata: {}\n\n"
+        assert next(feeds[0]) == 'event: replaced\ndata: {"message": ""}\n\n'
         assert next(feeds[0], None) is None
         assert hub.open_streams() == 4
         voice_runtime.redis.publish(channel(1), '{"seq": 1}')
@@ -45,6 +47,43 @@ def test_a_sessions_fifth_feed_closes_its_oldest(voice_runtime: Runtime) -> None
         for feed in feeds:
             feed.close()  # type: ignore[attr-defined]
     assert hub.open_streams() == 0
+
+
+def test_a_replaced_screen_is_told_why_in_its_language(app, voice_runtime: Runtime) -> None:
+    """Through the route, as a browser's five tabs (each streamed in its own thread, as
+    a server's threads do): the first tab hears that a newer one took over."""
+    from interphone.web.bench import PASSWORD
+
+    add_user(voice_runtime.sessions, "agent@example.org", PASSWORD, site_code=SITE)
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"email": "agent@example.org", "password": PASSWORD, "csrf_token": token}
+    client.post("/login", data=form, headers={"Accept-Language": "en"})
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    writes: list[queue.SimpleQueue[str]] = [queue.SimpleQueue() for _ in range(5)]
+
+    def tab(n: int) -> None:
+        browser = app.test_client()
+        browser.set_cookie("session", cookie.value)
+        response = browser.get("/agent/feed", buffered=False, headers={"Accept-Language": "en"})
+        for chunk in response.response:
+            writes[n].put(chunk.decode())
+        writes[n].put("")  # the stream ended
+
+    tabs = []
+    for n in range(5):
+        tabs.append(threading.Thread(target=tab, args=(n,), daemon=True))
+        tabs[-1].start()
+        assert writes[n].get(timeout=10).startswith("event: hello")
+    event = writes[0].get(timeout=10)
+    assert event.startswith("event: replaced") and "a more recent tab" in event, event
+    assert writes[0].get(timeout=10) == ""
+    voice_runtime.feeds.close()  # the other four end with the runtime's feeds
+    for thread in tabs:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
 
 
 def test_another_persons_feeds_are_not_theirs_to_replace(voice_runtime: Runtime) -> None:

@@ -55,12 +55,10 @@ PATH_LABELS = {
     "status_birth": _l("date de naissance"),
     "status_mismatch": _l("dossier non reconnu"),
     "file_limit": _l("dossier : essais de date de naissance épuisés"),
-    "file_limit": _l("dossier : essais de date de naissance épuisés"),
     "status_after": _l("situation du dossier entendue"),
     "callback": _l("demande de rappel"),
     "callback_number": _l("numéro de rappel"),
     "callback_file": _l("dossier du rappel"),
-    "callback_birth": _l("date de naissance du rappel"),
     "callback_birth": _l("date de naissance du rappel"),
     "callback_reason": _l("motif du rappel"),
     "callback_registered": _l("rappel enregistré"),
@@ -157,18 +155,22 @@ def feed_response(site_id: int) -> Response:
     rt = runtime_of(current_app)
     seq = rt.notifier.sequence(site_id)
     owner = f"agent:{current_user.agent_id}"
+    replaced = _("Cet écran est ouvert dans un onglet plus récent : il ne se met plus à jour ici.")
     return Response(
-        stream_with_context(events_stream(rt.feeds, site_id, seq, owner)),
+        stream_with_context(events_stream(rt.feeds, site_id, seq, owner, replaced)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def events_stream(hub: FeedHub, site_id: int, seq: int, owner: str | None = None) -> Iterator[str]:
+def events_stream(
+    hub: FeedHub, site_id: int, seq: int, owner: str | None = None, replaced: str = ""
+) -> Iterator[str]:
     """Server-Sent Events of one site: ``hello`` first, then one ``change`` per event,
     from the process's shared subscription (:mod:`interphone.web.feeds`). A process
     with its share of feeds open answers ``busy`` and a later ``retry`` instead; a stream
-    whose owner opened a newer one ends with ``replaced`` (the page then stops it)."""
+    whose owner opened a newer one ends with ``replaced`` and its text for the person
+    (the page shows it and stops reconnecting)."""
     try:
         with hub.listen(site_id, owner) as inbox:
             yield f"event: hello\ndata: {json.dumps({'seq': seq})}\n\n"
@@ -193,7 +195,7 @@ def events_stream(hub: FeedHub, site_id: int, seq: int, owner: str | None = None
                 if changes:
                     yield changes
                 if batches[-1] is REPLACED:
-                    yield "event: replaced\ndata: {}\n\n"
+                    yield f"event: replaced\ndata: {json.dumps({'message': replaced})}\n\n"
                     return
                 if batches[-1] is CLOSED:
                     return  # the browser reconnects and resynchronizes on its hello

@@ -63,7 +63,14 @@ function livePanel(panel, panelUrl, feedUrl, onRender) {
   const feed = new EventSource(feedUrl);
   feed.addEventListener("hello", refresh);
   feed.addEventListener("change", refresh);
-  // a newer screen of the same person took this one's feed: no reconnection
-  feed.addEventListener("replaced", () => feed.close());
+  // a newer screen of the same person took this one's feed: said, and no reconnection
+  feed.addEventListener("replaced", (event) => {
+    feed.close();
+    const note = document.createElement("p");
+    note.setAttribute("role", "status");
+    note.className = "feed-replaced";
+    note.textContent = JSON.parse(event.data).message;
+    panel.before(note);
+  });
   return refresh;
 }
