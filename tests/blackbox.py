@@ -82,6 +82,7 @@ class Server:
     port: int
     auth_token: str
     api_token: str
+    metrics_token: str
     runtime: Runtime  # on the server's Redis and database: reads what attacks changed
     seeded: Seeded
 
@@ -167,7 +168,8 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
         seeded = _seed(rt)
         environ = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
         with loadtest.procfile_stack(rt, env, processes=("web",), environ=environ) as started:
-            server = Server(started[0], env["TWILIO_AUTH_TOKEN"], env["API_TOKENS"], rt, seeded)
+            tokens = (env["TWILIO_AUTH_TOKEN"], env["API_TOKENS"], env["METRICS_TOKEN"])
+            server = Server(started[0], *tokens, rt, seeded)
             _wait_until_serving(server, instance / "loadtest.log")
             yield server
     finally:

@@ -237,6 +237,21 @@ def test_withheld_callers_share_one_limited_budget(server: Server) -> None:
     raise AssertionError("120 lookups from withheld numbers and no limit said")
 
 
+def test_the_limits_met_by_these_callers_show_in_the_metrics(server: Server) -> None:
+    answer = Client(server).get(
+        "/metrics", headers={"Authorization": f"Bearer {server.metrics_token}"}
+    )
+    assert answer.status == 200
+    limited = {
+        name: float(value)
+        for name, value in re.findall(
+            r'^interphone_rate_limited_total\{[^}]*"(\w+)"\} ([0-9.e+]+)$', answer.text, re.M
+        )
+    }
+    assert limited.get("file_failures", 0) >= 1, limited
+    assert sum(n for name, n in limited.items() if name.startswith("withheld")) >= 1, limited
+
+
 def test_the_agent_join_webhook_answers_twiml_for_an_unknown_contact(server: Server) -> None:
     caller = Caller(server, next_number())
     for query in ("c=999999", "c=unknown", ""):
