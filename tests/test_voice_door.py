@@ -87,6 +87,37 @@ def test_status_by_voice_reads_back_then_answers(door, devphone: DevPhone) -> No
     assert call.waiting_for == "/voice/step/door_after"
 
 
+def test_a_file_without_birth_date_guesses_left_is_given_to_an_agent_at_the_door(
+    door, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Failed birth dates are counted per file number, from the phone as at the door:
+    once a file has had them, even the right date gets an agent, not the status."""
+    for _ in range(5):
+        voice_runtime.caller_limits.file_failed(FILE)
+    call = _french(devphone)
+    call.speak("dossier")
+    call.speak("six trois zéro zéro zéro zéro zéro zéro quatre deux").speak("oui")
+    call.speak("un deux zéro quatre un neuf neuf zéro").speak("oui")
+    said = call.transcript()
+    assert "seul un agent peut vous donner l'état de la demande aujourd'hui" in said
+    assert "en cours d'instruction" not in said
+    [contact] = _contacts(voice_runtime)
+    assert (contact.kind, contact.channel, contact.file_verified) == ("live", "intercom", False)
+
+
+def test_a_file_proven_at_the_door_goes_with_the_caller_to_the_agent(
+    door, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = _french(devphone)
+    call.speak("dossier")
+    call.speak("six trois zéro zéro zéro zéro zéro zéro quatre deux").speak("oui")
+    call.speak("un deux zéro quatre un neuf neuf zéro").speak("oui")
+    assert call.waiting_for == "/voice/step/door_after"
+    call.speak("agent")
+    [contact] = _contacts(voice_runtime)
+    assert (contact.kind, contact.file_number, contact.file_verified) == ("live", FILE, True)
+
+
 def test_misheard_number_is_asked_again_after_no(door, devphone: DevPhone) -> None:
     call = _french(devphone)
     call.speak("dossier").speak("six trois")

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import func, select
 
+from interphone import metrics as figures
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.models import Contact, Event
 from interphone.queue.clock import ManualClock
@@ -105,7 +106,9 @@ def test_impossible_birth_date_is_a_mismatch_not_an_error(devphone: DevPhone, ca
     assert "cannot give you any information" in call.transcript()
 
 
-def test_lookups_per_caller_are_limited_per_hour(devphone: DevPhone, cases) -> None:
+def test_lookups_per_caller_are_limited_per_hour(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
     for attempt in range(4):
         call = english_main_menu(devphone)
         call.press("1")
@@ -119,6 +122,13 @@ def test_lookups_per_caller_are_limited_per_hour(devphone: DevPhone, cases) -> N
     call.press("1").press(FILE + "#").press("12041990")
     assert "Too many lookups" in call.transcript()
     assert "valid until" not in call.transcript()
+    figures.recorder_for(voice_runtime.redis).flush()
+    refused = [
+        s.value
+        for s in figures.read(voice_runtime.redis)
+        if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "caller_lookups"}
+    ]
+    assert refused == [2.0]  # the eleventh lookup above, and this one
 
 
 def test_callback_request_confirms_position_and_sends_an_sms(
