@@ -73,7 +73,7 @@ def create_app(
         app.register_blueprint(devphone_web.bp)
         csrf.exempt(devphone_web.bp)
     _register_errors(app)
-    from . import metrics, nul, ratelimit
+    from . import headers, metrics, nul, ratelimit
 
     if settings.trusted_proxies:  # the client's address for per-IP limits (not signatures)
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -83,6 +83,7 @@ def create_app(
     metrics.init_app(app, runtime)  # request ids, log context, latency, GET /metrics
     nul.init_app(app)  # 400 for a NUL character, which PostgreSQL's text cannot hold
     ratelimit.init_app(app, runtime)  # RATE_LIMIT_* (docs/operations.md)
+    headers.init_app(app, settings.public_base_url)  # CSP, frames, nosniff, referrer, HSTS
     if settings.env != "test":  # tests capture logs their own way
         from ..observability import configure_logging
 

@@ -18,7 +18,13 @@ from ...runtime import Runtime
 from .phone import DevPhone, SimCall, TwimlError, wsgi_transport
 from .rest import sent_messages
 
-bp = Blueprint("devphone", __name__, template_folder="templates")
+bp = Blueprint(
+    "devphone",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/dev/phone/static",
+)
 
 CALLS = "ip:devphone:sim:"
 ACTIVE = "ip:devphone:active:"
