@@ -65,9 +65,10 @@ def _refusal(status: str) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
 
 
-def _verdict(data: bytearray) -> bytes | None:
-    """None while the request is incomplete; b"" once it has arrived whole; else the
-    answer that refuses it."""
+def _verdict(data: bytearray, *, large_bodies: bool = False) -> bytes | None:
+    """None while the request is incomplete; b"" once a thread may take it; else the
+    answer that refuses it. ``large_bodies``: a body longer than ``BODY_BYTES`` or of
+    unknown length goes to a thread after the head instead of being refused."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return _refusal("431 Request Header Fields Too Large") if len(data) > HEAD_BYTES else None
@@ -76,19 +77,21 @@ def _verdict(data: bytearray) -> bytes | None:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":
-            return _refusal("413 Content Too Large")
+            return b"" if large_bodies else _refusal("413 Content Too Large")
         if name == b"content-length":
             value = value.strip()
             if not value.isdigit():
                 return b""  # malformed: gunicorn's parser answers it, from what is here
             length = max(length, int(value))
     if length > BODY_BYTES:
-        return _refusal("413 Content Too Large")
+        return b"" if large_bodies else _refusal("413 Content Too Large")
     return b"" if len(data) >= end + 4 + length else None
 
 
 class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread, with requests read by the main loop before a thread takes them."""
+
+    large_bodies = False  # refused (413): the speech stream server takes no body
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,7 +115,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         if conn.parser is not None:  # kept alive: bytes already read ahead come first
             conn.head += conn.parser.unreader.take_buffered()
-            verdict = _verdict(conn.head)
+            verdict = _verdict(conn.head, large_bodies=self.large_bodies)
             if verdict is not None:
                 self._settle(conn, verdict)
                 return
@@ -140,7 +143,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             self._drop(conn)
             return
         conn.head += data
-        verdict = _verdict(conn.head)
+        verdict = _verdict(conn.head, large_bodies=self.large_bodies)
         if verdict is not None:
             self.poller.unregister(conn.sock)
             del self.waiting[conn]
@@ -179,3 +182,12 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if oldest.deadline > now:
                 break
             self._drop(oldest)
+
+
+class GuardedWebWorker(GuardedThreadWorker):
+    """The web process's worker: its Twilio webhooks (forms of a few KB) and every other
+    request's head are read whole by the main loop; a body beyond ``BODY_BYTES`` (a case
+    file import, up to the app's ``MAX_CONTENT_LENGTH``) or chunked goes to a thread
+    after its head, as with gthread, and its pace is the reverse proxy's to bound."""
+
+    large_bodies = True

@@ -9,19 +9,17 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from interphone.gunicorn_worker import BODY_BYTES, HEAD_DEADLINE_S, _verdict
+from interphone.voice import loadtest
 from interphone.voice.speech.results import SpeechResults
 
 from .fixtures.speech import support
 
-ROOT = Path(__file__).resolve().parent.parent
 HALF_OPEN = 130  # more than the stream line's 128 threads
 
 
@@ -42,12 +40,7 @@ def _healthz(port: int, timeout: float = 5.0) -> int:
 
 @pytest.fixture
 def stream_port(redis_url: str) -> Iterator[int]:
-    """The Procfile's ``stream`` line, run by a shell as honcho runs it."""
-    line = next(
-        entry.split(":", 1)[1].strip()
-        for entry in (ROOT / "Procfile").read_text().splitlines()
-        if entry.startswith("stream:")
-    )
+    """The Procfile's ``stream`` line."""
     port = _free_port()
     env = dict(os.environ)
     env.pop("VOSK_MODELS_DIR", None)  # no model: every stream that starts answers error
@@ -58,12 +51,10 @@ def stream_port(redis_url: str) -> Iterator[int]:
         REDIS_URL=redis_url,
         PUBLIC_BASE_URL="http://127.0.0.1:5000",  # what support.signature() signs
         SECRET_KEY=support.SECRET,
-        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
     )
     proc = subprocess.Popen(
-        ["sh", "-c", f"exec {line}"],
+        loadtest.procfile_command("stream", env),
         env=env,
-        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
