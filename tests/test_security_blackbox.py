@@ -20,6 +20,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from interphone.models import Contact
+from interphone.queue.store import URGENT
 
 from .blackbox import (
     LINE_B,
@@ -52,14 +53,20 @@ def server(
         yield s
 
 
-# -- callers ---------------------------------------------------------------------------------
 def ask_for_callback(
     caller: Caller, *, file_number: str = "", birth: str = NOBODYS_BIRTH, number: str = ""
 ) -> Caller:
-    """English, main menu 2, then whatever the IVR asks on the way to a callback: this
-    line's number confirmed (or ``number`` typed), ``file_number``, ``birth`` if a date
-    of birth is asked, reason 3 ("other")."""
+    """English, main menu 2, then the callback's questions (:func:`answer_callback`)."""
     caller.call().press("2").press("2")
+    return answer_callback(caller, file_number=file_number, birth=birth, number=number)
+
+
+def answer_callback(
+    caller: Caller, *, file_number: str = "", birth: str = NOBODYS_BIRTH, number: str = ""
+) -> Caller:
+    """Whatever the IVR asks on the way to a callback: this line's number confirmed (or
+    ``number`` typed), ``file_number``, ``birth`` if a date of birth is asked, reason 3
+    ("other"); until the call ends."""
     answers = {
         "callback": "1",
         "callback_number": number,
@@ -101,6 +108,15 @@ def contact_of(server: Server, call_sid: str) -> Contact:
     return found
 
 
+def signed_in(server: Server, email: str, address: str = "192.0.2.20") -> Browser:
+    """A person signed in at a screen, from ``address``."""
+    browser = Browser(server, address)
+    answer = browser.sign_in(email)
+    assert answer.status == 302, answer.text[:300]
+    return browser
+
+
+# -- callers ---------------------------------------------------------------------------------
 def test_a_status_lookup_with_the_right_birth_date_tells_the_status(server: Server) -> None:
     own = server.seeded.files["status"]
     caller = look_up(Caller(server, next_number()), own.number, own.birth_digits)
@@ -121,20 +137,16 @@ def test_an_unverified_file_number_gives_no_priority(server: Server) -> None:
     urgent = server.seeded.files["urgent"]  # its permit runs out within the urgent window
     stranger = ask_for_callback(Caller(server, next_number()), file_number=urgent.number)
     assert position(stranger) > 1  # the callback seeded on site A stays ahead
-    assert contact_of(server, stranger.sid).priority_class != 0
+    assert contact_of(server, stranger.sid).priority_class != URGENT
 
 
 def test_a_proven_file_number_keeps_its_priority(server: Server) -> None:
     own = server.seeded.files["proven"]
     caller = Caller(server, next_number())
     look_up(caller, own.number, own.birth_digits).press("2")  # then: call me back
-    answers = {"callback": "1", "callback_file": own.number, "callback_reason": "3"}
-    for _ in range(6):
-        if caller.ended:
-            break
-        caller.press(own.birth_digits if "birth" in caller.step else answers[caller.step])
+    answer_callback(caller, file_number=own.number, birth=own.birth_digits)
     assert position(caller) == 1
-    assert contact_of(server, caller.sid).priority_class == 0
+    assert contact_of(server, caller.sid).priority_class == URGENT
 
 
 def test_a_callback_answer_does_not_depend_on_whether_the_typed_file_exists(
@@ -266,13 +278,6 @@ def test_the_agent_join_webhook_answers_twiml_for_an_unknown_contact(server: Ser
 
 
 # -- an agent (or supervisor) of another site ------------------------------------------------
-def signed_in(server: Server, email: str, address: str = "192.0.2.20") -> Browser:
-    browser = Browser(server, address)
-    answer = browser.sign_in(email)
-    assert answer.status == 302, answer.text[:300]
-    return browser
-
-
 def a_waiting_callback_of_site_a(server: Server) -> int:
     ticket = server.runtime.queue.request_callback(
         SITE_A, phone=next_number(), language="fr", reason="other"
@@ -287,21 +292,15 @@ def state_of(server: Server, contact_id: int) -> tuple[str, int, int | None]:
         return row.state, row.priority_class, row.agent_id
 
 
-@pytest.mark.parametrize(
-    ("action", "form"),
-    [
-        ("cancel", {"reason": "not yours"}),
-        ("priority", {"urgent": "1"}),
-        ("reassign", {"agent_id": ""}),  # filled with site B's agent below
-    ],
-)
-def test_a_supervisor_cannot_act_on_another_sites_contact(
-    server: Server, action: str, form: dict[str, str]
-) -> None:
+@pytest.mark.parametrize("action", ["cancel", "priority", "reassign"])
+def test_a_supervisor_cannot_act_on_another_sites_contact(server: Server, action: str) -> None:
     victim = a_waiting_callback_of_site_a(server)
     before = state_of(server, victim)
-    if action == "reassign":
-        form = {"agent_id": str(server.seeded.staff["agent@site-b.test"])}
+    form = {
+        "cancel": {"reason": "not yours"},
+        "priority": {"urgent": "1"},
+        "reassign": {"agent_id": str(server.seeded.staff["agent@site-b.test"])},
+    }[action]
     intruder = signed_in(server, "supervisor@site-b.test")
     answer = intruder.submit(f"/supervisor/contacts/{victim}/{action}", form)
     assert answer.status == 404
@@ -428,6 +427,23 @@ def test_the_language_switch_redirects_only_within_the_site(server: Server, targ
     location = re.sub(r"[\t\r\n]", "", answer.header("Location"))  # as a browser reads it
     parts = urlsplit(location.replace("\\", "/"))
     assert parts.netloc in ("", PUBLIC_HOST), location
+
+
+@pytest.mark.parametrize(
+    ("path", "user"),
+    [("/login", ""), ("/agent", "agent@site-a.test"), ("/supervisor", "supervisor@site-a.test")],
+)
+def test_every_page_carries_the_security_headers(server: Server, path: str, user: str) -> None:
+    client = signed_in(server, user, "192.0.2.60") if user else Client(server)
+    answer = client.get(path)
+    assert answer.status == 200
+    policy = answer.header("Content-Security-Policy")
+    assert "frame-ancestors 'none'" in policy
+    script = re.search(r"script-src([^;]*)", policy) or re.search(r"default-src([^;]*)", policy)
+    assert script is not None and "'unsafe-inline'" not in script.group(1), policy
+    assert answer.header("X-Content-Type-Options") == "nosniff"
+    assert answer.header("Referrer-Policy") == "same-origin"
+    assert "max-age=" in answer.header("Strict-Transport-Security")
 
 
 def test_the_api_answers_deeply_nested_json_with_a_client_error(server: Server) -> None:
