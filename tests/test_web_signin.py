@@ -15,6 +15,7 @@ import argon2
 import pytest
 from flask import Flask
 
+from interphone import metrics as figures
 from interphone.accounts import add_user, deactivate_agent, reactivate_agent, reset_password
 from interphone.config import RateLimits
 from interphone.runtime import Runtime
@@ -111,6 +112,14 @@ def test_an_address_guessing_across_accounts_is_throttled(strict: Flask, agent: 
     assert codes == [401, 401, 401, 429]  # even with RATE_LIMITS=off
     assert _sign_in(client, EMAIL, PASSWORD).status_code == 429
     assert _sign_in(client, EMAIL, PASSWORD, ELSEWHERE).status_code == 302
+    connection = strict.extensions["interphone"].redis
+    figures.recorder_for(connection).flush()
+    refused = [
+        s.value
+        for s in figures.read(connection)
+        if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "sign_in"}
+    ]
+    assert refused == [2.0]
 
 
 def _page_text(response: Any) -> str:
