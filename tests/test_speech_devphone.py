@@ -39,12 +39,13 @@ from interphone.voice import hearing as hearing_module
 from interphone.voice.devphone.audio import AudioError, synthesize, wav_to_mulaw
 from interphone.voice.devphone.phone import DevPhone, SimCall
 from interphone.voice.devphone.rest import sent_messages
-from interphone.voice.devphone.streaming import StreamError
+from interphone.voice.devphone.streaming import StreamError, stream_audio
 from interphone.voice.hearing import Hearing
 from interphone.voice.speech import mulaw
 from interphone.voice.speech.app import create_stream_app
 from interphone.voice.speech.results import SpeechResults
 from interphone.voice.speech.stream import PATH
+from interphone.voice.speech.token import verify
 
 from .conftest import SITE
 from .fixtures.speech import support
@@ -473,3 +474,26 @@ def test_in_a_browser_the_door_panel_speaks_a_phrase_then_a_wav_file_through_the
     assert answer.value.status == 200
     expect(log).to_contain_text("휴대 전화 번호를 한 자리씩")  # "callback" heard: the number
     page.close()
+
+
+def test_a_stream_cannot_answer_another_call_s_question_with_its_own_token(
+    korean_door: Runtime, devphone: DevPhone, stream_server: StreamServer
+) -> None:
+    first, second = _ring(devphone), _ring(devphone)
+    mine, theirs = _stream(first), _stream(second)
+    assert verify(support.SECRET, theirs["token"], second.sid, theirs["key"])
+    # The handshake's signature is the same for every call: only the token tells them apart.
+    url = stream_server.url
+    before = stream_server.registry.created_recognizers
+    stream_audio(
+        url,
+        signature=str(devphone.validator.compute_signature(url, {})),
+        call_sid=first.sid,  # the second call's parameters, token included, for the first
+        account_sid=devphone.account_sid,
+        parameters={**theirs, "key": mine["key"]},
+        audio=fixture("ko_callback"),
+    )
+    assert stream_server.registry.created_recognizers == before  # nothing was heard
+    assert _answer(korean_door, first, mine["key"]) == ("error", "")
+    first.speak_audio(fixture("ko_agent"))  # the first call's own stream is still heard
+    assert _answer(korean_door, first, mine["key"]) == ("match", "agent")

@@ -304,3 +304,26 @@ def test_a_caller_offering_compression_is_read_by_wsproto_and_still_understood(
         sock.close()
     result = SpeechResults(redis_client).get(sid(10), "confirm")
     assert result is not None and result.meaning == "yes"
+
+
+def test_a_pong_the_socket_no_longer_takes_ends_the_connection_instead_of_escaping() -> None:
+    from types import SimpleNamespace
+
+    from simple_websocket import ConnectionClosed
+    from wsproto.connection import Connection, ConnectionType
+
+    from interphone.voice.speech.wsreader import InlineSocket
+
+    ours, theirs = socket.socketpair()  # a real socket whose other end goes away
+    server = SimpleNamespace(
+        sock=ours, connected=True, ws=Connection(ConnectionType.SERVER), environ={}
+    )
+    inline = InlineSocket(server, MAX_MESSAGE_BYTES)
+    theirs.sendall(frame(PING, b"still there?"))
+    theirs.close()  # the ping is read, its pong cannot be sent (EPIPE)
+    try:
+        with pytest.raises(ConnectionClosed):  # what the stream handler expects
+            inline.receive(timeout=1)
+        assert not server.connected
+    finally:
+        ours.close()
