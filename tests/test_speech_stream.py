@@ -438,6 +438,7 @@ def test_a_stream_without_its_call_token_is_refused(
     server: StreamServer, results: SpeechResults, token: str
 ) -> None:
     before = server.registry.created_recognizers
+    refused = server.streams.describe()["refused_streams"]
     stream = TwilioStream(server.url)  # the handshake's signature is right
     stream.send(support.start_message(sid(22), "confirm", "yes_no", token=token))
     stream.speak(fixture("ko_yes") + hiss(1))  # heard by nobody
@@ -445,6 +446,7 @@ def test_a_stream_without_its_call_token_is_refused(
     result = results.get(sid(22), "confirm")
     assert result is not None and result.status == "error"  # the IVR falls back at once
     assert server.registry.created_recognizers == before  # nothing was heard
+    assert server.streams.describe()["refused_streams"] == refused + 1  # on /healthz
 
 
 def test_a_refused_stream_never_overwrites_the_decision_of_the_real_one(

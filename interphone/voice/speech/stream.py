@@ -103,6 +103,7 @@ class SpeechStreams:
         self._lock = threading.Lock()
         self.active = 0
         self.handled = 0
+        self.refused = 0  # streams without a valid call token
         self.decisions: dict[str, int] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -123,6 +124,7 @@ class SpeechStreams:
             return {
                 "active_streams": self.active,
                 "handled_streams": self.handled,
+                "refused_streams": self.refused,
                 "decisions": dict(self.decisions),
                 "max_streams": self.max_streams,
             }
@@ -211,14 +213,7 @@ class SpeechStreams:
                     return
                 started = time.monotonic()
                 if not call_token.verify(self.secret, call.token, call.sid, call.step):
-                    # Anyone holding the handshake's signature (the same for every call)
-                    # could otherwise answer any call's question. An error is left for
-                    # the IVR, never over a decision already taken.
-                    log.warning("speech stream refused: no valid call token for %s", call.step)
-                    state.decided = True
-                    self._store(call, self._error(call), overwrite=False)
-                    with contextlib.suppress(ConnectionClosed):
-                        ws.close()
+                    self._refuse(state, call, ws)
                     return
                 if not admitted:
                     log.warning("speech stream refused: %d streams already", self.max_streams)
@@ -272,6 +267,18 @@ class SpeechStreams:
             state.utterance.close()
         with contextlib.suppress(ConnectionClosed):
             ws.close()  # Twilio now requests the <Connect action> URL
+
+    def _refuse(self, state: _State, call: _Call, ws: Socket) -> None:
+        """A stream without a valid token for its call and question: anyone holding the
+        handshake's signature (the same for every call) could otherwise answer any call's
+        question. An error is left for the IVR, never over a decision already taken."""
+        log.warning("speech stream refused: no valid call token for %s", call.step)
+        with self._lock:
+            self.refused += 1
+        state.decided = True
+        self._store(call, self._error(call), overwrite=False)
+        with contextlib.suppress(ConnectionClosed):
+            ws.close()
 
     def _error(self, call: _Call) -> SpeechResult:
         return SpeechResult(grammar=call.grammar, word="", meaning="", status=str(Status.ERROR))
