@@ -160,8 +160,6 @@ def test_withheld_callers_share_one_budget(limited) -> None:
     assert limited_calls == [1.0]
 
 
-
-
 def test_a_forged_request_does_not_use_up_a_real_callers_allowance(limited) -> None:
     app, phone, _ = limited
     client = app.test_client()
