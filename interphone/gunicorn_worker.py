@@ -53,6 +53,7 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
         self.head = bytearray()
         self.deadline = 0.0
         self.ready = False  # its request has arrived: a thread may take it
+        self.continued = False  # "100 Continue" sent for this request
 
     def init(self) -> None:
         super().init()
@@ -61,31 +62,40 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
             self.head.clear()
 
 
+# A client that sent "Expect: 100-continue" waits for it before sending its body (gunicorn
+# sends one more once a thread takes the request: a client skips any 1xx it did not need).
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 def _refusal(status: str) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
 
 
 def _verdict(data: bytearray, *, large_bodies: bool = False) -> bytes | None:
-    """None while the request is incomplete; b"" once a thread may take it; else the
-    answer that refuses it. ``large_bodies``: a body longer than ``BODY_BYTES`` or of
-    unknown length goes to a thread after the head instead of being refused."""
+    """None while the request is incomplete (``CONTINUE`` when its client waits for it
+    to send the body); b"" once a thread may take it; else the answer that refuses it.
+    ``large_bodies``: a body longer than ``BODY_BYTES`` or of unknown length goes to a
+    thread after the head instead of being refused."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return _refusal("431 Request Header Fields Too Large") if len(data) > HEAD_BYTES else None
-    length = 0
+    length, expect = 0, False
     for line in bytes(data[:end]).split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
+        name, value = name.strip().lower(), value.strip()
         if name == b"transfer-encoding":
             return b"" if large_bodies else _refusal("413 Content Too Large")
         if name == b"content-length":
-            value = value.strip()
             if not value.isdigit():
                 return b""  # malformed: gunicorn's parser answers it, from what is here
             length = max(length, int(value))
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
     if length > BODY_BYTES:
         return b"" if large_bodies else _refusal("413 Content Too Large")
-    return b"" if len(data) >= end + 4 + length else None
+    if len(data) >= end + 4 + length:
+        return b""
+    return CONTINUE if expect else None
 
 
 class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -113,11 +123,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             conn.ready = False
             super().enqueue_req(conn)
             return
+        conn.continued = False
         if conn.parser is not None:  # kept alive: bytes already read ahead come first
             conn.head += conn.parser.unreader.take_buffered()
-            verdict = _verdict(conn.head, large_bodies=self.large_bodies)
-            if verdict is not None:
-                self._settle(conn, verdict)
+            if self._advance(conn):
                 return
         conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + HEAD_DEADLINE_S
@@ -143,22 +152,30 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             self._drop(conn)
             return
         conn.head += data
-        verdict = _verdict(conn.head, large_bodies=self.large_bodies)
-        if verdict is not None:
-            self.poller.unregister(conn.sock)
-            del self.waiting[conn]
-            self._settle(conn, verdict)
+        self._advance(conn)
 
-    def _settle(self, conn: _Conn, verdict: bytes) -> None:
-        """A request arrived whole goes to a thread; a refused one is answered and closed."""
+    def _advance(self, conn: _Conn) -> bool:
+        """A request arrived whole goes to a thread, a refused one is answered and
+        closed (True); else it waits on (False)."""
+        verdict = _verdict(conn.head, large_bodies=self.large_bodies)
+        if verdict is None or verdict == CONTINUE:
+            if verdict and not conn.continued:
+                conn.continued = True
+                with contextlib.suppress(OSError):
+                    conn.sock.send(CONTINUE)
+            return False
+        if conn in self.waiting:
+            del self.waiting[conn]
+            self.poller.unregister(conn.sock)
         if verdict:
             self._close(conn, verdict)
-            return
+            return True
         if conn.parser is not None:  # kept alive: the parser exists already
             conn.parser.unreader.unread(bytes(conn.head))
             conn.head.clear()
         conn.ready = conn.data_ready = True
         self.enqueue_req(conn)
+        return True
 
     def _drop(self, conn: _Conn) -> None:
         """Close a connection still waiting for its request."""

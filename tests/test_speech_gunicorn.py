@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from interphone.gunicorn_worker import BODY_BYTES, HEAD_DEADLINE_S, _verdict
+from interphone.gunicorn_worker import BODY_BYTES, CONTINUE, HEAD_DEADLINE_S, _verdict
 from interphone.voice import loadtest
 from interphone.voice.speech.results import SpeechResults
 
@@ -102,6 +102,20 @@ def test_half_open_handshakes_never_hold_the_stream_threads(
             answer = keep_alive.getresponse()
             assert answer.status == 200 and json.loads(answer.read())["status"] == "ok"
         keep_alive.close()
+
+        # a client that waits for "100 Continue" before its body (curl) gets it at once
+        with socket.create_connection(("127.0.0.1", stream_port), timeout=5) as expects:
+            expects.sendall(
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 4\r\n\r\n"
+            )
+            assert expects.recv(64) == CONTINUE
+            expects.sendall(b"body")
+            answer = b""
+            while b"HTTP/1.1 405" not in answer:  # /healthz is GET only (after a 1xx or so)
+                chunk = expects.recv(4096)
+                assert chunk, answer
+                answer += chunk
     finally:
         for sock in half_open:
             sock.close()
@@ -115,6 +129,7 @@ def test_half_open_handshakes_never_hold_the_stream_threads(
         (b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", None),  # the body goes on
         (b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd", b""),
         (b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", b""),  # gunicorn answers 400
+        (b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n", CONTINUE),
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"HTTP/1.1 413"),
         (f"POST /x HTTP/1.1\r\nContent-Length: {BODY_BYTES + 1}\r\n\r\n".encode(), b"HTTP/1.1 413"),
         (b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 40_000, b"HTTP/1.1 431"),
