@@ -519,3 +519,18 @@ def test_agent_feeds_never_take_the_threads_that_answer_twilio(server: Server) -
     finally:
         for feed in feeds:
             feed.close()
+
+
+def test_half_sent_requests_never_keep_twilio_from_being_answered(server: Server) -> None:
+    half = f"POST /voice/incoming HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\n".encode()
+    stalls: list[socket.socket] = []
+    try:
+        for _ in range(50):  # no signature needed to send half a request
+            stall = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S)
+            stall.sendall(half)
+            stalls.append(stall)
+        for _ in range(4):
+            assert Caller(server, next_number()).call().step == "language"
+    finally:
+        for stall in stalls:
+            stall.close()
