@@ -470,3 +470,22 @@ def test_nested_json_in_a_stream_ends_in_an_error_decision(
     stream.wait_closed(timeout=5)
     result = results.get(sid(25), "confirm")
     assert result is not None and result.status == "error"
+
+
+class GoneSocket(ScriptedSocket):
+    """A WebSocket whose other side has gone: closing it fails as a socket does."""
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_caller_gone_when_the_stream_is_refused_is_no_error_in_the_logs(
+    results: SpeechResults, caplog: pytest.LogCaptureFixture
+) -> None:
+    from interphone.voice.speech.stream import SpeechStreams
+
+    streams = SpeechStreams(support.ko_registry(), results, TEST_LIMITS, secret=support.SECRET)
+    streams.handle(GoneSocket([support.start_message(sid(26), "main", "menu", token="")]))
+    result = results.get(sid(26), "main")
+    assert result is not None and result.status == "error"
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []

@@ -265,7 +265,7 @@ class SpeechStreams:
         self._store(state.call, result)
         if state.utterance is not None:
             state.utterance.close()
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, OSError):  # the caller may be gone
             ws.close()  # Twilio now requests the <Connect action> URL
 
     def _refuse(self, state: _State, call: _Call, ws: Socket) -> None:
@@ -277,7 +277,7 @@ class SpeechStreams:
             self.refused += 1
         state.decided = True
         self._store(call, self._error(call), overwrite=False)
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, OSError):  # the caller may be gone
             ws.close()
 
     def _error(self, call: _Call) -> SpeechResult:
