@@ -1,15 +1,15 @@
 """Sign-in to the screens: the password check and the throttle in front of it.
 
-- Constant work: an unknown or deactivated address is checked against a dummy hash of
-  the same algorithm and cost, so that the answer's time says nothing about which
-  addresses have an account.
+- Constant work: an unknown e-mail or a deactivated account is checked against a dummy
+  hash of the same algorithm and cost, so that the answer's time says nothing about
+  which e-mails have an account.
 - Throttle, in Redis counters with expiry: failed attempts per (account, client
   address), :data:`PER_ACCOUNT_AND_ADDRESS`, and per client address,
-  ``RATE_LIMIT_LOGIN``. Nothing counts per account alone, so guesses from one address
-  never lock the owner out from another. Every attempt takes one from its counters
-  before the password is checked (parallel guesses cannot all pass a check made before
-  the first failure is counted); a successful one gives them back, so an office signing
-  in at 9:00 behind one address uses none of its allowance.
+  ``RATE_LIMIT_LOGIN`` (an IPv6 client: its /64). Nothing counts per account alone, so
+  guesses from one address never lock the owner out from another. Every attempt takes
+  one from its counters before the password is checked (parallel guesses cannot all
+  pass a check made before the first failure is counted); a successful one gives them
+  back, so an office signing in at 9:00 behind one address uses none of its allowance.
 
 Both hold even with ``RATE_LIMITS=off``: they guard against guessing, not load. The
 counters are keyed by a keyed hash of the address and the e-mail, never the e-mail
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -118,11 +119,15 @@ class SignIn:
         if not verify_password(agent, password) or agent is None:
             raise WrongCredentials
         if taken:
-            self._give_back(keys=keys)
+            try:
+                self._give_back(keys=keys)
+            except redis.RedisError as exc:  # the attempt stays counted, until it expires
+                log.warning("sign-in throttle not given back (%s)", type(exc).__name__)
         return agent
 
     def _counters(self, email: str, address: str) -> tuple[list[str], list[Window]]:
         """The counters of an attempt, the (account, address) one first."""
+        address = _client(address)
         pair = self._hash(f"{email}\n{address}")
         keys = [f"{PREFIX}account:{pair}"]
         windows = [PER_ACCOUNT_AND_ADDRESS]
@@ -134,3 +139,18 @@ class SignIn:
 
     def _hash(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _client(address: str) -> str:
+    """The client an address stands for: an IPv6 address by its /64, the smallest
+    network a subscriber gets (rotating addresses within it gains nothing), an IPv4
+    address (mapped into IPv6 or not) as itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

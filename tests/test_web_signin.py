@@ -13,13 +13,16 @@ from typing import Any
 
 import argon2
 import pytest
+import redis
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from interphone import metrics as figures
 from interphone.accounts import add_user, deactivate_agent, reactivate_agent, reset_password
 from interphone.config import RateLimits
 from interphone.runtime import Runtime
-from interphone.signin import PER_ACCOUNT_AND_ADDRESS
+from interphone.signin import PER_ACCOUNT_AND_ADDRESS, SignIn, WrongCredentials
 from interphone.web import create_app
 
 from .conftest import SITE
@@ -86,7 +89,7 @@ def test_wrong_passwords_from_one_address_never_lock_the_owner_out(app: Flask, a
 
 def test_a_successful_sign_in_uses_none_of_the_address_allowance(app: Flask, agent: Any) -> None:
     client = app.test_client()
-    for _ in range(PER_ACCOUNT_AND_ADDRESS.amount * 2):
+    for _ in range(PER_ACCOUNT_AND_ADDRESS.amount + 1):
         assert _sign_in(client, EMAIL, PASSWORD).status_code == 302
     for _ in range(PER_ACCOUNT_AND_ADDRESS.amount - 1):
         assert _sign_in(client, EMAIL, "a typo").status_code == 401
@@ -120,6 +123,16 @@ def test_an_address_guessing_across_accounts_is_throttled(strict: Flask, agent: 
         if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "sign_in"}
     ]
     assert refused == [2.0]
+
+
+def test_addresses_of_one_ipv6_network_count_as_one_client(strict: Flask, agent: Any) -> None:
+    client = strict.test_client()
+    rotating = [{"REMOTE_ADDR": f"2001:db8:1:2::{n + 1:x}"} for n in range(4)]
+    codes = [
+        _sign_in(client, f"guess{n}@example.org", "x", rotating[n]).status_code for n in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    assert _sign_in(client, EMAIL, PASSWORD, {"REMOTE_ADDR": "2001:db8:1:3::1"}).status_code == 302
 
 
 def _page_text(response: Any) -> str:
@@ -202,3 +215,17 @@ def test_a_cookie_copied_before_a_deactivation_no_longer_works_after_reactivatio
     assert not _works(app, copy)
     reactivate_agent(voice_runtime.sessions, agent.id, actor="admin")
     assert not _works(app, copy)
+
+
+def test_with_redis_down_sign_in_still_checks_the_password(
+    voice_runtime: Runtime, agent: Any
+) -> None:
+    """The throttle lets attempts through, as the other limits do; the password still
+    decides, and nothing answers a 500."""
+    down = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+    sign_in = SignIn(voice_runtime.sessions, down, secret_key="k" * 32, per_address="1/hour")
+    for _ in range(3):
+        assert sign_in.attempt(EMAIL, PASSWORD, "192.0.2.1").id == agent.id
+        with pytest.raises(WrongCredentials):
+            sign_in.attempt(EMAIL, "a wrong guess", "192.0.2.1")
+    down.close()
