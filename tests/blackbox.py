@@ -21,6 +21,9 @@ import itertools
 import os
 import re
 import secrets
+import signal
+import socket
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -175,6 +178,51 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
     finally:
         _empty(rt)
         rt.close()
+
+
+def start_refused(redis_url: str, database_url: str, instance: Path, **changes: str) -> str:
+    """Start the Procfile's ``web`` in production with ``changes`` to its environment
+    (an empty value removes the variable), expecting it to refuse: what it said on the
+    way out. Fails as soon as it answers instead."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
+    env.update(_env(redis_url, database_url, instance), HOST="127.0.0.1", PORT=str(port))
+    env.update(changes)
+    env = {k: v for k, v in env.items() if v}
+    log = instance / "refused.log"
+    with log.open("wb") as out:
+        web = subprocess.Popen(
+            loadtest.procfile_command("web", env),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while web.poll() is None:
+                if _answers(port):
+                    raise AssertionError(f"the web process started with {sorted(changes)}")
+                if time.monotonic() > deadline:
+                    raise AssertionError("the web process neither refused nor answered")
+                time.sleep(0.1)
+        finally:
+            if web.poll() is None:
+                os.killpg(web.pid, signal.SIGKILL)
+            web.wait(timeout=10)
+    assert web.returncode != 0
+    return log.read_text(errors="replace")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.25) as sock:
+            sock.sendall(f"GET /ping HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\n\r\n".encode())
+            return sock.recv(12).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
 
 
 def _wait_until_serving(server: Server, log: Path) -> None:

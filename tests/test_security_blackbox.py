@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from statistics import median
 from time import perf_counter
 from urllib.parse import quote, urlencode, urlsplit
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from interphone.config import DEV_AUTH_TOKEN, DEV_BIRTHDATE_KEY
 from interphone.models import Contact
 from interphone.queue.store import URGENT
 
@@ -36,6 +38,7 @@ from .blackbox import (
     Server,
     next_number,
     production_server,
+    start_refused,
 )
 
 pytestmark = pytest.mark.security
@@ -534,3 +537,34 @@ def test_half_sent_requests_never_keep_twilio_from_being_answered(server: Server
     finally:
         for stall in stalls:
             stall.close()
+
+
+# -- production settings that would make the line guessable or forgeable ---------------------
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        pytest.param({"BIRTHDATE_HASH_KEY": "k"}, "BIRTHDATE_HASH_KEY", id="short-birth-key"),
+        pytest.param(
+            {"BIRTHDATE_HASH_KEY": DEV_BIRTHDATE_KEY}, "BIRTHDATE_HASH_KEY", id="dev-birth-key"
+        ),
+        pytest.param(
+            {"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN}, "TWILIO_AUTH_TOKEN", id="dev-phone-token"
+        ),
+        pytest.param({"PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL", id="no-public-url"),
+        pytest.param(
+            {"PUBLIC_BASE_URL": "http://interphone.test"}, "PUBLIC_BASE_URL", id="http-public-url"
+        ),
+        pytest.param(
+            {"DEV_PHONE_REST_URL": "http://127.0.0.1:5999"}, "DEV_PHONE_REST_URL", id="test-only"
+        ),
+    ],
+)
+def test_production_refuses_to_start_on_settings_that_open_the_line(
+    redis_url: str,
+    database_url: str,
+    tmp_path: Path,
+    changes: dict[str, str],
+    named: str,
+) -> None:
+    said = start_refused(redis_url, database_url, tmp_path, **changes)
+    assert f"ConfigError: {named}" in said, said[-2000:]
