@@ -54,6 +54,7 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
         self.deadline = 0.0
         self.ready = False  # its request has arrived: a thread may take it
         self.continued = False  # "100 Continue" sent for this request
+        self.guarded = True  # False: served as gthread serves it (TLS, HTTP/2)
 
     def init(self) -> None:
         super().init()
@@ -115,11 +116,15 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 raise
             return
         self.nr_conns += 1
-        self.enqueue_req(_Conn(self.cfg, client, address, listener.getsockname()))
+        conn = _Conn(self.cfg, client, address, listener.getsockname())
+        conn.guarded = not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(
+            self.cfg, address
+        )
+        self.enqueue_req(conn)
 
     def enqueue_req(self, conn: _Conn) -> None:
         """Every way to a thread (new, kept alive, read ahead) goes through the guard."""
-        if conn.ready or not self._guarded(conn):
+        if conn.ready or not conn.guarded:
             conn.ready = False
             super().enqueue_req(conn)
             return
@@ -129,30 +134,34 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if self._advance(conn):
                 return
         conn.sock.setblocking(False)
+        if self._read(conn):  # what has arrived already, without a turn of the loop
+            return
         conn.deadline = time.monotonic() + HEAD_DEADLINE_S
         while len(self.waiting) >= MAX_WAITING:
             self._drop(next(iter(self.waiting)))
         self.waiting[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
-        self._readable(conn)  # what has arrived already, without a turn of the loop
 
-    def _guarded(self, conn: _Conn) -> bool:
-        return not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(
-            self.cfg, conn.client
-        )
+    def _readable(self, conn: _Conn, _sock: Any) -> None:
+        self._read(conn)
 
-    def _readable(self, conn: _Conn, _sock: Any = None) -> None:
+    def _read(self, conn: _Conn) -> bool:
+        """Take what has arrived; True once the connection is settled (given to a
+        thread, answered, or closed)."""
         try:
             data = conn.sock.recv(READ_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
-        if not data:
-            self._drop(conn)
-            return
+        if not data:  # the client has gone
+            if conn in self.waiting:
+                self._drop(conn)
+            else:
+                self._close(conn, b"")
+            return True
         conn.head += data
-        self._advance(conn)
+        return self._advance(conn)
 
     def _advance(self, conn: _Conn) -> bool:
         """A request arrived whole goes to a thread, a refused one is answered and
