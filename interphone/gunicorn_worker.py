@@ -12,7 +12,7 @@ a thread takes the connection only then, and answers it without waiting for the 
 again (the stream server's signature check reads nothing more). Meanwhile:
 
 - a connection whose request has not arrived ``HEAD_DEADLINE_S`` after it was accepted
-  (or after its previous answer, kept alive) is closed;
+  (kept alive: after the first bytes of its next request) is closed;
 - at most ``MAX_WAITING`` connections wait for their request; beyond, the oldest is
   closed. A client that sends its request at once (Twilio, a health probe) waits
   milliseconds, so it is never the oldest for long;
@@ -21,9 +21,10 @@ again (the stream server's signature check reads nothing more). Meanwhile:
 
 So idle or half-open sockets cost a file descriptor and a few bytes, never a thread.
 
-Use: ``gunicorn --worker-class interphone.gunicorn_worker.GuardedThreadWorker``
-(``Procfile``: ``stream``). With TLS in gunicorn (``--certfile``) or HTTP/2 by prior
-knowledge, connections are served as gthread serves them: the guard reads plain bytes.
+Use: ``gunicorn --worker-class interphone.gunicorn_worker.GuardedThreadWorker`` (``Procfile``:
+``stream``), or ``GuardedWebWorker`` (``web``: larger bodies go to a thread after their
+head). With TLS in gunicorn (``--certfile``) or HTTP/2 by prior knowledge, connections are
+served as gthread serves them: the guard reads plain bytes.
 """
 
 from __future__ import annotations
