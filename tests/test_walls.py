@@ -247,3 +247,38 @@ def test_an_agent_acts_only_on_their_own_offers(app, voice_runtime: Runtime) -> 
     assert offer.agent_id == mine.id
     assert rt.store.contact(contact)["state"] == "offered"
     assert rt.store.agent(mine.id)["state"] == "offered"
+
+
+def test_a_supervisor_cannot_open_another_sites_dashboard(other_supervisor) -> None:
+    for path in (
+        "/supervisor",
+        "/supervisor/panel",
+        "/supervisor/feed",
+        "/supervisor/export.csv?from=2027-01-01&to=2027-01-02",
+    ):
+        join = "&" if "?" in path else "?"
+        elsewhere = other_supervisor.get(f"{path}{join}site={SITE}")
+        missing = other_supervisor.get(f"{path}{join}site=nowhere")
+        assert elsewhere.status_code == missing.status_code == 404, path
+        assert elsewhere.get_data() == missing.get_data(), path
+
+
+def test_an_administrator_watches_any_sites_dashboard(app, voice_runtime: Runtime) -> None:
+    from datetime import datetime
+
+    rt = voice_runtime
+    ensure_site(rt.sessions, OTHER, "Sous-préfecture")
+    admin = _signed_in(app, rt, "admin@example.org", "admin", OTHER)
+    contact = rt.queue.enqueue_live(SITE, language="fr").contact_id
+    own = admin.get("/supervisor").get_data(as_text=True)
+    assert "Supervision — Sous-préfecture" in own and f"?site={SITE}" in own  # the choice
+    page = admin.get(f"/supervisor?site={SITE}").get_data(as_text=True)
+    assert f"/supervisor/contacts/{contact}/cancel?site={SITE}" in page
+    response = _post(admin, f"/supervisor/contacts/{contact}/priority?site={SITE}", urgent="1")
+    assert response.location.endswith(f"/supervisor?site={SITE}")
+    feed = admin.get(f"/supervisor/feed?site={SITE}", buffered=False)
+    assert next(iter(feed.response)).startswith(b"event: hello")
+    feed.close()
+    today = datetime.fromtimestamp(rt.clock.now()).date().isoformat()
+    export = admin.get(f"/supervisor/export.csv?site={SITE}&from={today}&to={today}")
+    assert export.get_data(as_text=True).splitlines()[1].startswith(f"{contact},")

@@ -30,6 +30,7 @@ from ..models import Agent, Contact, Event, Site
 from ..privacy import mask_phone
 from ..queue.exceptions import QueueError, UnknownAgent, UnknownContact
 from ..queue.stats import HourRow, Statistics, hourly
+from ..sites import list_sites
 from . import runtime_of
 from .agent import feed_response
 from .auth import role_required
@@ -44,11 +45,17 @@ NOT_FOUND = {UnknownContact: _l("Contact inconnu."), UnknownAgent: _l("Agent inc
 
 
 def _site() -> Site:
-    """The supervisor's own site: the dashboard, its feed and the export show it alone."""
+    """The site the dashboard, its feed and the export show: the person's own, or the
+    one ``?site=`` names within their scope (an administrator's choice). Another site
+    answers as one that does not exist."""
+    code = request.args.get("site", "")[:40]
     with runtime_of(current_app).sessions() as s:
-        site = s.get(Site, current_site_id())
-    if site is None:
-        abort(404, description=_("Page introuvable."))
+        if code:
+            site = s.scalar(select(Site).where(Site.code == code))
+        else:
+            site = s.get(Site, current_site_id())
+    if site is None or not current_scope().allows(site.id):
+        abort(404, description=_("Site inconnu."))
     return site
 
 
@@ -61,7 +68,7 @@ def _act(action: Callable[[], object]) -> Any:
         abort(404, description=str(NOT_FOUND[type(exc)]))
     except QueueError as exc:
         flash(queue_error_text(exc))
-    return redirect(url_for("supervisor.dashboard"))
+    return redirect(url_for("supervisor.dashboard", site=request.args.get("site", "")[:40] or None))
 
 
 def _context() -> dict[str, Any]:
@@ -112,7 +119,8 @@ def _working_hours(rows: list[HourRow]) -> list[HourRow]:
 @bp.get("/supervisor")
 @role_required(*SUPERVISORS)
 def dashboard() -> Any:
-    return render_template("supervisor.html", **_context())
+    sites = list_sites(runtime_of(current_app).sessions) if current_user.role == "admin" else []
+    return render_template("supervisor.html", sites=sites, **_context())
 
 
 @bp.get("/supervisor/panel")
