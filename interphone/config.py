@@ -343,8 +343,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _feed_limits(env: _Env) -> FeedLimits:
-    threads = env.integer("WEB_THREADS", FeedLimits.web_threads, minimum=2)
-    per_process = env.integer("FEEDS_PER_PROCESS", threads // 2, minimum=1)
+    threads = env.integer("WEB_THREADS", FeedLimits.web_threads, minimum=1)
+    # one thread (a sync worker): no feed at all, every screen is told to retry elsewhere
+    per_process = env.integer("FEEDS_PER_PROCESS", threads // 2, minimum=0)
     if per_process > threads // 2:
         raise ConfigError(
             f"FEEDS_PER_PROCESS: {per_process} is more than half of WEB_THREADS ({threads}): "

@@ -117,6 +117,13 @@ SPECS = {
             ("proof",),
         ),
         Spec(
+            "interphone_live_feeds_capped",
+            "Screens' live feeds ended by a cap, by cap (process: FEEDS_PER_PROCESS open, "
+            "told to retry later; person: replaced by the same person's newer screen)",
+            "counter",
+            ("cap",),
+        ),
+        Spec(
             "interphone_retention_purged",
             "Records whose personal data the retention job removed, by table",
             "counter",

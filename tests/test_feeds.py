@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
+from interphone import metrics as figures
 from interphone.accounts import add_user
 from interphone.config import ConfigError, FeedLimits, load_settings
 from interphone.queue.notifier import channel
@@ -41,12 +42,21 @@ def test_a_sessions_fifth_feed_closes_its_oldest(voice_runtime: Runtime) -> None
         assert next(feeds[0]) == 'event: replaced\ndata: {"message": ""}\n\n'
         assert next(feeds[0], None) is None
         assert hub.open_streams() == 4
+        assert _capped(voice_runtime, "person") == 1  # in the metrics
         voice_runtime.redis.publish(channel(1), '{"seq": 1}')
         assert all(next(feed).startswith("event: change") for feed in feeds[1:])
     finally:
         for feed in feeds:
             feed.close()  # type: ignore[attr-defined]
     assert hub.open_streams() == 0
+
+
+def _capped(rt: Runtime, cap: str) -> float:
+    """The metrics' count of feeds ended by ``cap``."""
+    figures.recorder_for(rt.redis).flush()
+    samples = figures.read(rt.redis)
+    name = "interphone_live_feeds_capped_total"
+    return sum(s.value for s in samples if s.name == name and s.labels == {"cap": cap})
 
 
 def test_a_replaced_screen_is_told_why_in_its_language(app, voice_runtime: Runtime) -> None:
@@ -110,6 +120,7 @@ def test_a_full_process_tells_a_new_feed_to_try_again_later(voice_runtime: Runti
         assert re.fullmatch(r"retry: \d+\nevent: busy\ndata: \{\}\n\n", refused), refused
         retry_ms = int(refused.split()[1])
         assert 5_000 <= retry_ms <= 15_000 and next(third, None) is None
+        assert _capped(voice_runtime, "process") == 1
         first.close()  # type: ignore[attr-defined]  # a place is free again
         again = _stream(hub, "agent:9")
         assert next(again).startswith("event: hello")
@@ -124,9 +135,9 @@ def test_a_full_process_tells_a_new_feed_to_try_again_later(voice_runtime: Runti
     ("environ", "message"),
     [
         ({"WEB_THREADS": "8", "FEEDS_PER_PROCESS": "5"}, "FEEDS_PER_PROCESS: 5 is more than half"),
-        ({"FEEDS_PER_PROCESS": "0"}, "FEEDS_PER_PROCESS: '0' must be >= 1"),
+        ({"FEEDS_PER_PROCESS": "-1"}, "FEEDS_PER_PROCESS: '-1' must be >= 0"),
         ({"FEEDS_PER_USER": "many"}, "FEEDS_PER_USER: 'many' is not a whole number"),
-        ({"WEB_THREADS": "1"}, "WEB_THREADS: '1' must be >= 2"),
+        ({"WEB_THREADS": "0"}, "WEB_THREADS: '0' must be >= 1"),
     ],
 )
 def test_feeds_may_take_at_most_half_of_the_web_threads(
@@ -139,6 +150,7 @@ def test_feeds_may_take_at_most_half_of_the_web_threads(
 def test_feed_limits_follow_the_web_threads() -> None:
     assert load_settings({}).feeds == FeedLimits(web_threads=32, per_process=16, per_user=4)
     assert load_settings({"WEB_THREADS": "8"}).feeds.per_process == 4
+    assert load_settings({"WEB_THREADS": "1"}).feeds.per_process == 0  # a sync worker
 
 
 def test_feeds_never_take_the_threads_that_answer_twilio(voice_runtime: Runtime) -> None:

@@ -30,6 +30,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
+from .. import metrics as figures
 from ..desk import contact_card
 from ..models import Agent, Site
 from ..queue.clock import to_ms
@@ -195,11 +196,13 @@ def events_stream(
                 if changes:
                     yield changes
                 if batches[-1] is REPLACED:
+                    figures.recorder_for(hub.redis).inc("interphone_live_feeds_capped", "person")
                     yield f"event: replaced\ndata: {json.dumps({'message': replaced})}\n\n"
                     return
                 if batches[-1] is CLOSED:
                     return  # the browser reconnects and resynchronizes on its hello
     except FeedsBusy:
+        figures.recorder_for(hub.redis).inc("interphone_live_feeds_capped", "process")
         yield f"retry: {random.randint(*BUSY_RETRY_MS)}\nevent: busy\ndata: {{}}\n\n"
 
 
