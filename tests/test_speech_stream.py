@@ -16,6 +16,7 @@ import redis
 
 from interphone.voice.speech import mulaw
 from interphone.voice.speech.results import SpeechResult, SpeechResults
+from interphone.voice.speech.stream import MAX_MESSAGE_BYTES
 from interphone.voice.speech.token import TTL_S as TOKEN_TTL_S
 from interphone.voice.speech.token import sign
 
@@ -466,8 +467,10 @@ def test_nested_json_in_a_stream_ends_in_an_error_decision(
     stream = TwilioStream(server.url)
     stream.start(sid(25), "confirm", "yes_no")
     stream.speak(hiss(0.2))
-    stream.send('{"event": "media", "media": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    depth = (MAX_MESSAGE_BYTES - 100) // 2  # within the size limit, far past json's depth
+    stream.send('{"event": "media", "media": ' + "[" * depth + "]" * depth + "}")
     stream.wait_closed(timeout=5)
+    assert support.poll_until(lambda: results.get(sid(25), "confirm") is not None, 5)
     result = results.get(sid(25), "confirm")
     assert result is not None and result.status == "error"
 
@@ -489,3 +492,18 @@ def test_a_caller_gone_when_the_stream_is_refused_is_no_error_in_the_logs(
     result = results.get(sid(26), "main")
     assert result is not None and result.status == "error"
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_a_call_sid_or_language_with_a_trailing_newline_is_refused(
+    server: StreamServer, redis_client: redis.Redis, results: SpeechResults
+) -> None:
+    stream = TwilioStream(server.url)
+    stream.send(support.start_message(sid(27) + "\n", "confirm", "yes_no"))
+    stream.wait_closed(timeout=5)
+    assert [k for k in redis_client.scan_iter("ip:speech:*") if b"\n" in k] == []
+    stream = TwilioStream(server.url)
+    stream.send(support.start_message(sid(28), "confirm", "yes_no", lang="ko\n"))
+    stream.speak(fixture("ko_yes") + hiss(1))
+    stream.wait_closed(timeout=5)
+    result = results.get(sid(28), "confirm")
+    assert result is not None and result.status == "error"  # no language "ko\n" is heard

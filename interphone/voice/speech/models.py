@@ -36,7 +36,7 @@ from .vocabulary import (
 log = logging.getLogger(__name__)
 
 UNKNOWN_TOKENS = ("[unk]", "<UNK>", "<unk>")  # in the order they are tried
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")  # matched whole: no trailing newline
 
 
 class ModelError(RuntimeError):
@@ -143,7 +143,7 @@ class ModelRegistry:
     def path(self, lang: str) -> Path:
         if lang in self.paths:
             return self.paths[lang]
-        if not _LANGUAGE.match(lang):
+        if not _LANGUAGE.fullmatch(lang):
             raise ModelError(f"no model for {lang!r}: not a language code")
         if self.models_dir is None:
             raise ModelError(f"no model for {lang!r}: VOSK_MODELS_DIR is not set")

@@ -15,7 +15,7 @@ from ..session import TTL_S as CALL_STATE_TTL_S
 PREFIX = "ip:speech:"
 RESULT_TTL_S = 3600  # a yes, a menu word or a language code: an hour is plenty
 PERSONAL_TTL_S = CALL_STATE_TTL_S  # spoken digits (a phone number): as long as call state
-_KEY_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_KEY_PART = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # matched whole: no trailing newline
 
 
 class Status(StrEnum):
@@ -70,7 +70,7 @@ class SpeechResult:
 
 
 def valid_key_part(value: str) -> bool:
-    return bool(_KEY_PART.match(value))
+    return bool(_KEY_PART.fullmatch(value))
 
 
 class SpeechResults:

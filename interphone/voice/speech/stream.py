@@ -50,7 +50,7 @@ PATH = "/voice/stream"
 MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 250 bytes, a start about 1 KB
 MAX_BAD_MESSAGES = 50
 MIN_LISTEN_S, MAX_LISTEN_S = 1.0, 60.0  # bounds of a question's ``max_s`` parameter
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")  # matched whole: no trailing newline
 
 
 class Socket(Protocol):
@@ -331,7 +331,7 @@ def _start(event: dict[str, Any]) -> _Call | None:
         sid=sid,
         step=step,
         grammar=str(params.get("grammar") or ""),
-        lang=lang if _LANGUAGE.match(lang) else "",  # a folder name under VOSK_MODELS_DIR
+        lang=lang if _LANGUAGE.fullmatch(lang) else "",  # a folder name under VOSK_MODELS_DIR
         max_s=_seconds(params.get("max_s")),
         token=str(params.get(call_token.PARAMETER) or ""),
     )

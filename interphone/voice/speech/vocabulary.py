@@ -39,9 +39,9 @@ MEANINGS: Mapping[str, frozenset[str]] = MappingProxyType(
         DIGITS: frozenset("0123456789"),
     }
 )
-_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # matched whole, as _WORD: no trailing newline
 # A word Vosk can hold in a grammar: one token, no spaces or brackets.
-_WORD = re.compile(r"^[^\s\[\]<>\"]+$")
+_WORD = re.compile(r"[^\s\[\]<>\"]+")
 
 
 class VocabularyError(ValueError):
@@ -139,10 +139,10 @@ def problems(vocabulary: Vocabulary) -> list[str]:
             out.append(f"{where}: [speech.{name}] is not a grammar ({', '.join(GRAMMARS)})")
             continue
         for word, meaning in grammar.meanings.items():
-            if not _WORD.match(word):
+            if not _WORD.fullmatch(word):
                 out.append(f"{where}: [speech.{name}] {word!r} must be one word")
             if name == LANGUAGE:
-                if not _LANGUAGE_CODE.match(meaning):
+                if not _LANGUAGE_CODE.fullmatch(meaning):
                     out.append(f"{where}: [speech.{name}] {word!r} = {meaning!r}: not a code")
             elif meaning not in MEANINGS[name]:
                 out.append(
