@@ -24,6 +24,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -180,17 +181,37 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
         rt.close()
 
 
+def production_environ(
+    redis_url: str, database_url: str, instance: Path, **changes: str
+) -> dict[str, str]:
+    """A process's environment in production (this one's, less the test run's own
+    variables), with ``changes`` (an empty value removes the variable)."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
+    env.update(_env(redis_url, database_url, instance), **changes)
+    return {k: v for k, v in env.items() if v}
+
+
+def interphone(redis_url: str, database_url: str, instance: Path, *args: str) -> str:
+    """``interphone ARGS`` run in production, as an operator would: what it said (its
+    output and errors), raising if it succeeded."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "interphone"), *args],
+        env=production_environ(redis_url, database_url, instance),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    return done.stdout + done.stderr
+
+
 def start_refused(redis_url: str, database_url: str, instance: Path, **changes: str) -> str:
     """Start the Procfile's ``web`` in production with ``changes`` to its environment
     (an empty value removes the variable), expecting it to refuse: what it said on the
     way out. Fails as soon as it answers instead."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
-    env.update(_env(redis_url, database_url, instance), HOST="127.0.0.1", PORT=str(port))
-    env.update(changes)
-    env = {k: v for k, v in env.items() if v}
+    env = production_environ(redis_url, database_url, instance, **changes)
+    env.update(HOST="127.0.0.1", PORT="0")  # the port gunicorn takes is in its log
     log = instance / "refused.log"
     with log.open("wb") as out:
         web = subprocess.Popen(
@@ -203,7 +224,8 @@ def start_refused(redis_url: str, database_url: str, instance: Path, **changes: 
         try:
             deadline = time.monotonic() + 60
             while web.poll() is None:
-                if _answers(port):
+                listening = LISTENING.search(log.read_text(errors="replace"))
+                if listening and _answers(int(listening.group(1))):
                     raise AssertionError(f"the web process started with {sorted(changes)}")
                 if time.monotonic() > deadline:
                     raise AssertionError("the web process neither refused nor answered")
@@ -214,6 +236,9 @@ def start_refused(redis_url: str, database_url: str, instance: Path, **changes: 
             web.wait(timeout=10)
     assert web.returncode != 0
     return log.read_text(errors="replace")
+
+
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
 def _answers(port: int) -> bool:

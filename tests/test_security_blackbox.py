@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from interphone.cli import DEMO_AGENT, DEMO_PASSWORD
 from interphone.config import DEV_AUTH_TOKEN, DEV_BIRTHDATE_KEY
 from interphone.models import Contact
 from interphone.queue.store import URGENT
@@ -36,6 +37,7 @@ from .blackbox import (
     Caller,
     Client,
     Server,
+    interphone,
     next_number,
     production_server,
     start_refused,
@@ -568,3 +570,12 @@ def test_production_refuses_to_start_on_settings_that_open_the_line(
 ) -> None:
     said = start_refused(redis_url, database_url, tmp_path, **changes)
     assert f"ConfigError: {named}" in said, said[-2000:]
+
+
+def test_the_demo_seed_is_refused_in_production(
+    server: Server, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    said = interphone(redis_url, database_url, tmp_path, "dev", "seed")
+    assert "refused in production" in said
+    demo = Browser(server, "192.0.2.91").sign_in(DEMO_AGENT, DEMO_PASSWORD)
+    assert demo.status == 401  # no account with the published password
