@@ -84,6 +84,7 @@ class Seeded:
 @dataclass
 class Server:
     port: int
+    account_sid: str
     auth_token: str
     api_token: str
     metrics_token: str
@@ -172,8 +173,8 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
         seeded = _seed(rt)
         environ = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
         with loadtest.procfile_stack(rt, env, processes=("web",), environ=environ) as started:
-            tokens = (env["TWILIO_AUTH_TOKEN"], env["API_TOKENS"], env["METRICS_TOKEN"])
-            server = Server(started[0], *tokens, rt, seeded)
+            names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "API_TOKENS", "METRICS_TOKEN")
+            server = Server(started[0], *(env[name] for name in names), rt, seeded)
             _wait_until_serving(server, instance / "loadtest.log")
             yield server
     finally:
@@ -389,6 +390,7 @@ class Caller:
     heard: list[str] = field(default_factory=list)  # every <Say>, in order
     said: list[str] = field(default_factory=list)  # the last answer's <Say>s
     action: str | None = None  # where the next key press goes
+    redirected: bool = False  # the action is a <Redirect>'s: requested without keys
     ended: bool = False
     last: Answer | None = None  # the last answer, as sent
 
@@ -405,7 +407,7 @@ class Caller:
     def params(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {
             "CallSid": self.sid,
-            "AccountSid": "AC" + "1" * 32,
+            "AccountSid": self.server.account_sid,
             "From": self.number,
             "To": self.line,
             "Caller": self.number,
@@ -429,11 +431,13 @@ class Caller:
         self._follow(self.post("/voice/incoming", self.params({"CallStatus": "ringing"})))
         return self
 
-    def press(self, digits: str) -> Caller:
-        """Keys typed at the current ``<Gather>`` (Twilio leaves out the finishing ``#``)."""
+    def press(self, digits: str = "") -> Caller:
+        """Keys typed at the current ``<Gather>`` (Twilio leaves out the finishing ``#``),
+        or the ``<Redirect>`` followed (no keys)."""
         if self.ended or self.action is None:
             raise AssertionError(f"the call is over; it last heard {self.said}")
-        self._follow(self.post(self.action, self.params({"Digits": digits.rstrip("#")})))
+        keys = {} if self.redirected else {"Digits": digits.rstrip("#")}
+        self._follow(self.post(self.action, self.params(keys)))
         return self
 
     def _follow(self, answer: Answer) -> None:
@@ -441,14 +445,16 @@ class Caller:
         assert answer.status == 200, f"{answer.status} {answer.text[:300]}"
         assert answer.header("Content-Type").startswith(("application/xml", "text/xml"))
         document = ET.fromstring(answer.body)
-        self.said, self.action = [], None
+        self.said, self.action, self.redirected = [], None, False
         for element in document.iter():
             if element.tag == "Say" and element.text:
                 self.said.append(element.text.strip())
             elif element.tag == "Gather":
                 self.action = element.get("action")
-            elif element.tag == "Redirect" and element.text:
-                self.action = urlsplit(element.text.strip())._replace(scheme="", netloc="").geturl()
+            elif element.tag == "Redirect" and element.text and self.action is None:
+                target = urlsplit(element.text.strip())
+                self.action = target.path + (f"?{target.query}" if target.query else "")
+                self.redirected = True
             elif element.tag == "Hangup":
                 self.ended = True
         self.heard.extend(self.said)
