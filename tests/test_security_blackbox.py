@@ -32,7 +32,6 @@ from .blackbox import (
     SITE_A,
     SITE_B,
     TIMEOUT_S,
-    Answer,
     Browser,
     Caller,
     Client,
@@ -269,14 +268,14 @@ def test_the_limits_met_by_these_callers_show_in_the_metrics(server: Server) -> 
     assert sum(n for name, n in limited.items() if name.startswith("withheld")) >= 1, limited
 
 
-def test_the_agent_join_webhook_answers_twiml_for_an_unknown_contact(server: Server) -> None:
+@pytest.mark.parametrize("route", ["/voice/agent/join", "/voice/applicant/join", "/voice/bridge"])
+def test_bridge_webhooks_answer_twiml_for_an_unknown_contact(server: Server, route: str) -> None:
     caller = Caller(server, next_number())
-    for query in ("c=999999", "c=unknown", ""):
-        path = "/voice/agent/join" + (f"?{query}" if query else "")
-        answer = caller.post(path, caller.params())
+    for query in ("?c=999999", "?c=unknown", ""):
+        answer = caller.post(route + query, caller.params())
         assert answer.status < 500
         assert answer.header("Content-Type").startswith(("application/xml", "text/xml")), (
-            path,
+            route + query,
             answer.status,
             answer.text[:200],
         )
@@ -360,39 +359,40 @@ def test_a_form_without_its_csrf_token_is_refused(server: Server) -> None:
 
 
 # -- signing in --------------------------------------------------------------------------------
-def wrong_sign_in(server: Server, email: str, address: str) -> float:
-    browser = Browser(server, address)
-    token_page = browser.get("/login")
+def wrong_sign_in(server: Server, email: str, address: str) -> tuple[int, float]:
+    """A wrong password for ``email`` from ``address``: the answer's status, and how long
+    signing in took (the page read, then the form posted)."""
     started = perf_counter()
-    answer = browser.post_form(
-        "/login", {"email": email, "password": "not-the-password", "csrf_token": csrf(token_page)}
-    )
-    elapsed = perf_counter() - started
-    assert answer.status in (401, 429), answer.status
-    return elapsed
-
-
-def csrf(page: Answer) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found is not None
-    return found.group(1)
+    answer = Browser(server, address).sign_in(email, "not-the-password")
+    return answer.status, perf_counter() - started
 
 
 def test_wrong_passwords_from_one_address_never_lock_the_owner_out(server: Server) -> None:
-    for _ in range(6):
-        wrong_sign_in(server, "agent@site-b.test", "203.0.113.66")
+    attempts = [wrong_sign_in(server, "agent@site-b.test", "203.0.113.66") for _ in range(6)]
+    assert [status for status, _ in attempts] == [401] * 5 + [429]  # the guesser is throttled
     owner = Browser(server, "192.0.2.77")
     assert owner.sign_in("agent@site-b.test").status == 302
 
 
+def test_one_address_trying_many_accounts_is_throttled(server: Server) -> None:
+    for n in range(40):
+        status, _ = wrong_sign_in(server, f"guess{n}@site-a.test", "203.0.113.77")
+        if status == 429:
+            return
+        assert status == 401
+    raise AssertionError("40 wrong sign-ins from one address and no throttle")
+
+
 def test_an_unknown_email_costs_the_same_work_as_a_known_one(server: Server) -> None:
     known, unknown = [], []
-    for n in range(4):  # distinct addresses: no throttle in the way
+    for n in range(5):  # distinct addresses: no throttle in the way
         known.append(wrong_sign_in(server, "supervisor@site-a.test", f"198.51.100.{n + 10}"))
         unknown.append(wrong_sign_in(server, "nobody@site-a.test", f"198.51.100.{n + 20}"))
+    assert {status for status, _ in known + unknown} == {401}
     # the password hash dominates a known e-mail's answer: loosely, an unknown one
     # must take the same order of time (it took a tenth of it before)
-    assert median(unknown) > 0.4 * median(known), (known, unknown)
+    known_s, unknown_s = [s for _, s in known], [s for _, s in unknown]
+    assert median(unknown_s) > 0.4 * median(known_s), (known_s, unknown_s)
 
 
 def test_a_session_cookie_copied_before_sign_out_is_dead_after_it(server: Server) -> None:
