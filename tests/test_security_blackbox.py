@@ -203,8 +203,8 @@ def test_an_agent_sees_an_unverified_file_number_marked_without_its_case(server:
 @pytest.mark.parametrize(
     ("token", "base"),
     [
-        ("0" * 32, PUBLIC_BASE_URL),  # another account's token
-        ("", "http://127.0.0.1:5000"),  # the right token, but not for the public URL
+        pytest.param("0" * 32, PUBLIC_BASE_URL, id="another-accounts-token"),
+        pytest.param("", "http://127.0.0.1:5000", id="signed-for-the-internal-url"),
     ],
 )
 def test_a_webhook_not_signed_by_twilio_for_the_public_url_is_refused(
@@ -462,10 +462,11 @@ def test_the_api_answers_deeply_nested_json_with_a_client_error(server: Server) 
 @pytest.mark.parametrize(
     ("file_number", "changes"),
     [
-        ("X2", {"status_changed_at": "0001-01-01T00:00:00+14:00"}),
-        ("X3", {"status_changed_at": "9999-12-31T00:00:00+00:00"}),
-        ("X4", {"birth_date": "9999-01-01"}),
-        ("\uff11\uff12\uff13", {}),  # full-width digits: no keypad can type them
+        pytest.param("X2", {"status_changed_at": "0001-01-01T00:00:00+14:00"}, id="year-1"),
+        pytest.param("X3", {"status_changed_at": "9999-12-31T00:00:00+00:00"}, id="year-9999"),
+        pytest.param("X4", {"birth_date": "9999-01-01"}, id="born-in-9999"),
+        # full-width digits: no keypad can type them
+        pytest.param("\uff11\uff12\uff13", {}, id="full-width-digits"),
     ],
 )
 def test_the_api_refuses_values_out_of_range_with_a_client_error(
