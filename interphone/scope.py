@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, true
-from sqlalchemy.orm import InstrumentedAttribute
-
 
 @dataclass(frozen=True)
 class Scope:
@@ -25,10 +22,6 @@ class Scope:
 
     def allows(self, site_id: int | None) -> bool:
         return self.site_ids is None or site_id in self.site_ids
-
-    def where(self, column: InstrumentedAttribute[int]) -> ColumnElement[bool]:
-        """The SQL condition keeping the rows of the scope's sites (``column``: a site id)."""
-        return true() if self.site_ids is None else column.in_(sorted(self.site_ids))
 
 
 EVERYWHERE = Scope()  # administrators, and the system itself
