@@ -31,7 +31,7 @@ from .sites import N_, FormError
 if TYPE_CHECKING:
     from .queue.service import QueueService
 
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,}$")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,}")
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
 
@@ -53,7 +53,7 @@ def add_user(
     region: str = "FR",
 ) -> Agent:
     email = email.strip().lower()
-    if not EMAIL.match(email):
+    if not EMAIL.fullmatch(email):
         raise AccountError(f"{email!r} is not an e-mail address")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
@@ -119,7 +119,7 @@ def end_sessions(sessions: sessionmaker[Session], agent_id: int) -> None:
 # -- administration ---------------------------------------------------------------------
 MAX_PASSWORD = 200  # the sign-in form reads no more
 MAX_NAME = 200
-CLIENT_IDENTITY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CLIENT_IDENTITY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,7 +359,7 @@ def _agent_values(
             N_("Nom : obligatoire, %(max)s caractères au plus."), field="name", max=MAX_NAME
         )
     email = data.email.strip().lower()
-    if len(email) > 254 or not EMAIL.match(email):
+    if len(email) > 254 or not EMAIL.fullmatch(email):
         raise AccountError(
             N_("Adresse électronique : « %(value)s » n'est pas une adresse valide."),
             field="email",
@@ -398,7 +398,7 @@ def _agent_values(
     identity = data.client_identity.strip()
     if not identity:  # the browser softphone is always reachable
         identity = "agent-" + re.sub(r"[^A-Za-z0-9._-]", "-", email.split("@")[0])[:58]
-    elif not CLIENT_IDENTITY.match(identity):
+    elif not CLIENT_IDENTITY.fullmatch(identity):
         raise AccountError(
             N_(
                 "Identité navigateur : lettres, chiffres, points, tirets et soulignés, "

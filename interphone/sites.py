@@ -34,20 +34,18 @@ DEFAULT_CALLBACK: dict[str, Any] = {day: [["09:00", "17:00"]] for day in WEEKDAY
 ALWAYS: dict[str, Any] = {
     day: [["00:00", "23:59:59"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 }
-CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 # SIP usernames or URIs (``porte``, ``sip:porte@prefecture.sip.twilio.com``) and browser
 # kiosks (``client:borne-1``): a conservative character set
-INTERCOM = re.compile(
-    r"^(?:client:[A-Za-z0-9._-]+|(?:sips?:)?[A-Za-z0-9._+-]+(?:@[A-Za-z0-9.-]+)?)$"
-)
+INTERCOM = re.compile(r"client:[A-Za-z0-9._-]+|(?:sips?:)?[A-Za-z0-9._+-]+(?:@[A-Za-z0-9.-]+)?")
 MAX_IDENTITY = 64
 MAX_NAME = 200
 MAX_ENTRIES = 20  # phone numbers, intercom identities
 MAX_PERIODS = 8  # per day
 MAX_CLOSURES = 200
 _TIME = r"(\d{1,2})(?::(\d{2})(?::(\d{2}))?|[hH](\d{2})?)"
-PERIOD = re.compile(rf"^{_TIME}-{_TIME}$")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+PERIOD = re.compile(rf"{_TIME}-{_TIME}")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def N_(message: str) -> str:
@@ -90,7 +88,7 @@ def ensure_site(
     always_open: bool = False,
 ) -> Site:
     """Return the site ``code``, creating it with default hours if it does not exist."""
-    if not CODE.match(code):
+    if not CODE.fullmatch(code):
         raise SiteError("site code: lower-case letters, digits and dashes, at most 40")
     with transaction(sessions) as s:
         site = s.scalar(select(Site).where(Site.code == code))
@@ -251,7 +249,7 @@ def parse_hours(texts: Mapping[str, str], prefix: str, what: Label) -> dict[str,
             )
         periods: list[tuple[int, int, str, str]] = []
         for token in tokens:
-            match = PERIOD.match(token)
+            match = PERIOD.fullmatch(token)
             start = _clock(*match.groups()[:4], end=False) if match else None
             end = _clock(*match.groups()[4:], end=True) if match else None
             if start is None or end is None:
@@ -356,7 +354,7 @@ def _identities(text: str) -> list[str]:
             max=MAX_ENTRIES,
         )
     for identity in identities:
-        if len(identity) > MAX_IDENTITY or not INTERCOM.match(identity):
+        if len(identity) > MAX_IDENTITY or not INTERCOM.fullmatch(identity):
             raise SiteError(
                 N_(
                     "Identités d'interphone : « %(value)s » n'est pas valide (lettres, chiffres "
@@ -373,7 +371,7 @@ def _closures(text: str) -> list[str]:
     days = set()
     for entry in _entries(text, r"[\s,;]+"):
         try:
-            if not ISO_DATE.match(entry):
+            if not ISO_DATE.fullmatch(entry):
                 raise ValueError(entry)
             days.add(date.fromisoformat(entry))
         except ValueError:
@@ -430,7 +428,7 @@ def create_site(
 ) -> Site:
     """A new site with these settings; audited as ``admin.site_created``."""
     code = code.strip().lower()
-    if not CODE.match(code):
+    if not CODE.fullmatch(code):
         raise SiteError(
             N_(
                 "Code du site : des minuscules, des chiffres et des tirets, 40 caractères "

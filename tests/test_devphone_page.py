@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from interphone.accounts import add_user
 from interphone.runtime import Runtime
 
@@ -23,9 +25,18 @@ def _state(client, number: str) -> dict:
 
 
 def test_page_is_served_offline_with_no_external_assets(app) -> None:
-    html = app.test_client().get("/dev/phone").get_data(as_text=True)
-    assert "Dev phone" in html and "speechSynthesis" in html
-    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
+    client = app.test_client()
+    html = client.get("/dev/phone").get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+    assert any(path.endswith(".js") for path in assets), assets
+    everything = html
+    for path in assets:
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            everything += response.get_data(as_text=True)
+    assert "Dev phone" in html and "speechSynthesis" in everything
+    assert "http://" not in everything.replace("http://127.0.0.1", "")
+    assert "https://" not in everything
 
 
 def test_ringing_typing_and_getting_a_callback_through_the_page(

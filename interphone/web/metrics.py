@@ -42,8 +42,8 @@ from . import runtime_of
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
 _PREFIX = "interphone_"
 
 
@@ -63,11 +63,11 @@ def _route() -> str:
 def _begin() -> None:
     g.started = time.perf_counter()
     rid = request.headers.get("X-Request-ID", "")
-    g.request_id = rid if _REQUEST_ID.match(rid) else secrets.token_hex(8)
+    g.request_id = rid if _REQUEST_ID.fullmatch(rid) else secrets.token_hex(8)
     context: dict[str, Any] = {"request_id": g.request_id, "route": _route()}
     if request.blueprint == "voice" and request.method == "POST":
         sid = request.form.get("CallSid", "")  # parsed once: the view reads the same form
-        if _SID.match(sid):
+        if _SID.fullmatch(sid):
             context["call_sid"] = sid
         contact = row_id(request.args.get("c", ""))
         if contact is not None:
