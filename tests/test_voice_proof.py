@@ -239,3 +239,35 @@ def test_birth_date_guesses_on_one_file_are_limited_across_numbers(
     other = _english(devphone, "+33677777777").press("1").press(OTHER_FILE + "#")
     other.press("02011985")
     assert "Your residence permit is ready" in other.transcript()
+
+
+def test_birth_date_guesses_from_parallel_calls_never_pass_the_files_allowance(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    """Eight callers from eight numbers type the file number, then all type a wrong date:
+    a try is taken as the date is compared, not checked as the number is typed, so five
+    dates are compared and the other three hear that only an agent can help."""
+    calls = [
+        _english(devphone, f"+336200000{n:02d}").press("1").press(FILE + "#") for n in range(8)
+    ]
+    for call in calls:
+        assert call.waiting_for == "/voice/step/status_birth"
+    for call in calls:
+        call.press(WRONG)
+    compared = [c for c in calls if "cannot give you any information" in c.transcript()]
+    limited = [c for c in calls if "only an agent can give you the status" in c.transcript()]
+    assert (len(compared), len(limited)) == (5, 3)
+
+
+def test_a_birth_date_that_matches_spends_none_of_the_files_tries(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    for n in range(4):
+        _english(devphone, f"+336300000{n:02d}").press("1").press(FILE + "#").press(WRONG)
+    for n in range(3):  # the owner, three times: each proves the file
+        owner = _english(devphone, f"+336400000{n:02d}").press("1").press(FILE + "#").press(BORN)
+        assert "valid until" in owner.transcript()
+    fifth = _english(devphone, "+33650000000").press("1").press(FILE + "#").press(WRONG)
+    assert "cannot give you any information" in fifth.transcript()
+    sixth = _english(devphone, "+33650000001").press("1").press(FILE + "#").press(WRONG)
+    assert "only an agent can give you the status" in sixth.transcript()

@@ -548,9 +548,10 @@ class IvrService:
     def _act_check_status(self, state: CallState, digits: str) -> Reply:
         # the lookup was counted against the caller as the turn opened (Step.counts)
         try:
-            if self._file_exhausted(state, state.file_number):
+            taken = self._take_file_try(state, state.file_number)
+            if taken is None:
                 return self._enter(state, "callback", [self._say(state.lang, "status_file_limit")])
-            case = self._match_case(state, state.file_number, digits, "status")
+            case = self._match_case(state, state.file_number, digits, "status", taken)
         except SQLAlchemyError:  # the database is down: offer the callback instead
             log.warning("status lookup of call %s: database unavailable", state.sid)
             return self._enter(state, "callback", [self._say(state.lang, "technical_error")])
@@ -610,8 +611,9 @@ class IvrService:
         the file exists or the date matched."""
         file_number = state.callback_file
         try:
-            if not self._file_exhausted(state, file_number):
-                self._match_case(state, file_number, digits, "callback")
+            taken = self._take_file_try(state, file_number)
+            if taken is not None:
+                self._match_case(state, file_number, digits, "callback", taken)
         except SQLAlchemyError:  # the file stays unverified: the agent checks it
             log.warning("callback file of call %s not checked: database unavailable", state.sid)
         return self._enter(state, "callback_reason")
@@ -724,11 +726,12 @@ class IvrService:
         digits = state.extra.pop("pending", "")
         if not self._lookup_allowed(state):
             return self._door_ask(state, "door_main", [self._say(state.lang, "status_limit")])
-        if self._file_exhausted(state, state.file_number):
+        taken = self._take_file_try(state, state.file_number)
+        if taken is None:
             reply = self._do_join_queue(state)  # an agent gives that file's status
             reply.speech.insert(0, self._say(state.lang, "status_file_limit"))
             return reply
-        case = self._match_case(state, state.file_number, digits, "door")
+        case = self._match_case(state, state.file_number, digits, "door", taken)
         if case is None:
             _trace(state, "status_mismatch")
             state.status_failures += 1
@@ -773,16 +776,17 @@ class IvrService:
 
     # -- helpers -----------------------------------------------------------------------
     def _match_case(
-        self, state: CallState, file_number: str, digits: str, where: str
+        self, state: CallState, file_number: str, digits: str, where: str, taken: list[str]
     ) -> CaseStatus | None:
         """The case, only if the birth date matches: a miss says nothing of which failed.
-        A match proves the file for the rest of the call (:data:`PROVEN`); a miss is
-        counted against the file number, whoever typed it and whether or not it exists
-        (:meth:`CallerLimits.file_failed`). ``where``: the step, for the metrics."""
+        A match proves the file for the rest of the call (:data:`PROVEN`) and gives back
+        the file's try ``taken`` before comparing (:meth:`_take_file_try`); a miss keeps
+        it, whoever typed the number and whether or not the file exists. ``where``: the
+        step, for the metrics."""
         prefetched = _prefetched_row(state.extra.pop(PREFETCHED, ""), file_number)
         born = _parse_ddmmyyyy(digits)
         if born is None or not file_number:
-            self._missed(file_number, where)
+            self._count("interphone_birth_date_mismatches", where)
             return None
         if prefetched is not None:
             row = prefetched.row  # read as the caller typed the birth date (prefetch_case)
@@ -790,36 +794,39 @@ class IvrService:
             # one read on the webhook's path: a plain connection of the reads' engine,
             # no transaction and a statement built once; an ORM session, a fresh
             # statement and a pre-pinged connection cost three times as much
-            row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
+            try:
+                row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
+            except Exception:  # nothing was compared: the try is not spent
+                self._give_back(taken)
+                raise
         if row is None or not check_birth_date(self.birthdate_key, file_number, born, row[0]):
-            self._missed(file_number, where)
+            self._count("interphone_birth_date_mismatches", where)
             return None
+        self._give_back(taken)
         state.extra[PROVEN] = file_number
         return CaseStatus(row[1], row[2], row[3])
 
-    def _missed(self, file_number: str, where: str) -> None:
-        self._count("interphone_birth_date_mismatches", where)
-        if self.limits is not None and file_number:
-            self.limits.file_failed(file_number)
+    def _give_back(self, taken: list[str]) -> None:
+        if self.limits is not None:
+            self.limits.file_give_back(taken)
 
-    def _file_exhausted(self, state: CallState, file_number: str) -> bool:
-        """The file number has had its failed birth dates for now, whoever typed them:
-        only an agent gives its status (the same words whatever the file, existing or
-        not). Read ahead with the case when it was (:meth:`prefetch_case`), else asked
-        now; the case read ahead is then dropped unused."""
+    def _take_file_try(self, state: CallState, file_number: str) -> list[str] | None:
+        """Take one of the file number's birth-date tries before comparing, whoever types
+        it (:meth:`CallerLimits.file_take`, atomic: calls guessing at once cannot pass
+        the allowance). None when it has none left: only an agent gives its status, in
+        the same words whatever the file, existing or not. A file read ahead as out of
+        tries (:meth:`prefetch_case`) costs no round trip; its case is dropped unused."""
         if self.limits is None or not file_number:
-            return False
+            return []
         prefetched = _prefetched_row(state.extra.get(PREFETCHED, ""), file_number)
-        if prefetched is not None:
-            exhausted = prefetched.exhausted
-        else:
-            exhausted = self.limits.file_exhausted(file_number)
-        if not exhausted:
-            return False
+        if prefetched is None or not prefetched.exhausted:
+            taken = self.limits.file_take(file_number)
+            if taken is not None:
+                return taken
         state.extra.pop(PREFETCHED, None)
         _trace(state, "file_limit")
         self._count("interphone_rate_limited", "file_failures")
-        return True
+        return None
 
     def _count(self, name: str, *labels: str) -> None:
         figures.recorder_for(self.redis).inc(name, *labels)

@@ -76,6 +76,16 @@ end
 """
 
 
+# give back one of each counter ``take`` incremented (a counter expired meanwhile stays
+# gone: never below zero)
+GIVE_BACK_LUA = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('get', key) or '0') > 0 then redis.call('decr', key) end
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Window:
     amount: int
@@ -114,6 +124,7 @@ class CallerLimits:
         self._key = hmac.new(secret_key.encode(), b"rate-limit", hashlib.sha256).digest()
         self._now = now
         self._take = connection.register_script(TAKE_LUA + "return take(1, 1) and 1 or 0")
+        self._give_back = connection.register_script(GIVE_BACK_LUA)
 
     def take(self, kind: str, number: str, call_sid: str = "") -> Take | None:
         """The counters to take for ``number`` (Twilio's ``From``), or None when it is
@@ -183,11 +194,24 @@ class CallerLimits:
                 return True
         return False
 
-    def file_failed(self, file_number: str) -> None:
-        """Count a birth date that did not match ``file_number`` (or no such file: the
-        count never depends on whether the file exists)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for window, current, _ in self._file_keys(file_number):
-            pipe.incr(current)
-            pipe.pexpire(current, 2 * window.seconds * 1000)
-        pipe.execute()
+    def file_take(self, file_number: str) -> list[str] | None:
+        """Take one of ``file_number``'s birth-date tries before comparing a date, from
+        whoever types it and whether or not the file exists: the counters taken, to give
+        back on a match (:meth:`file_give_back`), or None when it has none left. Taken
+        atomically, so calls comparing at once can never pass the allowance. One round
+        trip."""
+        slots = self._file_keys(file_number)
+        now_ms = int(self._now() * 1000)
+        keys: list[str] = []
+        args = [now_ms, len(slots)]
+        for window, current, previous in slots:
+            keys += [current, previous]
+            args += [window.amount, window.seconds * 1000]
+        if not self._take(keys=keys, args=args):
+            return None
+        return keys[0::2]
+
+    def file_give_back(self, taken: list[str]) -> None:
+        """A try that matched (or was never compared) is no failure: give it back."""
+        if taken:
+            self._give_back(keys=taken)
