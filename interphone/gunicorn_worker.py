@@ -22,9 +22,9 @@ again (the stream server's signature check reads nothing more). Meanwhile:
 So idle or half-open sockets cost a file descriptor and a few bytes, never a thread.
 
 Use: ``gunicorn --worker-class interphone.gunicorn_worker.GuardedThreadWorker`` (``Procfile``:
-``stream``), or ``GuardedWebWorker`` (``web``: larger bodies go to a thread after their
-head). With TLS in gunicorn (``--certfile``) or HTTP/2 by prior knowledge, connections are
-served as gthread serves them: the guard reads plain bytes.
+``stream``), or ``GuardedWebWorker`` (``web``: the case import's larger body goes to a
+thread after its head). With TLS in gunicorn (``--certfile``) or HTTP/2 by prior
+knowledge, connections are served as gthread serves them: the guard reads plain bytes.
 """
 
 from __future__ import annotations
@@ -73,16 +73,21 @@ def _refusal(status: str) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
 
 
-def _verdict(data: bytearray, *, large_bodies: bool = False) -> bytes | None:
+def _verdict(data: bytearray, *, large_body_paths: tuple[bytes, ...] = ()) -> bytes | None:
     """None while the request is incomplete (``CONTINUE`` when its client waits for it
     to send the body); b"" once a thread may take it; else the answer that refuses it.
-    ``large_bodies``: a body longer than ``BODY_BYTES`` or of unknown length goes to a
-    thread after the head instead of being refused."""
+    ``large_body_paths``: the paths (an upload form) whose body longer than
+    ``BODY_BYTES`` or of unknown length goes to a thread after the head instead of being
+    refused; anywhere else (Twilio's webhooks) such a body would hold a thread for as
+    long as its client pleases."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return _refusal("431 Request Header Fields Too Large") if len(data) > HEAD_BYTES else None
+    lines = bytes(data[:end]).split(b"\r\n")
+    target = lines[0].split(b" ")[1] if lines[0].count(b" ") >= 2 else b""
+    large_bodies = target.partition(b"?")[0] in large_body_paths
     length, expect = 0, False
-    for line in bytes(data[:end]).split(b"\r\n")[1:]:
+    for line in lines[1:]:
         name, _, value = line.partition(b":")
         name, value = name.strip().lower(), value.strip()
         if name == b"transfer-encoding":
@@ -103,7 +108,7 @@ def _verdict(data: bytearray, *, large_bodies: bool = False) -> bytes | None:
 class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread, with requests read by the main loop before a thread takes them."""
 
-    large_bodies = False  # refused (413): the speech stream server takes no body
+    large_body_paths: tuple[bytes, ...] = ()  # none: the speech stream server takes no body
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -167,7 +172,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _advance(self, conn: _Conn) -> bool:
         """A request arrived whole goes to a thread, a refused one is answered and
         closed (True); else it waits on (False)."""
-        verdict = _verdict(conn.head, large_bodies=self.large_bodies)
+        verdict = _verdict(conn.head, large_body_paths=self.large_body_paths)
         if verdict is None or verdict == CONTINUE:
             if verdict and not conn.continued:
                 conn.continued = True
@@ -213,8 +218,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
 class GuardedWebWorker(GuardedThreadWorker):
     """The web process's worker: its Twilio webhooks (forms of a few KB) and every other
-    request's head are read whole by the main loop; a body beyond ``BODY_BYTES`` (a case
-    file import, up to the app's ``MAX_CONTENT_LENGTH``) or chunked goes to a thread
-    after its head, as with gthread, and its pace is the reverse proxy's to bound."""
+    request are read whole by the main loop; only the case file import's body beyond
+    ``BODY_BYTES`` (up to the app's ``MAX_CONTENT_LENGTH``) or chunked goes to a thread
+    after its head, as with gthread (an administrator's upload: its pace is the reverse
+    proxy's to bound). Elsewhere such a body is refused (413)."""
 
-    large_bodies = True
+    large_body_paths = (b"/admin/cases/import",)

@@ -28,8 +28,14 @@ def test_half_open_requests_never_hold_the_threads_that_answer_twilio(
         try:
             for n in range(HALF_OPEN):
                 sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                head = "POST /voice/incoming HTTP/1.1\r\n" if n % 2 else "GET /pi"
-                sock.sendall(head.encode())
+                heads = (
+                    "GET /pi",
+                    "POST /voice/incoming HTTP/1.1\r\n",
+                    # a whole head announcing a body that never comes
+                    f"POST /voice/incoming HTTP/1.1\r\nContent-Length: {10 * BODY_BYTES}\r\n\r\n",
+                    "POST /voice/incoming HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                )
+                sock.sendall(heads[n % len(heads)].encode())
                 half_open.append(sock)
 
             form = {"CallSid": "CA" + "5" * 32, "From": "+33612345678", "To": "+33473000000"}
@@ -56,9 +62,23 @@ def test_half_open_requests_never_hold_the_threads_that_answer_twilio(
 
 
 def test_the_web_worker_hands_an_upload_to_a_thread_after_its_head() -> None:
-    upload = f"POST /admin/cases HTTP/1.1\r\nContent-Length: {BODY_BYTES + 1}\r\n\r\n"
-    chunked = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    paths = GuardedWebWorker.large_body_paths
+    upload = f"POST /admin/cases/import HTTP/1.1\r\nContent-Length: {BODY_BYTES + 1}\r\n\r\n"
+    chunked = "POST /admin/cases/import?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     for head in (upload, chunked):  # up to MAX_CONTENT_LENGTH: the app's to refuse
-        assert _verdict(bytearray(head.encode()), large_bodies=GuardedWebWorker.large_bodies) == b""
+        assert _verdict(bytearray(head.encode()), large_body_paths=paths) == b""
     webhook = "POST /voice/incoming HTTP/1.1\r\nContent-Length: 300\r\n\r\n" + "a" * 299
-    assert _verdict(bytearray(webhook.encode()), large_bodies=True) is None  # a byte to come
+    assert _verdict(bytearray(webhook.encode()), large_body_paths=paths) is None  # a byte to come
+
+
+def test_a_large_or_chunked_body_anywhere_but_the_import_is_refused_before_a_thread() -> None:
+    """A head announcing a big or chunked body, then nothing, would hold a thread for as
+    long as its client pleases: on Twilio's routes it is refused at once."""
+    paths = GuardedWebWorker.large_body_paths
+    for head in (
+        f"POST /voice/incoming HTTP/1.1\r\nContent-Length: {BODY_BYTES + 1}\r\n\r\n",
+        "POST /voice/incoming HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        f"POST /admin/cases/import/../x HTTP/1.1\r\nContent-Length: {BODY_BYTES + 1}\r\n\r\n",
+    ):
+        found = _verdict(bytearray(head.encode()), large_body_paths=paths)
+        assert found is not None and found.startswith(b"HTTP/1.1 413"), head
