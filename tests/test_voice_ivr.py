@@ -354,3 +354,25 @@ def test_unknown_file_read_ahead_gets_the_same_answer_as_a_wrong_birth_date(
     assert _extra(voice_runtime, call.sid)["case"] == '["6399999999", false]'
     call.press("12041990")
     assert "cannot give you any information" in call.heard[-2].text
+
+
+def test_a_caller_switching_to_a_callback_on_a_number_with_one_gets_no_second_sms(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Their request stands at its place: they hear it, and its confirmation is not
+    sent again (a number typed at the door may be somebody else's)."""
+    caller = "+33633333333"
+    english_main_menu(devphone, caller).press("2").press("1").press("#").press("3")
+    sms = voice_runtime.twilio_client().messages
+    assert len(sms.list(to=caller, limit=20)) == 1
+    # the SMS job's once-marks last 7 days; a request may wait longer than that
+    for mark in voice_runtime.redis.scan_iter("ip:sms:sent:*"):
+        voice_runtime.redis.delete(mark)
+    live = english_main_menu(devphone, caller).press("3")
+    live.press("*")
+    assert "callback request is recorded" in live.transcript()
+    assert "number 1 in line" in live.transcript()
+    assert len(sms.list(to=caller, limit=20)) == 1
+    switched = english_main_menu(devphone, "+33644444444").press("3")
+    switched.press("*")  # a number without one: converted, and confirmed once
+    assert len(sms.list(to="+33644444444", limit=20)) == 1

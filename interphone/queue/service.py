@@ -178,7 +178,9 @@ class QueueService:
         )
 
     def convert_to_callback(self, contact_id: int, *, phone: str | None = None) -> Ticket:
-        """A live caller pressed ``*``: same contact, same place, now a callback."""
+        """A live caller pressed ``*``: same contact, same place, now a callback
+        (``created`` True). A number that has a request already keeps it: that one is
+        returned (``created`` False), and the live contact is left to end with the call."""
         with transaction(self.sessions) as s:
             contact = s.get(Contact, contact_id)
             if contact is None:
@@ -201,7 +203,7 @@ class QueueService:
             contact.active_file = proven
             contact.version = max(contact.version, version)
             self._event(s, "contact.converted", contact)
-        return self._ticket(contact, created=False)
+        return self._ticket(contact, created=True)
 
     def _intake(
         self,

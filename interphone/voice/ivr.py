@@ -460,22 +460,19 @@ class IvrService:
                 speech=[self._say(state.lang, "technical_error"), self._say(state.lang, "goodbye")],
                 hangup=True,
             )
-        return self._registered(state, ticket, typed=False, created=True)
+        return self._registered(state, ticket, typed=False)
 
-    def _registered(
-        self, state: CallState, ticket: Ticket, *, typed: bool, created: bool | None = None
-    ) -> Reply:
+    def _registered(self, state: CallState, ticket: Ticket, *, typed: bool) -> Reply:
         """The request is recorded, in words that tell a stranger nothing: on the
         caller's own number, the place of their request (new, or the one they had
         already: a number has one request at a time); on a number typed in the call,
         the same words whether or not that number had a request already (it then
         stands, and is the one called back). Only a new request sends an SMS."""
-        is_new = ticket.created if created is None else created
         if typed:
             speech = [self._say(state.lang, "callback_registered_typed")]
         else:
             speech = [self._position(state, "callback_registered", ticket, live=False)]
-        if is_new and self.notify is not None:
+        if ticket.created and self.notify is not None:
             try:
                 self.notify(ticket.contact_id, "sms_callback")
             except Exception:  # the callback is recorded; the SMS is a courtesy
@@ -771,7 +768,7 @@ class IvrService:
             except QueueError:
                 return self._do_goodbye(state)
             _trace(state, "callback_registered")
-            return self._registered(state, ticket, typed=True, created=True)
+            return self._registered(state, ticket, typed=True)
         return self._do_register_callback(state, "other")
 
     # -- helpers -----------------------------------------------------------------------
