@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db import transaction
 from .models import Call, Case, Contact, Event, Voicemail
-from .queue.service import OUTCOMES
+from .queue.service import OUTCOMES, SYSTEM_REASONS
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -81,9 +81,12 @@ def _setting(model: Any, values: dict[Any, Any]) -> Callable[[Session, list[int]
     return clear
 
 
-# an outcome is a code of the agent's screen, or a cancellation's reason as it was typed
-_TYPED_OUTCOME = and_(Contact.outcome.is_not(None), Contact.outcome.not_in(sorted(OUTCOMES)))
-_TYPED_REASON = Event.data["reason"].as_string()  # in a cancellation's event
+# an outcome is a code of the agent's screen, a reason the system wrote, or a
+# cancellation's reason as a person typed it (cleared)
+_CODES = sorted(set(OUTCOMES) | SYSTEM_REASONS)
+_TYPED_OUTCOME = and_(Contact.outcome.is_not(None), Contact.outcome.not_in(_CODES))
+_REASON = Event.data["reason"].as_string()  # in a cancellation's event
+_TYPED_REASON = and_(_REASON.is_not(None), _REASON.not_in(sorted(SYSTEM_REASONS)))
 
 
 def _purges() -> list[_Purge]:
@@ -115,7 +118,7 @@ def _purges() -> list[_Purge]:
             "events",
             Event,
             lambda cutoff: and_(
-                Event.kind == "contact.cancelled", Event.at < cutoff, _TYPED_REASON.is_not(None)
+                Event.kind == "contact.cancelled", Event.at < cutoff, _TYPED_REASON
             ),
             _clear_reasons,
         ),

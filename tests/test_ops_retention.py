@@ -21,6 +21,7 @@ from interphone.cli import main
 from interphone.models import Call, Case, Contact, Event, Voicemail
 from interphone.privacy import check_birth_date
 from interphone.queue import jobs
+from interphone.queue.service import SMS_CANCELLATION
 from interphone.queue.stats import Statistics, hourly
 from interphone.runtime import Runtime
 
@@ -148,6 +149,22 @@ def test_purge_clears_the_text_people_typed_with_the_rest_and_so_from_the_export
         (str(ticket.contact_id), "cancelled", "")
     ]
     assert "Dupont" not in export.get_data(as_text=True)
+
+
+def test_purge_keeps_the_reasons_the_system_wrote_for_the_figures(
+    runtime: Runtime, queue, clock
+) -> None:
+    """ "cancelled by SMS reply" is a code the system writes, not text a person typed:
+    the figures still tell cancellations by SMS from the others after the purge."""
+    ticket = queue.request_callback(SITE, phone=phone(5), language="fr")
+    queue.cancel(ticket.contact_id, SMS_CANCELLATION, actor="sms")
+    report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS + 1), DAYS)
+    assert report.counts["contacts"] == 1 and report.counts["events"] == 0
+    with runtime.sessions() as s:
+        contact = s.get(Contact, ticket.contact_id)
+        assert (contact.phone, contact.outcome) == (None, SMS_CANCELLATION)
+        event = s.scalar(select(Event).where(Event.kind == "contact.cancelled"))
+        assert event.data == {"reason": SMS_CANCELLATION}
 
 
 def _signed_in_supervisor(runtime: Runtime):

@@ -52,6 +52,10 @@ OUTCOMES = {
     "busy": True,
     "voicemail": True,
 }
+# cancellation reasons written by the system itself, never typed by a person: figures
+# keep them when the retention purge clears what people typed
+SMS_CANCELLATION = "cancelled by SMS reply"
+SYSTEM_REASONS = frozenset({SMS_CANCELLATION})
 LANGUAGE_MAX = 8
 REASON_MAX = 200
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
