@@ -95,14 +95,25 @@ def _on_a_live_connection(engine: Engine, work: Callable[[Connection], T]) -> T:
     raise AssertionError("unreachable")
 
 
+# SQLSTATE classes that say the server did not do the work, whatever the statement: a
+# connection exception, insufficient resources, operator intervention (shutting down, a
+# statement cancelled), and the rollbacks a retry resolves (serialization, deadlock)
+_NOT_THE_WORKS_FAULT = ("08", "53", "57", "40")
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database did not answer (unreachable, connection lost,
     pool exhausted, locked, shutting down, a deadlock or timeout) rather than refused a
     statement for its data: work that meets it waits in place and is tried again later,
-    where a refusal (``IntegrityError``, ``DataError``…) is the work's own fault."""
+    where a refusal (``IntegrityError``, ``DataError``, a program limit exceeded…) is the
+    work's own fault. An ``OperationalError`` with a SQLSTATE counts by its class; one
+    without (SQLite, a server never reached) is the database not answering."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
+    if isinstance(exc, OperationalError):
+        state = getattr(exc.orig, "sqlstate", None)
+        return not state or str(state)[:2] in _NOT_THE_WORKS_FAULT
+    return isinstance(exc, InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
