@@ -36,15 +36,21 @@ WITHHELD_PLACEHOLDERS = frozenset(
     {"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "+7748283"}
 )
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")
+DEVICES = ("client:", "sip:", "sips:")  # the door intercom, a browser: not a number
+
+
+def is_device(raw: str) -> bool:
+    """True when ``raw`` (Twilio's ``From``) names a device, not a telephone number."""
+    return (raw or "").strip().lower().startswith(DEVICES)
 
 
 def is_withheld(raw: str) -> bool:
     """True when ``raw`` (Twilio's ``From``) names no caller: empty, a withheld word or
     its keypad placeholder, or anything that is not an E.164 number. A client or SIP
     identity (the door, a browser) is not withheld: it names its device."""
-    text = (raw or "").strip()
-    if text.lower().startswith(("client:", "sip:", "sips:")):
+    if is_device(raw):
         return False
+    text = (raw or "").strip()
     return text in WITHHELD_PLACEHOLDERS or not _E164.fullmatch(text)
 
 

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -90,6 +90,7 @@ class Server:
     metrics_token: str
     runtime: Runtime  # on the server's Redis and database: reads what attacks changed
     seeded: Seeded
+    cpu: Callable[[], dict[str, float]]  # CPU seconds the web process has used so far
 
 
 def _env(redis_url: str, database_url: str, instance: Path) -> dict[str, str]:
@@ -174,7 +175,8 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
         environ = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
         with loadtest.procfile_stack(rt, env, processes=("web",), environ=environ) as started:
             names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "API_TOKENS", "METRICS_TOKEN")
-            server = Server(started[0], *(env[name] for name in names), rt, seeded)
+            port, _, cpu = started
+            server = Server(port, *(env[name] for name in names), rt, seeded, cpu)
             _wait_until_serving(server, instance / "loadtest.log")
             yield server
     finally:

@@ -47,7 +47,6 @@ from . import sites_snapshot
 from .deferred import Deferred
 from .flow import DOOR_STEPS, STEPS, SpeechStep, Step, Target
 from .hearing import Heard
-from .limits import DEVICES
 from .session import CallState, CallStore
 
 if TYPE_CHECKING:
@@ -849,7 +848,7 @@ class IvrService:
         turn): a device, counted per call (a guesser has to stand at the door)."""
         if self.limits is None:
             return True
-        return self.limits.allow("caller_lookups", DEVICES[0], state.sid)
+        return self.limits.allow_per_call("caller_lookups", state.sid)
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
         cat = catalogue(state.lang)

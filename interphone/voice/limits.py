@@ -33,7 +33,7 @@ import redis
 from limits import parse_many
 
 from ..config import RateLimits
-from ..privacy import is_withheld
+from ..privacy import is_device, is_withheld
 
 PREFIX = "ip:limit:caller:"
 FILE_PREFIX = "ip:limit:file:"
@@ -48,7 +48,6 @@ WITHHELD = {
     "caller_lookups": "withheld_lookups",
 }
 WITHHELD_GROUP = "withheld"
-DEVICES = ("client:", "sip:", "sips:")  # the door intercom, a browser: not a number
 
 # ``take(k, a)``: the limits whose keys start at KEYS[k] (two per limit: the current
 # window's counter, then the previous one's) and whose arguments start at ARGV[a]
@@ -134,7 +133,7 @@ class CallerLimits:
         if kind not in ALWAYS and not self.enabled:
             return None
         text = number.strip()
-        if text.lower().startswith(DEVICES):
+        if is_device(text):
             if kind in ALWAYS and call_sid:
                 return self._counters(kind, f"call:{call_sid}", self.windows[kind], kind)
             return None
@@ -142,6 +141,14 @@ class CallerLimits:
             label = "withheld_" + kind.removeprefix("caller_")
             return self._counters(kind, WITHHELD_GROUP, self.withheld[kind], label)
         return self._counters(kind, text, self.windows[kind], kind)
+
+    def allow_per_call(self, kind: str, call_sid: str) -> bool:
+        """Take one from a device's call (the door: a guesser has to stand at it), on its
+        own: one round trip."""
+        if kind not in ALWAYS and not self.enabled:
+            return True
+        take = self._counters(kind, f"call:{call_sid}", self.windows[kind], kind)
+        return bool(self._take(keys=take.keys, args=take.args))
 
     def _counters(self, kind: str, who: str, windows: list[Window], label: str) -> Take:
         caller = self._hashed(who)
