@@ -326,7 +326,9 @@ def journal_list(ctx: click.Context, as_json: bool, limit: int) -> None:
 @click.pass_context
 def journal_replay(ctx: click.Context, as_json: bool) -> None:
     """Apply the records set aside again, once their cause is fixed: those that fail
-    again stay set aside with their new error; nothing is applied twice."""
+    again stay set aside with their new error; nothing is applied twice. Callback
+    requests set aside (taken while the database was down) go back in line for the next
+    sweep."""
     from .journal import ReplayRunning
 
     rt = _runtime(ctx)
@@ -334,10 +336,14 @@ def journal_replay(ctx: click.Context, as_json: bool) -> None:
         report = rt.journal.replay()
     except ReplayRunning as exc:
         raise click.ClickException(str(exc)) from None
+    from .voice.deferred import Deferred
+
+    requeued = Deferred(rt.redis, rt.queue).replay()  # the next sweep applies them
     if as_json:
-        click.echo(json.dumps(report.as_json()))
+        click.echo(json.dumps({**report.as_json(), "deferred_requeued": requeued}))
     else:
         click.echo(f"{report.applied} applied, {report.failed} set aside again")
+        click.echo(f"{requeued} deferred requests back in line for the next sweep")
     if report.waiting:
         raise click.ClickException(
             f"{report.waiting} records not tried (the database did not answer): "

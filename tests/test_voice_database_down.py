@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,53 @@ def test_dispatch_applies_a_hang_up_taken_while_the_database_was_down_before_off
     with rt.sessions() as s:
         assert s.get(Contact, contact_id).state == "abandoned"
     assert rt.store.agent(agent.id).get("state") == "available"
+
+
+def test_a_deferred_request_that_fails_for_its_own_data_is_set_aside_counted_and_replayed(
+    voice_runtime: Runtime,
+) -> None:
+    """A record the database refuses for what it says (on PostgreSQL, a site code given as
+    a number: a ProgrammingError) used to stop the list for ever, every callback behind
+    it with it; it is set aside, counted in the metrics, and put back in line on demand."""
+    from click.testing import CliRunner
+
+    from interphone.cli import main
+    from interphone.voice.deferred import KEY
+    from interphone.web import create_app
+
+    rt = voice_runtime
+    deferred = rt.ivr.deferred
+    good = dict(
+        site=SITE,
+        language="fr",
+        channel="phone",
+        reason="other",
+        file_number=None,
+        arrived_ms=1,
+        not_before_ms=0,
+    )
+    bad = json.dumps(
+        {
+            "type": "callback",
+            **good,
+            "site": 12345,
+            "phone": "+33611111111",
+            "call_sid": "CA" + "1" * 32,
+        }
+    )
+    rt.redis.rpush(KEY, bad)
+    deferred.callback(phone="+33622222222", call_sid="CA" + "2" * 32, **good)
+
+    assert deferred.apply() == 1  # the one behind it is entered; the bad one set aside
+    assert (deferred.pending(), deferred.rejected()) == (0, 1)
+    with rt.sessions() as s:
+        assert s.scalars(select(Contact.phone)).all() == ["+33622222222"]
+    metrics = create_app(runtime=rt).test_client().get("/metrics").get_data(as_text=True)
+    assert 'interphone_deferred_records{list="rejected"} 1.0' in metrics
+
+    replayed = CliRunner().invoke(main, ["journal", "replay", "--json"], obj=rt)
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.output)["deferred_requeued"] == 1
+    assert (deferred.pending(), deferred.rejected()) == (1, 0)
+    assert deferred.apply() == 0  # still refused: set aside again, nothing entered twice
+    assert (deferred.pending(), deferred.rejected()) == (0, 1)

@@ -11,6 +11,11 @@ Applying is idempotent, so a worker killed half-way changes nothing twice: a cal
 request applied twice finds the first one (one active request per number), a hang-up
 applied twice finds the contact closed, and the confirmation SMS has one job id per
 contact. Only the holder of the lock pops, and only once the record is applied.
+
+While the database (or Redis) does not answer, the records wait in place; a record that
+fails for its own data is set aside (``ip:deferred:rejected``, counted in the metrics),
+so it never blocks the requests behind it, and :meth:`Deferred.replay` puts the set-aside
+records back in line once their cause is fixed (``interphone journal replay``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..queue.exceptions import QueueError
+from ..db import unavailable
 from ..queue.service import QueueService
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,14 @@ LOCK_S = 60
 _POP_IF_OWNER = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('lpop', KEYS[1])
+redis.call('expire', KEYS[2], tonumber(ARGV[2]))
+return 1
+"""
+# the head moves to the set-aside list in the same step: a worker killed in between
+# neither loses it nor leaves it in both lists
+_SET_ASIDE_IF_OWNER = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('rpush', KEYS[3], redis.call('lpop', KEYS[1]))
 redis.call('expire', KEYS[2], tonumber(ARGV[2]))
 return 1
 """
@@ -58,6 +70,7 @@ class Deferred:
         self.queue = queue
         self.hang_up_live = hang_up if hang_up is not None else queue.abandon
         self._pop = connection.register_script(_POP_IF_OWNER)
+        self._set_aside = connection.register_script(_SET_ASIDE_IF_OWNER)
         self._release = connection.register_script(_RELEASE_IF_OWNER)
 
     # -- taken by the IVR ---------------------------------------------------------------
@@ -105,10 +118,23 @@ class Deferred:
     def pending(self) -> int:
         return int(self.redis.llen(KEY))
 
+    def rejected(self) -> int:
+        """Records set aside for their own data (see the module's docstring)."""
+        return int(self.redis.llen(REJECTED))
+
+    def replay(self) -> int:
+        """Put the records set aside back in line, after those waiting: the next sweep
+        applies them (one that fails again is set aside again). How many were moved."""
+        moved = 0
+        while self.redis.lmove(REJECTED, KEY, "LEFT", "RIGHT") is not None:
+            moved += 1
+        return moved
+
     # -- applied by the sweep -----------------------------------------------------------
     def apply(self, notify: Callable[[int, str], None] | None = None) -> int:
-        """Apply the waiting records in order; stop at the first the database refuses
-        for being unreachable (the next sweep goes on). Returns how many were applied."""
+        """Apply the waiting records in order; stop at the first that meets a database or
+        Redis that does not answer (the next sweep goes on from it); set aside a record
+        that fails for its own data. Returns how many were applied."""
         if not self.redis.llen(KEY):
             return 0
         token = secrets.token_hex(8)
@@ -119,14 +145,18 @@ class Deferred:
             while (raw := self.redis.lindex(KEY, 0)) is not None:
                 try:
                     self._apply(json.loads(raw), notify)
-                except SQLAlchemyError:
-                    log.warning(
-                        "database still unavailable: %d deferred records wait", self.pending()
-                    )
-                    return applied
-                except (QueueError, ValueError, KeyError, TypeError) as exc:
+                except Exception as exc:
+                    if unavailable(exc) or isinstance(
+                        exc, redis.ConnectionError | redis.TimeoutError
+                    ):
+                        log.warning(
+                            "database still unavailable: %d deferred records wait", self.pending()
+                        )
+                        return applied
                     log.error("deferred record set aside: %s", type(exc).__name__)
-                    self.redis.rpush(REJECTED, raw)
+                    if not self._set_aside(keys=[KEY, LOCK, REJECTED], args=[token, LOCK_S]):
+                        return applied
+                    continue
                 if not self._pop(keys=[KEY, LOCK], args=[token, LOCK_S]):
                     return applied
                 applied += 1

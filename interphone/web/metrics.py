@@ -37,6 +37,7 @@ from ..models import Call, Contact, Site
 from ..observability import bind, unbind
 from ..queue.store import NORMAL_BASE, URGENT
 from ..runtime import Runtime
+from ..voice.deferred import Deferred
 from . import runtime_of
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,16 @@ class _Collector:
         journal.add_metric(["pending"], rt.journal.pending())
         journal.add_metric(["rejected"], rt.journal.rejected())
         yield journal
+        deferred = GaugeMetricFamily(
+            _PREFIX + "deferred_records",
+            "Callback requests and hang-ups taken while the database was down: waiting to be "
+            "applied, and set aside for their own data",
+            labels=["list"],
+        )
+        taken = Deferred(rt.redis, rt.queue)
+        deferred.add_metric(["pending"], taken.pending())
+        deferred.add_metric(["rejected"], taken.rejected())
+        yield deferred
 
     def _database(self) -> Iterator[Metric]:
         contacts = GaugeMetricFamily(
