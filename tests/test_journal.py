@@ -318,7 +318,12 @@ def test_set_aside_records_are_counted_listed_and_replayed(
         connection.execute(insert(Site).values(id=987654, code="restored", name="Restaurée"))
     replayed = CliRunner().invoke(main, ["journal", "replay", "--json"], obj=rt)
     assert replayed.exit_code == 0, replayed.output
-    assert json.loads(replayed.output) == {"applied": 2, "failed": 1, "waiting": 0}
+    assert json.loads(replayed.output) == {
+        "applied": 2,
+        "failed": 1,
+        "waiting": 0,
+        "deferred_requeued": 0,
+    }
     with rt.sessions() as s:
         assert sorted(s.scalars(select(Call.sid))) == [applied_sid, orphan_sid]  # none twice
     [still] = rt.journal.set_aside()
