@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +42,8 @@ from interphone.models import Base
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
 from interphone.voice import loadtest
+
+from .topology import wait_until
 
 PUBLIC_HOST = "interphone.test"
 PUBLIC_BASE_URL = f"https://{PUBLIC_HOST}"
@@ -225,14 +226,16 @@ def start_refused(redis_url: str, database_url: str, instance: Path, **changes: 
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            while web.poll() is None:
+
+            def refused_or_answering() -> str | None:
+                if web.poll() is not None:
+                    return "refused"
                 listening = LISTENING.search(log.read_text(errors="replace"))
-                if listening and _answers(int(listening.group(1))):
-                    raise AssertionError(f"the web process started with {sorted(changes)}")
-                if time.monotonic() > deadline:
-                    raise AssertionError("the web process neither refused nor answered")
-                time.sleep(0.1)
+                return "answered" if listening and _answers(int(listening.group(1))) else None
+
+            outcome = wait_until(refused_or_answering, 60, "the web process to refuse or answer")
+            if outcome == "answered":
+                raise AssertionError(f"the web process started with {sorted(changes)}")
         finally:
             if web.poll() is None:
                 os.killpg(web.pid, signal.SIGKILL)
@@ -256,16 +259,11 @@ def _answers(port: int) -> bool:
 def _wait_until_serving(server: Server, log: Path) -> None:
     """gunicorn's master listens before its worker has imported the app: wait for an
     answer, or say why the worker did not boot."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if Client(server).get("/ping").status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise RuntimeError(f"the production server did not answer /ping:\n{tail}")
+    try:
+        wait_until(lambda: Client(server).get("/ping").status == 200, 60, "/ping", interval_s=0.2)
+    except AssertionError:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"the production server did not answer /ping:\n{tail}") from None
 
 
 # -- HTTP ------------------------------------------------------------------------------------

@@ -3,51 +3,25 @@ style sheets load from their files and run, and the browser reports no violation
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from flask import Flask
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from interphone.accounts import add_user
 from interphone.runtime import Runtime
 
 from .conftest import SITE
+from .test_browser_devphone import browser, open_page, server  # noqa: F401  (shared fixtures)
 
-CHROMIUM = "/usr/bin/chromium"
 EMAIL, PASSWORD = "supervisor@example.org", "long enough password"
 expect.set_options(timeout=15_000)  # a loaded machine: see test_browser_devphone.py
 
 
 @pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, server: str) -> Iterator[tuple[Page, list[str]]]:
+def page(open_page: Callable[..., Page]) -> tuple[Page, list[str]]:  # noqa: F811
     """A French page and the policy violations its console reports."""
-    context = browser.new_context(locale="fr-FR")
-    page = context.new_page()
+    page = open_page()
     violations: list[str] = []
 
     def noted(message: ConsoleMessage) -> None:
@@ -55,12 +29,13 @@ def page(browser: Browser, server: str) -> Iterator[tuple[Page, list[str]]]:
             violations.append(message.text)
 
     page.on("console", noted)
-    yield page, violations
-    context.close()
+    return page, violations
 
 
 def test_the_screens_run_their_scripts_and_styles_under_the_policy(
-    server: str, page: tuple[Page, list[str]], voice_runtime: Runtime
+    server: str,  # noqa: F811
+    page: tuple[Page, list[str]],
+    voice_runtime: Runtime,
 ) -> None:
     tab, violations = page
     add_user(voice_runtime.sessions, EMAIL, PASSWORD, site_code=SITE, role="supervisor")
