@@ -785,7 +785,7 @@ class IvrService:
             self._count("interphone_birth_date_mismatches", where)
             return None
         if prefetched is not None:
-            row = prefetched.row  # read as the caller typed the birth date (prefetch_case)
+            row = prefetched[0]  # read as the caller typed the birth date (prefetch_case)
         else:
             # one read on the webhook's path: a plain connection of the reads' engine,
             # no transaction and a statement built once; an ORM session, a fresh
@@ -810,15 +810,13 @@ class IvrService:
         """Take one of the file number's birth-date tries before comparing, whoever types
         it (:meth:`CallerLimits.file_take`, atomic: calls guessing at once cannot pass
         the allowance). None when it has none left: only an agent gives its status, in
-        the same words whatever the file, existing or not. A file read ahead as out of
-        tries (:meth:`prefetch_case`) costs no round trip; its case is dropped unused."""
+        the same words whatever the file, existing or not; its case read ahead is then
+        dropped unused."""
         if self.limits is None or not file_number:
             return []
-        prefetched = _prefetched_row(state.extra.get(PREFETCHED, ""), file_number)
-        if prefetched is None or not prefetched.exhausted:
-            taken = self.limits.file_take(file_number)
-            if taken is not None:
-                return taken
+        taken = self.limits.file_take(file_number)
+        if taken is not None:
+            return taken
         state.extra.pop(PREFETCHED, None)
         _trace(state, "file_limit")
         self._count("interphone_rate_limited", "file_failures")
@@ -832,14 +830,11 @@ class IvrService:
         for the birth date is sent (the web layer calls this after the response): the
         caller types eight digits meanwhile, and the status turn then checks them without
         waiting on the database, the one SQL read on the webhooks' path (it made the
-        status turn the slowest by a database round trip). Whether the file number has
-        had its failed birth dates (:meth:`CallerLimits.file_exhausted`) is read with it,
-        for the same reason. Best effort: the status turn reads both itself when the row
-        is not there, or is another number's."""
+        status turn the slowest by a database round trip). Best effort: the status turn
+        reads it itself when the row is not there, or is another number's."""
         try:
             row = db.read_once(self.reads, _CASE_BY_FILE, {"file_number": file_number})
-            exhausted = self.limits is not None and self.limits.file_exhausted(file_number)
-            self.calls.remember(sid, PREFETCHED, _encode_row(file_number, row, exhausted))
+            self.calls.remember(sid, PREFETCHED, _encode_row(file_number, row))
         except Exception as exc:  # after the response: nobody to tell but the log
             log.info("call %s: case not read ahead (%s)", sid, type(exc).__name__)
 
@@ -985,41 +980,31 @@ PREFETCHED = "case"  # CallState.extra: the case read ahead (IvrService.prefetch
 PROVEN = "proven"  # CallState.extra: the file number whose birth date matched in the call
 
 
-@dataclass(frozen=True)
-class Prefetched:
-    """What :meth:`IvrService.prefetch_case` read for a file number."""
-
-    row: tuple[Any, ...] | None  # None: no such case
-    exhausted: bool  # no failed birth date left for it (CallerLimits.file_exhausted)
-
-
-def _encode_row(file_number: str, row: tuple[Any, ...] | None, exhausted: bool) -> str:
-    """``[file number, exhausted]`` (no such case), or ``[file number, exhausted, birth
-    date hash, status, status changed at, API valid until]``; the hash is what the
-    database holds."""
+def _encode_row(file_number: str, row: tuple[Any, ...] | None) -> str:
+    """``[file number]`` (no such case), or ``[file number, birth date hash, status,
+    status changed at, API valid until]``; the hash is what the database holds."""
     if row is None:
-        return json.dumps([file_number, exhausted])
+        return json.dumps([file_number])
     hashed, status, changed, api = row
     assert isinstance(changed, datetime)
     api_text = api.isoformat() if isinstance(api, date) else ""
-    return json.dumps([file_number, exhausted, hashed, status, changed.isoformat(), api_text])
+    return json.dumps([file_number, hashed, status, changed.isoformat(), api_text])
 
 
-def _prefetched_row(raw: str, file_number: str) -> Prefetched | None:
-    """What was read ahead for ``file_number``, or None when nothing was for that
-    number (read the database and the limit then)."""
+def _prefetched_row(raw: str, file_number: str) -> tuple[tuple[Any, ...] | None] | None:
+    """The row read ahead for ``file_number`` (wrapped: ``(None,)`` is "no such case"),
+    or None when there is none for that number (read the database then)."""
     try:
         words = json.loads(raw) if raw else None
     except ValueError:
         return None
-    if not isinstance(words, list) or len(words) < 2 or words[0] != file_number:
+    if not isinstance(words, list) or not words or words[0] != file_number:
         return None
-    exhausted = words[1] is True
-    if len(words) == 2:
-        return Prefetched(None, exhausted)
-    _, _, hashed, status, changed, api = words
+    if len(words) == 1:
+        return (None,)
+    _, hashed, status, changed, api = words
     api_date = date.fromisoformat(api) if api else None
-    return Prefetched((hashed, status, datetime.fromisoformat(changed), api_date), exhausted)
+    return ((hashed, status, datetime.fromisoformat(changed), api_date),)
 
 
 def _parse_ddmmyyyy(digits: str) -> date | None:

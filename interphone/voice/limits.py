@@ -150,7 +150,11 @@ class CallerLimits:
         take = self._counters(kind, f"call:{call_sid}", self.windows[kind], kind)
         return bool(self._take(keys=take.keys, args=take.args))
 
-    def _counters(self, kind: str, who: str, windows: list[Window], label: str) -> Take:
+    def _counters(
+        self, kind: str, who: str, windows: list[Window], label: str, prefix: str = ""
+    ) -> Take:
+        """The counters of ``who`` (hashed) for ``windows``: under ``prefix``, or the
+        callers' ``PREFIX`` and ``kind``."""
         caller = self._hashed(who)
         now_ms = int(self._now() * 1000)
         keys: list[str] = []
@@ -158,7 +162,7 @@ class CallerLimits:
         for window in windows:
             window_ms = window.seconds * 1000
             slot = now_ms // window_ms
-            base = f"{PREFIX}{kind}:{window.seconds}:{caller}:"
+            base = f"{prefix or PREFIX + kind + ':'}{window.seconds}:{caller}:"
             keys += [f"{base}{slot}", f"{base}{slot - 1}"]
             args += [window.amount, window_ms]
         return Take(kind, keys, args, label)
@@ -175,48 +179,18 @@ class CallerLimits:
         return bool(self._take(keys=take.keys, args=take.args))
 
     # -- failed birth dates, per file number ------------------------------------------------
-    def _file_keys(self, file_number: str) -> list[tuple[Window, str, str]]:
-        """Per window: the window, its current counter's key, the previous one's."""
-        now_ms = int(self._now() * 1000)
-        who = self._hashed(f"file:{file_number}")
-        out = []
-        for window in self.file_windows:
-            slot = now_ms // (window.seconds * 1000)
-            base = f"{FILE_PREFIX}{window.seconds}:{who}:"
-            out.append((window, f"{base}{slot}", f"{base}{slot - 1}"))
-        return out
-
-    def file_exhausted(self, file_number: str) -> bool:
-        """True when ``file_number`` has had its allowance of failed birth dates, from
-        whoever typed them (the same sliding windows as the callers' limits): its
-        status is then given by an agent only. One round trip."""
-        slots = self._file_keys(file_number)
-        counts = self.redis.mget([key for _, *keys in slots for key in keys])
-        now_ms = int(self._now() * 1000)
-        for i, (window, _, _) in enumerate(slots):
-            current, previous = (int(counts[2 * i + j] or 0) for j in (0, 1))
-            window_ms = window.seconds * 1000
-            overlap = (window_ms - now_ms % window_ms) / window_ms
-            if previous * overlap + current + 1 > window.amount:
-                return True
-        return False
-
     def file_take(self, file_number: str) -> list[str] | None:
         """Take one of ``file_number``'s birth-date tries before comparing a date, from
         whoever types it and whether or not the file exists: the counters taken, to give
         back on a match (:meth:`file_give_back`), or None when it has none left. Taken
         atomically, so calls comparing at once can never pass the allowance. One round
         trip."""
-        slots = self._file_keys(file_number)
-        now_ms = int(self._now() * 1000)
-        keys: list[str] = []
-        args = [now_ms, len(slots)]
-        for window, current, previous in slots:
-            keys += [current, previous]
-            args += [window.amount, window.seconds * 1000]
-        if not self._take(keys=keys, args=args):
+        take = self._counters(
+            "file_failures", f"file:{file_number}", self.file_windows, "file_failures", FILE_PREFIX
+        )
+        if not self._take(keys=take.keys, args=take.args):
             return None
-        return keys[0::2]
+        return take.keys[0::2]
 
     def file_give_back(self, taken: list[str]) -> None:
         """A try that matched (or was never compared) is no failure: give it back."""

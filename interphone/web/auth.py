@@ -65,6 +65,7 @@ class User(UserMixin):
         self.agent_id = agent.id
         self.name = agent.name
         self.role = agent.role
+        self.site_id = agent.site_id
 
 
 @login_manager.user_loader

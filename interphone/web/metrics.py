@@ -37,7 +37,7 @@ from ..models import Call, Contact, Site
 from ..observability import bind, unbind
 from ..queue.store import NORMAL_BASE, URGENT
 from ..runtime import Runtime
-from ..voice.deferred import Deferred
+from ..voice import deferred as deferred_records
 from . import runtime_of
 
 log = logging.getLogger(__name__)
@@ -233,9 +233,8 @@ class _Collector:
             "applied, and set aside for their own data",
             labels=["list"],
         )
-        taken = Deferred(rt.redis, rt.queue)
-        deferred.add_metric(["pending"], taken.pending())
-        deferred.add_metric(["rejected"], taken.rejected())
+        deferred.add_metric(["pending"], rt.redis.llen(deferred_records.KEY))
+        deferred.add_metric(["rejected"], rt.redis.llen(deferred_records.REJECTED))
         yield deferred
 
     def _database(self) -> Iterator[Metric]:

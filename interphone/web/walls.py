@@ -7,25 +7,14 @@ turns that into the same 404 for both.
 
 from __future__ import annotations
 
-from flask import abort, current_app, g
-from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
 
-from ..models import Agent
 from ..scope import EVERYWHERE, Scope
-from . import runtime_of
 
 
 def current_site_id() -> int:
-    """The signed-in person's own site (read once per request)."""
-    if "site_id" not in g:
-        with runtime_of(current_app).sessions() as s:
-            site_id = s.scalar(select(Agent.site_id).where(Agent.id == int(current_user.agent_id)))
-        if site_id is None:  # the account was deleted since the page was opened
-            abort(404, description=_("Page introuvable."))
-        g.site_id = int(site_id)
-    return int(g.site_id)
+    """The signed-in person's own site (read with the account as the request began)."""
+    return int(current_user.site_id)
 
 
 def current_scope() -> Scope:
