@@ -179,7 +179,7 @@ def test_bench_queue_prints_one_json_object_with_the_figures(cli: CliRunner, run
 def test_dev_seed_is_idempotent_and_gives_a_demo_agent_a_phone_to_ring(
     cli: CliRunner, runtime: Runtime
 ) -> None:
-    from interphone.cli import DEMO_AGENT, DEMO_AGENT_PHONE
+    from interphone.cli.dev import DEMO_AGENT, DEMO_AGENT_PHONE
 
     for _ in range(2):
         result = cli.invoke(main, ["dev", "seed"])
@@ -224,3 +224,40 @@ def test_worker_serves_the_queue_it_is_given_so_voicemails_are_not_left_unread(
     main_job.refresh()
     assert speech.get_status() == "finished" and isinstance(speech.return_value(), int)
     assert main_job.get_status() == "queued"
+
+
+def test_every_command_group_module_is_registered_on_the_interphone_command() -> None:
+    """Each module of ``interphone.cli`` defines a group (or a command) that ``main`` must
+    carry: one left unregistered would vanish from the command line without an error."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import interphone.cli
+
+    top_level: list[click.Command] = []
+    for info in pkgutil.iter_modules(interphone.cli.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"interphone.cli.{info.name}")
+        defined = [v for v in vars(module).values() if isinstance(v, click.Command)]
+        nested = {
+            id(sub)
+            for group in defined
+            if isinstance(group, click.Group)
+            for sub in group.commands.values()
+        }
+        top_level += [c for c in defined if id(c) not in nested and c is not main]
+    assert top_level
+    for command in top_level:
+        assert command.name is not None
+        assert main.commands.get(command.name) is command, command.name
+    # the command lines CI and the Procfile call
+    assert set(main.commands) == {
+        "bench", "cases", "db", "dev", "journal", "queue",
+        "retention", "simulate", "sites", "users", "worker",
+    }  # fmt: skip
+    bench = main.commands["bench"]
+    assert isinstance(bench, click.Group)
+    assert set(bench.commands) == {"queue", "ivr", "feed", "load", "speech", "simulate"}

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from interphone.cli import DEMO_AGENT, DEMO_PASSWORD
+from interphone.cli.dev import DEMO_AGENT, DEMO_PASSWORD
 from interphone.config import DEV_AUTH_TOKEN, DEV_BIRTHDATE_KEY
 from interphone.models import Contact
 from interphone.queue.store import URGENT

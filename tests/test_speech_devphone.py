@@ -431,7 +431,7 @@ def test_speaking_audio_where_twilio_s_recognizer_listens_says_to_type_instead(
 
 
 def test_dev_serve_runs_the_stream_server_when_models_are_configured(tmp_path: Path) -> None:
-    from interphone.cli import dev_processes
+    from interphone.cli.dev import dev_processes
 
     procfile = (Path(__file__).parent.parent / "Procfile").read_text()
     assert any(line.startswith("stream:") for line in procfile.splitlines())
