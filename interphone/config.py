@@ -33,8 +33,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """The tunable rules of the call queue (SPEC §7). Durations in seconds."""
+    """The tunable rules of the call queue. Durations in seconds.
 
+    Each field is the environment variable of its name in capitals (``OFFER_TIMEOUT_S``…),
+    listed in the README's Configuration table; docs/architecture.md ("The path of a call")
+    tells where each rule applies.
+    """
+
+    # OFFER_TIMEOUT_S: an offer not accepted in time returns the contact to its place. The
+    # sweep expires offers past their deadline, every SWEEP_INTERVAL_S, and the agent may
+    # accept until then: an offer lasts between OFFER_TIMEOUT_S and OFFER_TIMEOUT_S +
+    # SWEEP_INTERVAL_S (20 to 22 s by default).
     offer_timeout_s: float = 20.0
     wrap_up_s: float = 30.0
     promote_after_s: float = 1800.0
@@ -44,7 +53,7 @@ class QueueSettings:
     missed_offers_pause: int = 2
     urgent_within_days: int = 15
     dispatch_scan: int = 50
-    sweep_interval_s: float = 2.0
+    sweep_interval_s: float = 2.0  # SWEEP_INTERVAL_S: period of the sweep (offers, wrap-ups)
     default_handle_time_s: float = 300.0
 
 
