@@ -146,11 +146,10 @@ def vacuum_if_unattended(url: str) -> dict[str, Any]:
     """On a PostgreSQL server whose autovacuum is off, ``VACUUM (ANALYZE)`` the app's
     tables, as autovacuum keeps them on a production server; what was found and done.
 
-    With autovacuum off (as on this project's development machines), every run
-    of a benchmark leaves thousands of dead rows behind and the planner's statistics
-    of tables that grew from nothing: the load test's p99 doubled on the next run, and
-    a ``VACUUM ANALYZE`` restored it. Production must run autovacuum
-    (docs/operations.md); a benchmark calls this to measure the state it keeps."""
+    With autovacuum off, every run of a benchmark leaves thousands of dead rows behind
+    and the planner's statistics of tables that grew from nothing, which slow the next
+    run (docs/performance.md). Production must run autovacuum (docs/operations.md); a
+    benchmark calls this to measure the state autovacuum keeps."""
     if not url.startswith("postgresql"):
         return {"autovacuum": None, "vacuumed": False}
     from sqlalchemy import text

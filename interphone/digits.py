@@ -1,7 +1,7 @@
 """Numbers typed or sent as text, read from the ASCII digits 0-9 only.
 
 ``str.isdigit()`` is also true of ``"²"`` and of other scripts' digits, which ``int()``
-refuses or reads as numbers nobody typed: the hostile-input test found a 500 that way.
+refuses (a 500) or reads as numbers nobody typed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SQL_INT_MAX = 2**31 - 1  # ids are SQL INTEGER columns: PostgreSQL refuses a lar
 
 def row_id(text: str) -> int | None:
     """``text`` as a table's id: ASCII digits for a number from 1 to :data:`SQL_INT_MAX`,
-    else None (a larger one would be an overflow in PostgreSQL, a 500, rather than "no
-    such row"; SQLite would have let it through: found by the hostile-input test)."""
+    else None: a larger one would overflow PostgreSQL's INTEGER, a 500 rather than "no
+    such row" (SQLite lets it through, so only a PostgreSQL run shows it)."""
     number = small_int(text, len(str(SQL_INT_MAX)))
     return number if number is not None and 1 <= number <= SQL_INT_MAX else None

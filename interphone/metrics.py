@@ -229,8 +229,8 @@ class Recorder:
 
     def maybe_flush(self) -> None:
         """The buffer is written by the process's flusher thread, never by the caller: a
-        request that observed something would otherwise pay, about once a second, for a
-        round trip carrying every figure of the process (it showed in webhooks' p99)."""
+        request must not pay for the round trip carrying every figure of the process,
+        which would land on some webhook about once a second (its tail latency)."""
         self._ensure_flusher()
 
     def flush(self) -> None:

@@ -50,9 +50,9 @@ def browser() -> Iterator[Browser]:
 def open_page(browser: Browser, server: str) -> Iterator[Callable[..., Page]]:
     """``open_page(**context options)``: a page in a browser context of its own (French
     unless told), closed when the test ends, before the server stops. A page left open
-    kept polling the stopped server over its kept-alive connection, on a closed runtime:
-    that opened Redis and PostgreSQL connections nobody closed, which the garbage
-    collector found later, in another test (a ResourceWarning, an error there)."""
+    would keep polling the stopped server over its kept-alive connection, on a closed
+    runtime, opening Redis and PostgreSQL connections nobody closes, which the garbage
+    collector finds later, in another test (a ResourceWarning, an error there)."""
     contexts: list[BrowserContext] = []
 
     def open_(**options: Any) -> Page:

@@ -275,8 +275,8 @@ def test_unsigned_forged_or_replayed_webhooks_are_refused_and_change_nothing(fuz
 def test_contact_id_beyond_sql_integer_is_a_bad_request_not_an_overflow_500(
     fuzz_app, route: str
 ) -> None:
-    """``?c=3000000000`` reached PostgreSQL's INTEGER and failed there (a 500 that SQLite
-    never showed: found by the fuzzing run on PostgreSQL). Beyond it, no contact is
+    """``?c=3000000000`` would overflow PostgreSQL's INTEGER (a 500 that SQLite never
+    shows), so it is refused before any query. Beyond it, no contact is
     looked up: a bridge's leg hears the goodbye of a link it cannot read (TwiML), the
     status callback gets a 400."""
     app, rt = fuzz_app

@@ -152,8 +152,8 @@ def test_procfile_web_line_is_what_the_load_test_runs(tmp_path: Path) -> None:
 def test_load_test_database_without_autovacuum_is_vacuumed_first_not_left_bloated(
     runtime: Runtime,
 ) -> None:
-    """Dead rows of an earlier run doubled the next run's p99 on a PostgreSQL whose
-    autovacuum is off (this project's machines): the load test vacuums it first."""
+    """On a PostgreSQL whose autovacuum is off, an earlier run's dead rows slow the next
+    run (docs/performance.md): the load test vacuums such a database first."""
     from sqlalchemy import text
 
     from interphone import db

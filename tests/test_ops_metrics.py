@@ -268,8 +268,8 @@ def test_a_process_idle_after_a_burst_still_flushes_its_figures(voice_runtime: R
 
 
 def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Runtime) -> None:
-    """A request used to pay, about once a second, for the round trip carrying every
-    figure of its process: only the process's flusher thread writes now."""
+    """Only the process's flusher thread writes the figures: a request never pays for
+    the round trip carrying every figure of its process."""
     recorder = figures.Recorder(voice_runtime.redis, flush_every_s=0.05)
     writers: set[str] = set()
     pipeline = recorder.redis.pipeline

@@ -223,8 +223,8 @@ def test_api_requests_are_limited_per_address_with_a_json_429(limited) -> None:
 
 
 def test_flask_limiter_hooks_run_for_the_limited_blueprints_only(limited) -> None:
-    """Its hooks cost every webhook about 0.13 ms for nothing (webhooks are limited in
-    the signature check): they are moved to the blueprint that has limits, the API's,
+    """Its hooks would cost every webhook CPU for nothing (webhooks are limited in the
+    signature check): they run on the blueprint that has limits, the API's,
     where the test above shows they still apply (sign-in has its own throttle)."""
     app, _, _ = limited
     limiter = next(e for e in app.extensions["limiter"])

@@ -10,8 +10,8 @@ Two checks on one seeded run through the real queue:
    call). This is exact, up to the queue's millisecond clock, and needs no statistics.
 2. The day's p_wait, service level and ASA agree with the Erlang C formula within the
    run's sampling error. The tolerances are four standard deviations of each estimate
-   for this many calls, measured by replicating the M/M/2 model (a = 1 erlang,
-   AHT 120 s, 20 s threshold) 300 times at 2,000 calls: relative SD 6.3 % (p_wait),
+   for this many calls, from 300 replications of the M/M/2 model (a = 1 erlang,
+   AHT 120 s, 20 s threshold) at 2,000 calls: relative SD 6.3 % (p_wait),
    2.9 % (service level) and 14.7 % (ASA), scaled by sqrt(2000 / n). ASA is the
    noisiest: it averages long waits that come in bursts. The tight comparison (400,000
    calls: 5 % and 10 %) is ``interphone bench simulate``, too long for the test suite.

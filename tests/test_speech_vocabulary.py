@@ -67,8 +67,8 @@ def test_a_missing_grammar_table_is_named(tmp_path: Path) -> None:
 
 
 # -- normalization: spoken digits -> digit string -> E.164 ---------------------------------
-# The Korean model does not recognize espeak-ng's Korean digits reliably (measured: 삼 is
-# heard as 아홉, "공 육 일 이" as "오 이"), so digits are tested here, from words, and the
+# The Korean model does not recognize espeak-ng's Korean digits reliably (삼 is heard as
+# 아홉, "공 육 일 이" as "오 이": docs/speech.md), so digits are tested here, from words, and the
 # intercom reads every number back for a yes/no confirmation.
 @pytest.mark.parametrize(
     ("lang", "spoken", "digits"),

@@ -180,8 +180,8 @@ def test_a_deferred_request_that_fails_for_its_own_data_is_set_aside_counted_and
     voice_runtime: Runtime,
 ) -> None:
     """A record the database refuses for what it says (on PostgreSQL, a site code given as
-    a number: a ProgrammingError) used to stop the list for ever, every callback behind
-    it with it; it is set aside, counted in the metrics, and put back in line on demand."""
+    a number: a ProgrammingError) must not stop the list, and every callback behind it,
+    for ever: it is set aside, counted in the metrics, and put back in line on demand."""
     from click.testing import CliRunner
 
     from interphone.cli import main

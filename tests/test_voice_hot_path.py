@@ -114,8 +114,8 @@ def test_webhooks_open_no_cookie_session_and_screens_still_do(
 def test_the_sites_are_read_again_behind_the_webhooks_not_on_their_path(
     voice_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every few seconds the sites were read again on some caller's webhook (its p99):
-    now a thread of the process does it while webhooks go on with the last read."""
+    """The sites are read again every few seconds by a thread of the process, never on
+    a caller's webhook (its tail latency): webhooks go on with the last read."""
     from interphone.models import Site
     from interphone.voice import ivr as ivr_module
 
@@ -196,8 +196,9 @@ def test_a_turn_writes_back_only_what_it_changed_and_forgets_dropped_extras(
 def test_the_web_entry_point_freezes_the_app_out_of_the_garbage_collectors_walks(
     redis_url: str, database_url: str, tmp_path: Any
 ) -> None:
-    """Full collections walking the whole app stopped a web process for 80 to 210 ms
-    under load (the load test's p99): the Procfile's entry point freezes what it built."""
+    """Full collections walking the whole app stop a web process for tens to hundreds of
+    milliseconds under load (docs/performance.md): the Procfile's entry point freezes
+    what it built."""
     env = {
         **os.environ,
         "INTERPHONE_ENV": "test",
@@ -233,8 +234,8 @@ def test_gunicorn_heartbeats_go_to_memory_not_to_a_disk_inode() -> None:
 def test_unicode_digits_such_as_superscripts_get_an_answer_not_a_server_error(
     app: Any, voice_runtime: Runtime
 ) -> None:
-    """``"²".isdigit()`` is true and ``int("²")`` fails: found by the hostile-input test
-    on an unsigned request (``?c=²``, a 500 from the request logger)."""
+    """``"²".isdigit()`` is true and ``int("²")`` fails: an unsigned request with
+    ``?c=²`` must get an answer, not a 500 from the request logger."""
     client = app.test_client()
     base = voice_runtime.settings.public_base_url
     assert client.post("/sms/incoming?c=%C2%B2", data=_form()).status_code == 403

@@ -1,7 +1,7 @@
 """An SMS confirmation is sent once, even when the worker sending it dies.
 
 The sending job is retried (RQ), and a worker can be killed between Twilio's answer and
-the end of its job: the retry used to send the same confirmation a second time."""
+the end of its job: the retry must not send the same confirmation a second time."""
 
 from __future__ import annotations
 

@@ -241,8 +241,8 @@ def _pattern_subscribers(rt: Runtime) -> set[int]:
 def test_the_screens_of_a_process_share_one_subscription_and_see_only_their_site(
     voice_runtime: Runtime,
 ) -> None:
-    """Fifty screens used to be fifty Redis subscribers, each thread woken to parse the
-    same message at every change: now one reader per process hands it out."""
+    """One reader per process hands each change to its screens, instead of one Redis
+    subscriber per screen, each thread woken to parse the same message."""
     import queue as queues
 
     from interphone.queue.notifier import channel
@@ -284,9 +284,10 @@ def test_a_lost_subscription_ends_every_stream_so_the_screens_resynchronize(
 def test_closing_the_feeds_leaves_no_redis_connection_open_behind_them(
     voice_runtime: Runtime,
 ) -> None:
-    """The reader was stopped by closing its subscription from another thread: redis-py
-    reconnected at once in the reader, and that socket stayed open until the garbage
-    collector found it in a later test (a ResourceWarning, so an error there)."""
+    """The reader stops on a flag and closes its own connection: a subscription closed
+    from another thread makes redis-py reconnect at once in the reader, and that socket
+    stays open until the garbage collector finds it in a later test (a ResourceWarning,
+    so an error there)."""
     from interphone.web.feeds import FeedHub
 
     own = redis.Redis.from_url(voice_runtime.redis_url, client_name="feed-under-test")

@@ -10,8 +10,8 @@ persistence, and stops it when closed.
 
 The database is a SQLite file in the same folder, built by the Alembic migrations as in
 production. Durability of this throw-away file is not wanted: ``synchronous=OFF`` spares
-an ``fsync`` per commit (2 to 5 ms each on the development machine, six commits per
-contact) and changes none of the statements the queue runs.
+an ``fsync`` per commit (six commits per contact, each fsync costing milliseconds) and
+changes none of the statements the queue runs.
 """
 
 from __future__ import annotations

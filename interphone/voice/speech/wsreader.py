@@ -3,9 +3,9 @@
 Flask-Sock's server (``simple_websocket``) gives every connection a reader thread that
 receives the frames and hands each message to the handler's thread through an event.
 Twilio sends a message every 20 ms per call, so that handoff (a thread woken up, a
-condition variable, a second thread contending for the interpreter) is paid 50 times
-a second per stream: measured here, the endpoint cost 1.4 to 1.6 times the CPU of a bare
-Vosk loop per utterance, against 1.25 to 1.35 once read this way. The stream server asks
+condition variable, a second thread contending for the interpreter) would be paid 50
+times a second per stream, a large share of the endpoint's CPU beside Vosk's own
+(figures in docs/performance.md, ``interphone bench speech``). The stream server asks
 Flask-Sock for no reader thread (``SOCK_SERVER_OPTIONS["thread_class"]``) and reads the
 socket itself, in the thread that decodes the audio: Flask-Sock still does the HTTP
 upgrade; the frames are parsed here (RFC 6455 §5: masking, fragments, ping, close,
@@ -14,8 +14,8 @@ size limit, UTF-8), in about a quarter of wsproto's time, or by wsproto (through
 extension. Closing: our close frame, then the other side's answer read (briefly) so
 that audio still in flight is not answered by a TCP reset.
 
-Tried and left out: sleeping between the messages of one 100 ms chunk to read them in
-one go saved about 5 % of the CPU but delayed decisions by 20 to 40 ms.
+Each message is read as it comes: waiting to gather a 100 ms chunk's messages in one
+read would save little CPU and delay every decision by tens of milliseconds.
 """
 
 from __future__ import annotations
