@@ -119,7 +119,8 @@ def test_retried_incoming_webhook_does_not_restart_the_call(
 def test_steps_arriving_out_of_order_are_answered_not_crashed(
     devphone: DevPhone, voice_runtime: Runtime
 ) -> None:
-    """Found by the load benchmark: a step posted before the language was chosen."""
+    """A step posted before the language was chosen (a retried or late webhook) gets an
+    answer, not a 500."""
     call = devphone.call(CALLER)
     for path, digits in (
         ("/voice/step/status_birth?n=7", "01011990"),
