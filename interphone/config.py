@@ -114,6 +114,10 @@ class Settings:
     local_speech_languages: tuple[str, ...] | None = None
     speech_stream_url: str = ""  # wss://… of the speech server; default from the base URL
     door_callback_offer_s: float = 300.0  # at the door, offer a callback after this wait
+    # the IVR: wrong birth dates in one call before a callback (at the door, an agent) is
+    # offered instead of another try; seconds of silence between two announcements on hold
+    status_failures_before_callback: int = 3
+    hold_announce_s: int = 50
     voicemail_max_s: int = 120  # longest message left after hours (<Record maxLength>)
     instance_path: Path = Path("instance")
     default_site: str = "prefecture"
@@ -343,6 +347,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         speech_stream_url=stream_url or "",
         door_callback_offer_s=env.number("DOOR_CALLBACK_OFFER_S", 300.0, minimum=0),
+        status_failures_before_callback=env.integer(
+            "STATUS_FAILURES_BEFORE_CALLBACK", 3, minimum=1
+        ),
+        hold_announce_s=env.integer("HOLD_ANNOUNCE_S", 50, minimum=1),
         voicemail_max_s=env.integer("VOICEMAIL_MAX_S", 120, minimum=5),
         instance_path=Path(env.text("INTERPHONE_INSTANCE", "instance") or "instance").resolve(),
         default_site=env.text("INTERPHONE_SITE", "prefecture") or "prefecture",

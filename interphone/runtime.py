@@ -28,9 +28,13 @@ if TYPE_CHECKING:
     from twilio.rest import Client as TwilioClient
 
     from .voice.bridge import BridgeService
+    from .voice.deferred import Deferred
+    from .voice.directory import SiteDirectory
+    from .voice.door import Door
     from .voice.hearing import Hearing
     from .voice.ivr import IvrService
     from .voice.limits import CallerLimits
+    from .voice.lookup import CaseLookup
     from .voice.messaging import SmsService
     from .voice.session import CallStore
     from .voice.speech.models import ModelRegistry
@@ -220,20 +224,53 @@ class Runtime:
 
         return IvrService(
             self.queue,
-            self.sessions,
             self.journal,
-            self.redis,
             self.clock,
-            reads=self.read_engine,
-            limits=self.caller_limits,
-            calls=self.calls,
+            directory=self.directory,
+            lookup=self.case_lookup,
+            door=self.door,
+            deferred=self.deferred,
             voicemails=self.voicemail,
-            birthdate_key=self.settings.birthdate_key,
-            default_site=self.settings.default_site,
-            region=self.settings.default_region,
+            sessions=self.sessions,
+            connection=self.redis,
+            settings=self.settings,
             notify=self.notify,
-            door_callback_offer_s=self.settings.door_callback_offer_s,
             caller_left=lambda contact_id: self.bridge.caller_hung_up(contact_id),
+        )
+
+    @cached_property
+    def directory(self) -> SiteDirectory:
+        """The sites as the IVR reads them (a thread of this process reads them again)."""
+        from .voice.directory import SiteDirectory
+
+        return SiteDirectory(self.sessions, self.redis, default_site=self.settings.default_site)
+
+    @cached_property
+    def case_lookup(self) -> CaseLookup:
+        from .voice.lookup import CaseLookup
+
+        return CaseLookup(
+            self.read_engine,
+            self.calls,
+            self.redis,
+            birthdate_key=self.settings.birthdate_key,
+            limits=self.caller_limits,
+        )
+
+    @cached_property
+    def door(self) -> Door:
+        from .voice.door import Door
+
+        return Door(self.directory, region=self.settings.default_region)
+
+    @cached_property
+    def deferred(self) -> Deferred:
+        """What the IVR accepts while the database is down; a hang-up among them goes
+        through the IVR's rule for a live caller who left."""
+        from .voice.deferred import Deferred
+
+        return Deferred(
+            self.redis, self.queue, hang_up=lambda contact_id: self.ivr.live_caller_gone(contact_id)
         )
 
     @cached_property
@@ -414,8 +451,8 @@ class Runtime:
     def close(self) -> None:
         if "feeds" in self.__dict__:
             self.feeds.close()
-        if "ivr" in self.__dict__:
-            self.ivr.close()
+        if "directory" in self.__dict__:
+            self.directory.close()
         if "read_engine" in self.__dict__:
             self.read_engine.dispose()
         if "engine" in self.__dict__:

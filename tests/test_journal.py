@@ -213,13 +213,13 @@ def _database_away(rt: Runtime, tmp_path: Path) -> Iterator[None]:
     autocommit statements."""
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
     rt.sessions.configure(bind=unreachable)
-    reads, rt.ivr.reads = rt.ivr.reads, unreachable
+    reads, rt.case_lookup.reads = rt.case_lookup.reads, unreachable
     autocommit, rt.queue.autocommit = rt.queue.autocommit, unreachable
     try:
         yield
     finally:
         rt.sessions.configure(bind=rt.engine)
-        rt.ivr.reads, rt.queue.autocommit = reads, autocommit
+        rt.case_lookup.reads, rt.queue.autocommit = reads, autocommit
         unreachable.dispose()
 
 

@@ -26,8 +26,8 @@ def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_pl
     devphone.call("+33611111111").press("2")  # the IVR has read its sites
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
     rt.sessions.configure(bind=unreachable)  # from now on every SQL statement fails
-    reads, rt.ivr.reads = rt.ivr.reads, unreachable  # the webhooks' own reads too
-    rt.ivr._read_sites()  # a read fails: the IVR keeps the sites read last
+    reads, rt.case_lookup.reads = rt.case_lookup.reads, unreachable  # the webhooks' own reads too
+    rt.directory.read()  # a read fails: the IVR keeps the sites read last
     try:
         callback = devphone.call("+33612345678")
         callback.press("2").press("2").press("1").press("#").press("3")
@@ -41,7 +41,7 @@ def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_pl
         live.hang_up()
     finally:
         rt.sessions.configure(bind=rt.engine)
-        rt.ivr.reads = reads
+        rt.case_lookup.reads = reads
         unreachable.dispose()
     for call in (callback, lookup):
         assert call.status == "completed" and call.transcript().count(DEFERRED) >= 1
@@ -87,7 +87,7 @@ def _database_lost(rt: Runtime, tmp_path: Path) -> tuple[Engine, Engine]:
     unreachable engine and the reads' engine to put back."""
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
     rt.sessions.configure(bind=unreachable)
-    reads, rt.ivr.reads = rt.ivr.reads, unreachable
+    reads, rt.case_lookup.reads = rt.case_lookup.reads, unreachable
     return unreachable, reads
 
 
@@ -96,19 +96,19 @@ def test_web_process_started_while_the_database_is_down_answers_from_the_sites_s
 ) -> None:
     """A web process started during an outage had no sites and answered every call with
     a 500: it now starts from the copy the last read left in Redis."""
-    from interphone.voice import sites_snapshot
+    from interphone.voice import directory
 
     rt = voice_runtime
     devphone.call("+33611111111").press("2")  # a process read the sites: a copy is kept
-    assert rt.redis.get(sites_snapshot.KEY) is not None
-    rt.ivr._sites_cache = {}  # a web process (re)started meanwhile: nothing read yet
+    assert rt.redis.get(directory.KEY) is not None
+    rt.directory._cache = {}  # a web process (re)started meanwhile: nothing read yet
     unreachable, reads = _database_lost(rt, tmp_path)
     try:
         call = devphone.call("+33612345678")
         call.press("2").press("2").press("1").press("#").press("3")
     finally:
         rt.sessions.configure(bind=rt.engine)
-        rt.ivr.reads = reads
+        rt.case_lookup.reads = reads
         unreachable.dispose()
     assert call.transcript().startswith("Bonjour, vous êtes au service des étrangers")
     assert DEFERRED in call.transcript() and call.status == "completed"
@@ -123,19 +123,19 @@ def test_no_site_known_and_database_down_the_caller_hears_a_polite_sentence_not_
     devphone: DevPhone, voice_runtime: Runtime, tmp_path: Path, snapshot: str | None
 ) -> None:
     """No snapshot, or one that cannot be read: the call is not failed either."""
-    from interphone.voice import sites_snapshot
+    from interphone.voice import directory
 
     rt = voice_runtime
-    rt.ivr._sites_cache = {}
-    rt.redis.delete(sites_snapshot.KEY)
+    rt.directory._cache = {}
+    rt.redis.delete(directory.KEY)
     if snapshot is not None:
-        rt.redis.set(sites_snapshot.KEY, snapshot)
+        rt.redis.set(directory.KEY, snapshot)
     unreachable, reads = _database_lost(rt, tmp_path)
     try:
         call = devphone.call("+33612345678")
     finally:
         rt.sessions.configure(bind=rt.engine)
-        rt.ivr.reads = reads
+        rt.case_lookup.reads = reads
         unreachable.dispose()
     assert "momentanément indisponible" in call.transcript()
     assert call.status == "completed"  # the IVR hung up politely: no error played

@@ -117,26 +117,26 @@ def test_the_sites_are_read_again_behind_the_webhooks_not_on_their_path(
     """The sites are read again every few seconds by a thread of the process, never on
     a caller's webhook (its tail latency): webhooks go on with the last read."""
     from interphone.models import Site
-    from interphone.voice import ivr as ivr_module
+    from interphone.voice import directory as directory_module
 
-    monkeypatch.setattr(ivr_module, "SITES_CACHE_S", 0.05)
-    ivr = voice_runtime.ivr
-    before = ivr._sites()
+    monkeypatch.setattr(directory_module, "REFRESH_S", 0.05)
+    directory = voice_runtime.ivr.directory
+    before = directory.sites()
     site = next(iter(before.values()))
     reads: list[str] = []
-    read = ivr._read_sites
+    read = directory.read
 
     def counted() -> None:
         reads.append(threading.current_thread().name)
         read()
 
-    monkeypatch.setattr(ivr, "_read_sites", counted)
+    monkeypatch.setattr(directory, "read", counted)
     with voice_runtime.sessions() as s, s.begin():
         s.get(Site, site.id).languages = ["es", "fr"]
     deadline = time.monotonic() + 10
-    while ivr._sites()[site.code].languages != ["es", "fr"] and time.monotonic() < deadline:
+    while directory.sites()[site.code].languages != ["es", "fr"] and time.monotonic() < deadline:
         threading.Event().wait(0.02)
-    assert ivr._sites()[site.code].languages == ["es", "fr"]
+    assert directory.sites()[site.code].languages == ["es", "fr"]
     assert reads and set(reads) == {"sites"}  # never on the webhook's own thread
 
 
@@ -147,14 +147,14 @@ def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runti
 
     from interphone import db
     from interphone.cases import CaseRecord, ImportReport, import_records
-    from interphone.voice.ivr import _CASE_BY_FILE
+    from interphone.voice.lookup import CASE_BY_FILE
 
     rt = voice_runtime
     born = date(1990, 4, 12)
     record = CaseRecord("7100000001", born, "ready", datetime(2026, 1, 1, tzinfo=UTC))
     import_records(rt.sessions, [record], rt.settings.birthdate_key, ImportReport())
     engine = rt.read_engine
-    assert db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"}) is not None
+    assert db.read_once(engine, CASE_BY_FILE, {"file_number": "7100000001"}) is not None
     if engine.dialect.name == "postgresql":
         assert not engine.pool._pre_ping  # the round trip saved
         with engine.connect() as c:  # no BEGIN, no ROLLBACK, no isolation level to reset
@@ -166,7 +166,7 @@ def test_a_case_lookup_survives_its_pooled_connection_dying(voice_runtime: Runti
     else:  # SQLite: no server to lose; the connection is closed under the pool instead
         with engine.connect() as c:
             c.connection.dbapi_connection.close()  # type: ignore[union-attr]
-    row = db.read_once(engine, _CASE_BY_FILE, {"file_number": "7100000001"})
+    row = db.read_once(engine, CASE_BY_FILE, {"file_number": "7100000001"})
     assert row is not None and row[1] == "ready"
 
 

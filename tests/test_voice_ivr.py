@@ -324,11 +324,11 @@ def test_case_read_while_the_birth_date_is_typed_answers_with_the_database_gone(
     call = english_main_menu(devphone).press("1").press(FILE + "#")
     assert FILE in _extra(rt, call.sid)["case"]  # read ahead, hash and all
     unreachable = dbmod.make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}")
-    reads, rt.ivr.reads = rt.ivr.reads, unreachable
+    reads, rt.case_lookup.reads = rt.case_lookup.reads, unreachable
     try:
         call.press("12041990")
     finally:
-        rt.ivr.reads = reads
+        rt.case_lookup.reads = reads
         unreachable.dispose()
     assert "valid until March 31, 2027" in call.transcript()
     assert "case" not in _extra(rt, call.sid)  # used once, then dropped

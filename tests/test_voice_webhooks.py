@@ -247,7 +247,7 @@ def _door_documents(devphone: DevPhone, rt: Runtime) -> list[str]:
     rt.__dict__["hearing"] = Hearing(
         SpeechResults(rt.redis), models_dir=models.parent, local_languages=None
     )
-    rt.ivr._read_sites()  # the identity was added a moment ago
+    rt.directory.read()  # the identity was added a moment ago
     call = devphone.call("client:borne-1")
     call.speak("english").speak("hmm").speak("agent")
     return call.documents

@@ -26,7 +26,7 @@ from ..runtime import Runtime
 from .bridge import conference_name
 from .flow import DOOR_HOLD, DOOR_STEPS
 from .hearing import LOCAL, Heard
-from .ivr import Reply
+from .reply import Reply
 from .session import CallState, Turn
 from .signature import twilio_signed
 from .speech import token as call_token
@@ -80,6 +80,7 @@ def _render(sid: str, reply: Reply) -> str:
         reply,
         step_url=lambda step: f"{root}{STEP_PATH}{quote(step, safe='')}?n={n}",
         hold_url=f"{root}{HOLD_PATH}?n={n}",
+        hold_s=rt.settings.hold_announce_s,
         listening=_listening(rt, sid, reply, n) if reply.listen else None,
         recording=Recording(
             action=f"{root}{VOICEMAIL_PATH}?n={n}",

@@ -9,7 +9,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from ..prompts import catalogue
 from .flow import STEPS
-from .ivr import HOLD_ANNOUNCE_S, Reply, Speech
+from .reply import Reply, Speech
 from .speech import token as call_token
 
 
@@ -98,6 +98,7 @@ def render(
     *,
     step_url: Callable[[str], str],
     hold_url: str,
+    hold_s: int,
     listening: Listening | None = None,
     recording: Recording | None = None,
 ) -> str:
@@ -133,7 +134,7 @@ def render(
         )
         for speech in reply.speech:
             _say(gather, speech)
-        gather.pause(length=HOLD_ANNOUNCE_S)
+        gather.pause(length=hold_s)  # then the next announcement
         response.redirect(hold_url, method="POST")
     else:
         for speech in reply.speech:
