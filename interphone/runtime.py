@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .voice.deferred import Deferred
     from .voice.directory import SiteDirectory
     from .voice.door import Door
+    from .voice.hangup import HangUps
     from .voice.hearing import Hearing
     from .voice.ivr import IvrService
     from .voice.limits import CallerLimits
@@ -224,17 +225,28 @@ class Runtime:
 
         return IvrService(
             self.queue,
-            self.journal,
             self.clock,
             directory=self.directory,
             lookup=self.case_lookup,
             door=self.door,
             deferred=self.deferred,
             voicemails=self.voicemail,
-            sessions=self.sessions,
             connection=self.redis,
             settings=self.settings,
             notify=self.notify,
+        )
+
+    @cached_property
+    def hang_ups(self) -> HangUps:
+        """The end of calls (Twilio's final status, a live caller who hung up)."""
+        from .voice.hangup import HangUps
+
+        return HangUps(
+            self.queue,
+            self.sessions,
+            self.journal,
+            self.clock,
+            self.deferred,
             caller_left=lambda contact_id: self.bridge.caller_hung_up(contact_id),
         )
 
@@ -265,12 +277,14 @@ class Runtime:
 
     @cached_property
     def deferred(self) -> Deferred:
-        """What the IVR accepts while the database is down; a hang-up among them goes
-        through the IVR's rule for a live caller who left."""
+        """What the IVR accepts while the database is down; a hang-up among them is
+        applied as any live caller's (:meth:`HangUps.live_caller_gone`)."""
         from .voice.deferred import Deferred
 
         return Deferred(
-            self.redis, self.queue, hang_up=lambda contact_id: self.ivr.live_caller_gone(contact_id)
+            self.redis,
+            self.queue,
+            hang_up=lambda contact_id: self.hang_ups.live_caller_gone(contact_id),
         )
 
     @cached_property

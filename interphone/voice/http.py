@@ -171,8 +171,8 @@ def _turn(
     body = _render(sid, reply)
     calls.finish(turn, body, reply.state, journal.encode(reply.records))
     if reply.prefetch_case:
-        ivr, number = rt.ivr, reply.prefetch_case
-        setattr(g, AFTER_SENT, lambda: ivr.prefetch_case(sid, number))
+        lookup, number = rt.case_lookup, reply.prefetch_case
+        setattr(g, AFTER_SENT, lambda: lookup.prefetch(sid, number))
     return body
 
 
@@ -224,7 +224,7 @@ def status() -> Response:
     if sid is None:
         return _bad_request()
     rt = _runtime()
-    rt.ivr.call_ended(rt.calls.load(sid), sid, _field("CallStatus"), _field("CallDuration"))
+    rt.hang_ups.call_ended(rt.calls.load(sid), sid, _field("CallStatus"), _field("CallDuration"))
     return Response(status=204)
 
 

@@ -6,7 +6,14 @@ that :mod:`interphone.voice.twiml` renders, with the call's new state and the re
 to journal, which the webhook stores together with its answer in one Redis write. The
 IVR's hot path never writes SQL (see :mod:`interphone.journal`), and reads it only for
 a case lookup, which is done after the answer asking for the birth date has left
-(:meth:`IvrService.prefetch_case`): the status turn itself reads none when it can.
+(:meth:`~interphone.voice.lookup.CaseLookup.prefetch`): the status turn itself reads
+none when it can.
+
+Its collaborators, built by :mod:`interphone.runtime`: the sites
+(:mod:`~interphone.voice.directory`), a case's status (:mod:`~interphone.voice.lookup`),
+the door's spoken questions (:mod:`~interphone.voice.door`), and what waits for the
+database (:mod:`~interphone.voice.deferred`). The end of a call is
+:mod:`~interphone.voice.hangup`'s.
 """
 
 from __future__ import annotations
@@ -19,17 +26,16 @@ from zoneinfo import ZoneInfo
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from .. import failpoints, journal, metrics
 from ..config import Settings
-from ..digits import ascii_digits, small_int
-from ..journal import Journal, Record
-from ..models import Contact, Site
+from ..digits import ascii_digits
+from ..journal import Record
+from ..models import Site
 from ..privacy import InvalidPhoneNumber, last_digits, normalize_file_number, to_e164
 from ..prompts import REFERENCE, Catalogue, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
-from ..queue.exceptions import Conflict, QueueError
+from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
 from .deferred import Deferred
 from .directory import SiteDirectory
@@ -58,7 +64,6 @@ class IvrService:
     def __init__(
         self,
         queue: QueueService,
-        journal: Journal,
         clock: Clock,
         *,
         directory: SiteDirectory,
@@ -66,27 +71,22 @@ class IvrService:
         door: Door,
         deferred: Deferred,
         voicemails: VoicemailService,
-        sessions: sessionmaker[Session],
         connection: redis.Redis,
         settings: Settings,
         notify: Notify | None = None,
-        caller_left: Callable[[int], bool] | None = None,
     ) -> None:
         self.queue = queue
-        self.journal = journal
         self.clock = clock
         self.directory = directory
         self.lookup = lookup
         self.door = door
         self.deferred = deferred
         self.voicemails = voicemails
-        self.sessions = sessions
         self.redis = connection
         self.region = settings.default_region
         self.door_callback_offer_s = settings.door_callback_offer_s
         self.status_failures_before_callback = settings.status_failures_before_callback
         self.notify = notify
-        self.caller_left = caller_left
         #: the targets ``do(name)`` of :mod:`~interphone.voice.flow`, by name
         self.actions: dict[str, Action] = {
             "language": self._language,
@@ -227,49 +227,6 @@ class IvrService:
         if ticket.position:
             speech.append(self._position(state, "queue_position", ticket, live=True))
         return Reply(speech=speech, hold=True)
-
-    def call_ended(
-        self, state: CallState | None, sid: str, status: str, duration_s: str = ""
-    ) -> None:
-        """Twilio's final status callback: the call's record is closed (through the
-        journal, behind its start), and a caller still in line who hung up is counted
-        as abandoned."""
-        if status not in ("completed", "busy", "failed", "no-answer", "canceled"):
-            return
-        self.journal.append(
-            journal.call_ended(
-                sid,
-                status=status,
-                at_ms=to_ms(self.clock.now()),
-                duration_s=small_int(duration_s, 8),
-            )
-        )
-        if state is None or not state.contact_id:
-            return
-        try:
-            kind = self.queue.kind_in_queue(state.contact_id)  # a callback: nothing to do
-            if kind is None:  # not in Redis: the database knows what it was
-                with self.sessions() as s:
-                    contact = s.get(Contact, state.contact_id)
-                    kind = contact.kind if contact is not None else None
-            if kind == "live":
-                self.live_caller_gone(state.contact_id)
-        except QueueError as exc:  # a call in progress is handled in live_caller_gone
-            log.info("call %s ended: its contact left as it was (%s)", sid, exc.message)
-        except SQLAlchemyError:  # the database is down: the hang-up is applied later
-            self.deferred.hang_up(state.contact_id)
-
-    def live_caller_gone(self, contact_id: int) -> None:
-        """A live caller hung up: abandoned if still in line. If an agent had accepted,
-        the bridge decides: not put through yet, abandoned too and the agent freed; put
-        through, the call goes on to its end, where the agent gives an outcome."""
-        try:
-            self.queue.abandon(contact_id)
-        except Conflict as exc:
-            if exc.details.get("reason") != "ON_CALL" or self.caller_left is None:
-                raise
-            if not self.caller_left(contact_id):
-                log.info("contact %s: the caller left a call in progress", contact_id)
 
     # -- navigation --------------------------------------------------------------------
     def _follow(self, state: CallState, target: Target) -> Reply:
@@ -667,11 +624,6 @@ class IvrService:
     # -- helpers -----------------------------------------------------------------------
     def _count(self, name: str, *labels: str) -> None:
         metrics.recorder_for(self.redis).inc(name, *labels)
-
-    def prefetch_case(self, sid: str, file_number: str) -> None:
-        """Read the case of ``file_number`` ahead (:meth:`CaseLookup.prefetch`), once the
-        answer asking for its birth date is sent (the web layer calls this after it)."""
-        self.lookup.prefetch(sid, file_number)
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
         cat = catalogue(state.lang)
