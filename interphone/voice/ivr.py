@@ -58,8 +58,8 @@ Action = Callable[[CallState, str], Reply]  # (the call, the target's argument o
 class IvrService:
     """The IVR's rules. ``directory``: the sites; ``lookup``: a case's status;
     ``door``: the intercom's spoken questions; ``deferred``: what is accepted while the
-    database is down, applied by the sweep; ``caller_left``: the bridge's, for a caller
-    an agent accepted; ``notify``: sends an SMS (a callback's confirmation)."""
+    database is down, applied by the sweep; ``connection``: the fail points' and the
+    metrics' Redis; ``notify``: sends an SMS (a callback's confirmation)."""
 
     def __init__(
         self,
