@@ -2,9 +2,10 @@
 
 A step gathers keypad input. ``options`` map a key to a target: ``go("step")`` moves to
 another step, ``do("action")`` runs an action of :class:`~interphone.voice.ivr.IvrService`
-that decides what comes next. ``action`` steps take free input (a file number, a date,
-a phone number). Silence and wrong keys re-prompt, and after ``max_tries`` the call
-goes to ``give_up``: nobody is left in a dead end.
+(its table ``actions``) that decides what comes next. ``action`` steps take free input
+(a file number, a date, a phone number: its table ``inputs``). Silence and wrong keys
+re-prompt, and after ``max_tries`` the call goes to ``give_up``: nobody is left in a
+dead end.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Step:
     finish_on_key: str = ""
     timeout_s: int = 6
     options: Mapping[str, Target] = field(default_factory=dict)
-    action: str | None = None  # free input handled by IvrService.<action>
+    action: str | None = None  # free input handled by IvrService.inputs[action]
     empty_ok: bool = False  # an empty entry (just '#') is an answer, not silence
     max_tries: int = 3
     give_up: Target = field(default_factory=lambda: do("goodbye"))
@@ -137,7 +138,8 @@ REASONS = ("file_question", "permit_expiry", "other")
 class SpeechStep:
     """A step answered by voice. ``grammar`` is a vocabulary grammar (``yes_no``,
     ``menu``, ``language``, ``digits``: see :mod:`interphone.voice.speech.vocabulary`);
-    ``options`` map a meaning to a target, ``action`` handles free answers (digits).
+    ``options`` map a meaning to a target, ``action`` handles free answers (digits;
+    :class:`~interphone.voice.door.Door`'s table ``answers``).
     What is heard is always read back before anything is stored. No answer understood
     after ``max_tries`` → ``give_up``, which at the door is the live queue."""
 

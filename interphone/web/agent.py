@@ -48,7 +48,7 @@ BUSY_RETRY_MS = (5_000, 15_000)  # a feed refused by a full process tries again,
 
 bp = Blueprint("agent", __name__)
 
-# the marks of a caller's path through the IVR (``interphone.voice.ivr._trace``)
+# the marks of a caller's path through the IVR (``interphone.voice.reply.trace``)
 PATH_LABELS = {
     "language": _l("choix de la langue"),
     "main": _l("menu principal"),

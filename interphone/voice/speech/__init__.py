@@ -5,7 +5,7 @@ The audio never leaves the préfecture: Twilio streams the caller's voice (Media
 ``stream``, :func:`interphone.voice.speech.app.create_stream_app`), which recognizes one
 word of a small grammar per step and stores the outcome in Redis for the IVR.
 
-How the IVR uses it (the IVR side lives in ``voice/ivr.py``, not here):
+How the IVR uses it (the IVR side lives in ``voice/ivr.py`` and ``voice/door.py``):
 
 1. For a speech step, answer Twilio with::
 
