@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any, cast
 
 import redis
@@ -52,6 +53,16 @@ ERROR_CHARS = 200
 
 Record = dict[str, Any]
 _TYPES = ("call.start", "call.end", "event")
+
+
+class Guarded(IntEnum):
+    """The reply of a script that acts only while a lock is still its caller's
+    (:data:`_SETTLE_IF_OWNER`, :data:`_REPLACE_HEAD_IF_OWNER`, and the deferred
+    requests' in :mod:`interphone.voice.deferred`)."""
+
+    REFUSED = 0  # the lock is another's now (or the list's head moved): nothing done
+    DONE = 1
+
 
 # Trim the settled head of the list and set aside its failed records, only while the
 # lock is still ours (and keep the lock for the next batch): one atomic step, so a
@@ -256,9 +267,12 @@ class Journal:
                     return done
                 settled, set_aside = self._apply_batch(raw)
                 entries = [entry.encode() for entry in set_aside]
-                if settled and not self._settle(
-                    keys=[KEY, LOCK, REJECTED], args=[token, settled, LOCK_S, *entries]
-                ):
+                kept = Guarded.DONE
+                if settled:
+                    kept = self._settle(
+                        keys=[KEY, LOCK, REJECTED], args=[token, settled, LOCK_S, *entries]
+                    )
+                if kept != Guarded.DONE:
                     log.warning("journal drain lost its lock; another worker goes on")
                     return done
                 self._count(set_aside)
@@ -347,9 +361,10 @@ class Journal:
                     aside = self._aside(entry.raw, error)
                     self._count([aside])
                     again = aside.encode()
-                if not self._replace_head(
+                replaced = self._replace_head(
                     keys=[REJECTED, REPLAY_LOCK], args=[token, item, again, LOCK_S]
-                ):
+                )
+                if replaced != Guarded.DONE:
                     log.warning("the set-aside list changed under the replay; it stops")
                     break
                 if again:

@@ -24,6 +24,7 @@ import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis
 from limits import parse_many
@@ -50,8 +51,15 @@ class Window:
 # who mistypes, far too few to guess a password of MIN_PASSWORD characters
 PER_ACCOUNT_AND_ADDRESS = Window(5, 15 * 60)
 
-# KEYS: counters; ARGV: per counter its amount and window (ms). 1, and every counter
-# taken (a new one expiring after its window), when each has room; else 0, none taken.
+
+class Room(IntEnum):
+    """The reply of :data:`_TAKE`."""
+
+    NONE = 0  # a counter is full: none taken
+    TAKEN = 1  # every counter taken (a new one expiring after its window)
+
+
+# KEYS: counters; ARGV: per counter its amount and window (ms). A :class:`Room`.
 _TAKE = """
 for i, key in ipairs(KEYS) do
   if tonumber(redis.call('get', key) or '0') >= tonumber(ARGV[2 * i - 1]) then return 0 end
@@ -108,7 +116,7 @@ class SignIn:
         keys, windows = self._counters(email, address)
         args = [n for w in windows for n in (w.amount, w.seconds * 1000)]
         try:
-            taken = bool(self._take(keys=keys, args=args))
+            taken = bool(self._take(keys=keys, args=args) == Room.TAKEN)
         except redis.RedisError as exc:
             log.warning("sign-in throttle not checked (%s)", type(exc).__name__)
             taken = None

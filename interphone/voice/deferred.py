@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from ..db import unavailable
+from ..journal import Guarded
 from ..queue.service import QueueService
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ LOCK = "ip:deferred:lock"
 REJECTED = "ip:deferred:rejected"
 LOCK_S = 60
 
+# the head applied, popped, or set aside, only while the lock is still ours: a Guarded
 _POP_IF_OWNER = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('lpop', KEYS[1])
@@ -154,10 +156,11 @@ class Deferred:
                         )
                         return applied
                     log.error("deferred record set aside: %s", type(exc).__name__)
-                    if not self._set_aside(keys=[KEY, LOCK, REJECTED], args=[token, LOCK_S]):
+                    aside = self._set_aside(keys=[KEY, LOCK, REJECTED], args=[token, LOCK_S])
+                    if aside != Guarded.DONE:
                         return applied
                     continue
-                if not self._pop(keys=[KEY, LOCK], args=[token, LOCK_S]):
+                if self._pop(keys=[KEY, LOCK], args=[token, LOCK_S]) != Guarded.DONE:
                     return applied
                 applied += 1
         finally:

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis
 from limits import parse_many
@@ -73,6 +74,16 @@ local function take(k, a)
   return true
 end
 """
+
+
+class Room(IntEnum):
+    """The reply of :data:`TAKE_SCRIPT`, the counters of one ``take`` on their own."""
+
+    NONE = 0  # a limit had no room: nothing taken
+    TAKEN = 1  # every counter taken
+
+
+TAKE_SCRIPT = TAKE_LUA + "return take(1, 1) and 1 or 0"
 
 
 # give back one of each counter ``take`` incremented (a counter expired meanwhile stays
@@ -122,7 +133,7 @@ class CallerLimits:
         self.redis = connection
         self._key = hmac.new(secret_key.encode(), b"rate-limit", hashlib.sha256).digest()
         self._now = now
-        self._take = connection.register_script(TAKE_LUA + "return take(1, 1) and 1 or 0")
+        self._take = connection.register_script(TAKE_SCRIPT)
         self._give_back = connection.register_script(GIVE_BACK_LUA)
 
     def take(self, kind: str, number: str, call_sid: str = "") -> Take | None:
@@ -148,7 +159,7 @@ class CallerLimits:
         if kind not in ALWAYS and not self.enabled:
             return True
         take = self._counters(kind, f"call:{call_sid}", self.windows[kind], kind)
-        return bool(self._take(keys=take.keys, args=take.args))
+        return bool(self._take(keys=take.keys, args=take.args) == Room.TAKEN)
 
     def _counters(
         self, kind: str, who: str, windows: list[Window], label: str, prefix: str = ""
@@ -176,7 +187,7 @@ class CallerLimits:
         take = self.take(kind, number, call_sid)
         if take is None:
             return True
-        return bool(self._take(keys=take.keys, args=take.args))
+        return bool(self._take(keys=take.keys, args=take.args) == Room.TAKEN)
 
     # -- failed birth dates, per file number ------------------------------------------------
     def file_take(self, file_number: str) -> list[str] | None:
@@ -188,7 +199,7 @@ class CallerLimits:
         take = self._counters(
             "file_failures", f"file:{file_number}", self.file_windows, "file_failures", FILE_PREFIX
         )
-        if not self._take(keys=take.keys, args=take.args):
+        if self._take(keys=take.keys, args=take.args) != Room.TAKEN:
             return None
         return take.keys[0::2]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from enum import IntEnum
 
 import redis
 
@@ -73,14 +74,21 @@ class Turn:
     over: frozenset[str] = frozenset()  # other limits without room (voice.limits kinds)
 
 
+class Opened(IntEnum):
+    """How :data:`_BEGIN` opened a turn (its reply's first word)."""
+
+    ANSWERED = 1  # answered already: the stored answer is replayed
+    CLAIMED = 2  # claimed by this request
+    BUSY = 3  # being handled by another request right now
+    OVER_LIMIT = 4  # claimed, but the calling number is over the turn's limit
+
+
 # One round trip to open a webhook's turn: its stored answer if any, else the claim on
 # it, the calling number's allowances (interphone.voice.limits) and the call's state.
 # ARGV: number of takes, 1 when the first take is the turn's own limit, then each
 # take's arguments (its keys follow the three fixed ones). Returns {code, answer,
-# refused, state words...}: code 1 = answered already, 2 = claimed by this request,
-# 3 = being handled by another request, 4 = claimed, but the calling number is over
-# the turn's limit; ``refused``: bit t-1 set when take t had no room. A retry is
-# never counted against the caller.
+# refused, state words...}: code an :class:`Opened`; ``refused``: bit t-1 set when
+# take t had no room. A retry is never counted against the caller.
 _BEGIN = (
     TAKE_LUA
     + """
@@ -133,6 +141,12 @@ return 1
 
 
 # One field of a call still going on (a call ended or expired is not brought back).
+# Returns a :class:`Remembered`.
+class Remembered(IntEnum):
+    GONE = 0  # the call is no longer there: nothing written
+    KEPT = 1
+
+
 _REMEMBER = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
@@ -150,7 +164,8 @@ class CallStore:
     def remember(self, sid: str, name: str, value: str) -> bool:
         """Add ``extra[name]`` to the state of call ``sid`` between two of its turns
         (read by the next one); False when the call is no longer there."""
-        return bool(self._remember(keys=[self._key(sid)], args=[f"x_{name}", value]))
+        kept = self._remember(keys=[self._key(sid)], args=[f"x_{name}", value])
+        return bool(kept == Remembered.KEPT)
 
     def _key(self, sid: str) -> str:
         return f"{PREFIX}{sid}"
@@ -197,7 +212,7 @@ class CallStore:
             args += take.args
         code, answer, refused, *words = self._begin(keys=keys, args=args)
         code = int(code)
-        if code == 1:
+        if code == Opened.ANSWERED:
             return Turn(sid, n, as_text(answer), False, None)
         raw = {as_text(words[i]): as_text(words[i + 1]) for i in range(0, len(words) - 1, 2)}
         state = CallState.from_mapping(sid, raw) if raw else None
@@ -205,7 +220,9 @@ class CallStore:
         over = frozenset(
             take.kind for i, take in enumerate(counts) if int(refused) >> (first + i) & 1
         )
-        return Turn(sid, n, None, code in (2, 4), state, limited=code == 4, over=over, raw=raw)
+        acquired = code == Opened.CLAIMED or code == Opened.OVER_LIMIT
+        limited = code == Opened.OVER_LIMIT
+        return Turn(sid, n, None, acquired, state, limited=limited, over=over, raw=raw)
 
     def wait_for_answer(self, turn: Turn, timeout_s: float = 10.0) -> str | None:
         """Another request is handling this webhook right now: wait for its answer."""
