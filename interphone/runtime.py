@@ -273,7 +273,13 @@ class Runtime:
     def door(self) -> Door:
         from .voice.door import Door
 
-        return Door(self.directory, region=self.settings.default_region)
+        settings = self.settings
+        return Door(
+            self.directory,
+            self.clock,
+            region=settings.default_region,
+            callback_offer_s=settings.door_callback_offer_s,
+        )
 
     @cached_property
     def deferred(self) -> Deferred:

@@ -21,6 +21,9 @@ from interphone.web import create_app
         ({"OFFER_TIMEOUT_S": "0"}, "OFFER_TIMEOUT_S"),
         ({"CALLBACK_MAX_ATTEMPTS": "2.5"}, "CALLBACK_MAX_ATTEMPTS"),
         ({"WRAP_UP_S": "nan"}, "WRAP_UP_S"),
+        ({"STATUS_FAILURES_BEFORE_CALLBACK": "0"}, "STATUS_FAILURES_BEFORE_CALLBACK"),
+        ({"HOLD_ANNOUNCE_S": "1.5"}, "HOLD_ANNOUNCE_S"),
+        ({"HOLD_ANNOUNCE_S": "0"}, "HOLD_ANNOUNCE_S"),
         ({"PUBLIC_BASE_URL": "ftp://x"}, "PUBLIC_BASE_URL"),
         ({"TWILIO_ACCOUNT_SID": "XX123"}, "TWILIO_ACCOUNT_SID"),
         ({"INTERPHONE_ENV": "production"}, "SECRET_KEY"),
@@ -87,6 +90,7 @@ def test_defaults_need_nothing_from_the_environment() -> None:
     assert settings.env == "development"
     assert settings.redis_url is None and settings.database_url is None
     assert settings.queue.offer_timeout_s == 20 and settings.queue.callback_max_attempts == 3
+    assert settings.status_failures_before_callback == 3 and settings.hold_announce_s == 50
     assert len(settings.secret_key) >= 32
 
 
@@ -112,6 +116,11 @@ def test_queue_rules_are_configurable() -> None:
         settings.queue.language_relax_s,
         settings.queue.callback_max_attempts,
     ) == (15, 900, 60, 5)
+
+
+def test_ivr_rules_are_configurable() -> None:
+    settings = load_settings({"STATUS_FAILURES_BEFORE_CALLBACK": "5", "HOLD_ANNOUNCE_S": "20"})
+    assert (settings.status_failures_before_callback, settings.hold_announce_s) == (5, 20)
 
 
 def test_production_requires_redis_and_database_urls() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime
 
 import pytest
@@ -98,6 +99,33 @@ def test_three_failed_lookups_lead_to_a_callback_offer(devphone: DevPhone, cases
     assert "An agent can call you back" in call.transcript()
     assert call.waiting_for == "/voice/step/callback"
     assert "ending in 5 6 7 8" in call.last_said()
+
+
+def test_the_failed_lookups_before_the_callback_offer_are_a_setting(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    rt = voice_runtime
+    rt.settings = rt.settings.with_overrides(status_failures_before_callback=1)
+    rt.__dict__.pop("ivr", None)  # built again, from these settings
+    call = english_main_menu(devphone)
+    call.press("1").press("1111#").press("01011990")
+    assert "An agent can call you back" in call.transcript()
+    assert call.waiting_for == "/voice/step/callback"
+
+
+def test_the_silence_between_announcements_on_hold_is_a_setting(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    pauses = []
+    for seconds in (50, 7):  # the default, then HOLD_ANNOUNCE_S=7
+        voice_runtime.settings = voice_runtime.settings.with_overrides(hold_announce_s=seconds)
+        call = english_main_menu(devphone, f"+336111111{seconds:02d}")
+        call.press("3")
+        assert call.waiting_for == "/voice/queue"
+        pause = ET.fromstring(call.documents[-1]).find("./Gather/Pause")
+        assert pause is not None
+        pauses.append(pause.get("length"))
+    assert pauses == ["50", "7"]
 
 
 def test_impossible_birth_date_is_a_mismatch_not_an_error(devphone: DevPhone, cases) -> None:

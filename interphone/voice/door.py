@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ..privacy import InvalidPhoneNumber, normalize_file_number, to_e164
 from ..prompts import REFERENCE, catalogue
+from ..queue.clock import Clock
 from .directory import SiteDirectory
 from .flow import DOOR_STEPS, SpeechStep, Target
 from .hearing import Heard
@@ -25,9 +26,16 @@ Answer = Callable[[CallState, str], Reply | None]  # a free answer; None: not on
 
 
 class Door:
-    def __init__(self, directory: SiteDirectory, *, region: str) -> None:
+    """``callback_offer_s``: a wait at the door after which the hold's announcements
+    offer a callback that keeps the place."""
+
+    def __init__(
+        self, directory: SiteDirectory, clock: Clock, *, region: str, callback_offer_s: float
+    ) -> None:
         self.directory = directory
+        self.clock = clock
         self.region = region
+        self.callback_offer_s = callback_offer_s
         #: the free answers of :data:`DOOR_STEPS`, by the step's ``action``
         self.answers: dict[str, Answer] = {
             "door_language": self.language,
@@ -57,11 +65,38 @@ class Door:
             speech=list(before or []), listen=step_name, prompt=self._prompt(state, step_name)
         )
 
+    def hold(
+        self, state: CallState, heard: Heard, hold: Callable[[CallState, str], Reply]
+    ) -> Reply:
+        """Waiting at the door, ``hold`` being the IVR's hold loop: position announcements;
+        "callback" leaves a number and keeps the place; after a long wait the callback
+        is offered."""
+        if heard.matched and heard.meaning == "callback" and state.contact_id:
+            return self.ask(state, "door_number")
+        reply = hold(state, "")
+        if reply.hold:
+            waited_s = self.clock.now() - state.started_ms / 1000
+            key = "door_callback_offer" if waited_s >= self.callback_offer_s else "door_hold"
+            reply.speech.append(say(state.lang, key))
+        return reply
+
     def language(self, state: CallState, code: str) -> Reply:
         """The language said (or the one given up on): then the door's menu."""
         languages = self.directory.languages_of(state.site)
         state.lang = code if code in languages else REFERENCE
         return self.ask(state, "door_main")
+
+    def file_confirmed(self, state: CallState, _: str = "") -> Reply:
+        """The file number read back was confirmed: its birth date is asked, its case
+        read ahead meanwhile."""
+        state.file_number = state.extra.pop("pending", "")
+        reply = self.ask(state, "door_birth")
+        reply.prefetch_case = state.file_number
+        return reply
+
+    def repeat_status(self, state: CallState, _: str = "") -> Reply:
+        before = [Speech(state.extra.get("status_text", ""), state.lang)]
+        return self.ask(state, "door_after", before)
 
     def _prompt(self, state: CallState, step_name: str) -> list[Speech]:
         step: SpeechStep = DOOR_STEPS[step_name]

@@ -84,7 +84,6 @@ class IvrService:
         self.voicemails = voicemails
         self.redis = connection
         self.region = settings.default_region
-        self.door_callback_offer_s = settings.door_callback_offer_s
         self.status_failures_before_callback = settings.status_failures_before_callback
         self.notify = notify
         #: the targets ``do(name)`` of :mod:`~interphone.voice.flow`, by name
@@ -96,9 +95,9 @@ class IvrService:
             "register_callback": self._register_callback,
             "voicemail": self._voicemail,
             "door_language": door.language,
-            "door_file_confirmed": self._door_file_confirmed,
+            "door_file_confirmed": door.file_confirmed,
             "door_check_status": self._door_check_status,
-            "door_repeat_status": self._door_repeat_status,
+            "door_repeat_status": door.repeat_status,
             "door_callback": self._door_callback,
         }
         #: the free keypad input of a :class:`~interphone.voice.flow.Step`, by its ``action``
@@ -558,25 +557,11 @@ class IvrService:
         return self._saved(state, self.door.answer(state, step_name, heard, self._follow))
 
     def door_hold(self, state: CallState | None, heard: Heard) -> Reply:
-        """Waiting at the door: position announcements; "callback" leaves a number and
-        keeps the place; after a long wait the callback is offered."""
+        """Waiting at the door (:meth:`Door.hold`): the hold loop's announcements, by voice."""
         if state is None:
             return Reply(speech=[say(REFERENCE, "goodbye")], hangup=True)
         state.lang = state.lang or REFERENCE
-        if heard.matched and heard.meaning == "callback" and state.contact_id:
-            return self._saved(state, self.door.ask(state, "door_number"))
-        reply = self._hold(state, "")
-        if reply.hold:
-            waited_s = self.clock.now() - state.started_ms / 1000
-            key = "door_callback_offer" if waited_s >= self.door_callback_offer_s else "door_hold"
-            reply.speech.append(say(state.lang, key))
-        return self._saved(state, reply)
-
-    def _door_file_confirmed(self, state: CallState, _: str = "") -> Reply:
-        state.file_number = state.extra.pop("pending", "")
-        reply = self.door.ask(state, "door_birth")
-        reply.prefetch_case = state.file_number
-        return reply
+        return self._saved(state, self.door.hold(state, heard, self._hold))
 
     def _door_check_status(self, state: CallState, _: str = "") -> Reply:
         digits = state.extra.pop("pending", "")
@@ -601,10 +586,6 @@ class IvrService:
         reply = self.door.ask(state, "door_after", [Speech(text, state.lang)])
         reply.records.append(self._served_event(state))
         return reply
-
-    def _door_repeat_status(self, state: CallState, _: str = "") -> Reply:
-        before = [Speech(state.extra.get("status_text", ""), state.lang)]
-        return self.door.ask(state, "door_after", before)
 
     def _door_callback(self, state: CallState, _: str = "") -> Reply:
         """The number was read back and confirmed: a callback that keeps the place of the
