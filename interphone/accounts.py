@@ -21,9 +21,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import prompts
+from . import events, prompts
 from .db import transaction
-from .models import ROLES, Agent, Event, Site
+from .models import ROLES, Agent, Site
 from .privacy import InvalidPhoneNumber, to_e164
 from .queue.exceptions import Conflict
 from .sites import N_, FormError
@@ -173,14 +173,13 @@ def create_agent(
         agent = Agent(password_hash=_hasher.hash(password), **values)
         s.add(agent)
         _flush(s, values["email"])
-        s.add(
-            Event(
-                kind="admin.agent_created",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=actor[:64],
-                data={"role": agent.role, "languages": agent.languages},
-            )
+        events.record(
+            s,
+            "admin.agent_created",
+            site_id=agent.site_id,
+            agent_id=agent.id,
+            actor=actor,
+            data={"role": agent.role, "languages": agent.languages},
         )
     return agent
 
@@ -218,14 +217,13 @@ def update_agent(
         for key in changed:
             setattr(agent, key, values[key])
         _flush(s, values["email"])
-        s.add(
-            Event(
-                kind="admin.agent_updated",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=actor[:64],
-                data={"changed": changed},
-            )
+        events.record(
+            s,
+            "admin.agent_updated",
+            site_id=agent.site_id,
+            agent_id=agent.id,
+            actor=actor,
+            data={"changed": changed},
         )
     return changed
 
@@ -240,14 +238,13 @@ def reset_password(
         agent = _existing(s, agent_id)
         agent.password_hash = _hasher.hash(password)
         agent.session_version += 1  # signed in with the old password: signed out
-        s.add(
-            Event(
-                kind="admin.password_reset",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=actor[:64],
-                data={},
-            )
+        events.record(
+            s,
+            "admin.password_reset",
+            site_id=agent.site_id,
+            agent_id=agent.id,
+            actor=actor,
+            data={},
         )
 
 
@@ -270,14 +267,13 @@ def deactivate_agent(
         agent = _existing(s, agent_id)
         agent.active = False
         agent.session_version += 1  # so that a reactivation revives no old session
-        s.add(
-            Event(
-                kind="admin.agent_deactivated",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=actor[:64],
-                data={},
-            )
+        events.record(
+            s,
+            "admin.agent_deactivated",
+            site_id=agent.site_id,
+            agent_id=agent.id,
+            actor=actor,
+            data={},
         )
 
 
@@ -289,14 +285,13 @@ def reactivate_agent(sessions: sessionmaker[Session], agent_id: int, *, actor: s
         if agent.active:
             return
         agent.active = True
-        s.add(
-            Event(
-                kind="admin.agent_reactivated",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=actor[:64],
-                data={},
-            )
+        events.record(
+            s,
+            "admin.agent_reactivated",
+            site_id=agent.site_id,
+            agent_id=agent.id,
+            actor=actor,
+            data={},
         )
 
 

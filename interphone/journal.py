@@ -36,10 +36,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import metrics
 from .db import transaction, unavailable
+from .events import announce
 from .models import Call, Event
 from .observability import mask_digits
 from .privacy import mask_phone
-from .queue.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ class Journal:
                         "data": r["data"],
                     }
                 )
-                Notifier.remember(s, r["site_id"], r["kind"])
+                announce(s, r["site_id"], r["kind"])
         db = s.connection()
         if calls:
             db.execute(insert(_CALLS), list(calls.values()))

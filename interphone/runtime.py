@@ -159,7 +159,9 @@ class Runtime:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return db.make_sessionmaker(self.engine)
+        sessions = db.make_sessionmaker(self.engine)
+        self.notifier.attach(sessions)  # recorded events reach the screens once committed
+        return sessions
 
     @cached_property
     def rq_queue(self) -> Queue:
@@ -175,14 +177,11 @@ class Runtime:
 
     @cached_property
     def notifier(self) -> Notifier:
-        notifier = Notifier(self.redis)
-        notifier.attach(self.sessions)  # once per session factory
-        return notifier
+        return Notifier(lambda: self.redis)
 
     @cached_property
     def queue(self) -> QueueService:
         trigger = self._trigger if self._trigger is not None else self.enqueue_dispatch
-        _ = self.notifier  # queue changes are published as soon as they commit
         return QueueService(
             self.store,
             self.sessions,
@@ -216,7 +215,6 @@ class Runtime:
 
     @cached_property
     def journal(self) -> Journal:
-        _ = self.notifier  # journaled events reach the screens once applied
         return Journal(self.redis, self.sessions, now=self.clock.now)
 
     @cached_property

@@ -15,6 +15,9 @@ Both hold even with ``RATE_LIMITS=off``: they guard against guessing, not load. 
 counters are keyed by a keyed hash of the address and the e-mail, never the e-mail
 itself. Redis down: attempts go through unthrottled (as the other limits do), since the
 screens cannot work without Redis anyway.
+
+A throttled attempt counts in ``interphone_rate_limited`` (limit ``sign_in``); a
+successful one is audited as ``user.signed_in``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from limits import parse_many
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import events, metrics
 from .accounts import verify_password
 from .models import Agent
 
@@ -101,6 +105,7 @@ class SignIn:
         per_address: str,
     ) -> None:
         self.sessions = sessions
+        self.redis = connection
         self.per_address = [
             Window(item.amount, item.get_expiry()) for item in parse_many(per_address)
         ]
@@ -111,7 +116,7 @@ class SignIn:
     def attempt(self, email: str, password: str, address: str) -> Agent:
         """The active account ``email`` whose password is ``password``, asked from the
         client ``address``; :class:`Throttled` (the password unchecked) or
-        :class:`WrongCredentials`."""
+        :class:`WrongCredentials`. A success is recorded as ``user.signed_in``."""
         email = email.strip().lower()
         keys, windows = self._counters(email, address)
         args = [n for w in windows for n in (w.amount, w.seconds * 1000)]
@@ -121,6 +126,7 @@ class SignIn:
             log.warning("sign-in throttle not checked (%s)", type(exc).__name__)
             taken = None
         if taken is False:
+            metrics.recorder_for(self.redis).inc("interphone_rate_limited", "sign_in")
             raise Throttled
         with self.sessions() as s:
             agent = s.scalar(select(Agent).where(Agent.email == email, Agent.active.is_(True)))
@@ -131,6 +137,14 @@ class SignIn:
                 self._give_back(keys=keys)
             except redis.RedisError as exc:  # the attempt stays counted, until it expires
                 log.warning("sign-in throttle not given back (%s)", type(exc).__name__)
+        with self.sessions.begin() as s:
+            events.record(
+                s,
+                "user.signed_in",
+                site_id=agent.site_id,
+                agent_id=agent.id,
+                actor=f"agent:{agent.id}",
+            )
         return agent
 
     def _counters(self, email: str, address: str) -> tuple[list[str], list[Window]]:

@@ -19,10 +19,10 @@ import holidays
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import prompts
+from . import events, prompts
 from .db import transaction
 from .hours import DAYS, HoursError, Schedule
-from .models import Event, Site
+from .models import Site
 from .privacy import InvalidPhoneNumber, to_e164
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -446,14 +446,7 @@ def create_site(
         site = Site(code=code, **values)
         s.add(site)
         s.flush()
-        s.add(
-            Event(
-                kind="admin.site_created",
-                site_id=site.id,
-                actor=actor[:64],
-                data={"code": code},
-            )
-        )
+        events.record(s, "admin.site_created", site_id=site.id, actor=actor, data={"code": code})
     return site
 
 
@@ -475,12 +468,11 @@ def update_site(
         for key in changed:
             setattr(site, key, values[key])
         if changed:
-            s.add(
-                Event(
-                    kind="admin.site_updated",
-                    site_id=site.id,
-                    actor=actor[:64],
-                    data={"code": site.code, "changed": changed},
-                )
+            events.record(
+                s,
+                "admin.site_updated",
+                site_id=site.id,
+                actor=actor,
+                data={"code": site.code, "changed": changed},
             )
     return changed

@@ -1,15 +1,17 @@
-"""The one place where queue changes become live events (for the agent screens).
+"""The one place where recorded events become live messages (for the agent screens).
 
-Every event the :class:`~interphone.queue.service.QueueService` appends to the SQL log is
-published, once its transaction has committed, on the Redis channel of its site. Each
-message carries a per-site sequence number so that a screen that missed messages (a
-dropped connection) knows it must resynchronize.
+Every event :func:`interphone.events.record` adds for a screen is published, once its
+transaction has committed, on the Redis channel of its site. Each message carries a
+per-site sequence number so that a screen that missed messages (a dropped connection)
+knows it must resynchronize.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -26,8 +28,14 @@ def channel(site_id: int) -> str:
 
 
 class Notifier:
-    def __init__(self, connection: redis.Redis) -> None:
-        self.redis = connection
+    def __init__(self, connect: Callable[[], redis.Redis]) -> None:
+        """``connect`` gives the Redis client on the first publication: a process whose
+        transactions record nothing for a screen never connects for them."""
+        self._connect = connect
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return self._connect()
 
     def attach(self, sessions: sessionmaker[Session]) -> None:
         """Publish what a session recorded, after (and only if) it commits."""

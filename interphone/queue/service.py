@@ -20,7 +20,7 @@ from sqlalchemy import CursorResult, Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import failpoints
+from .. import events, failpoints
 from ..config import QueueSettings
 from ..db import read_once, transaction, write_once
 from ..models import (
@@ -36,7 +36,6 @@ from ..scope import EVERYWHERE, Scope
 from .clock import Clock, from_ms, to_ms
 from .estimate import wait_for_position
 from .exceptions import Conflict, InvalidInput, UnknownAgent, UnknownContact, UnknownSite
-from .notifier import Notifier
 from .store import NORMAL, URGENT, Offer, RedisQueue
 
 log = logging.getLogger(__name__)
@@ -1042,18 +1041,16 @@ class QueueService:
             site_id = s.scalar(select(Contact.site_id).where(Contact.id == contact_id))
         if site_id is None and agent_id is not None:
             site_id = s.scalar(select(Agent.site_id).where(Agent.id == agent_id))
-        s.add(
-            Event(
-                at=from_ms(to_ms(self.clock.now())),
-                kind=kind,
-                site_id=site_id,
-                contact_id=contact_id,
-                agent_id=agent_id,
-                actor=actor,
-                data=data or {},
-            )
+        events.record(
+            s,
+            kind,
+            site_id=site_id,
+            contact_id=contact_id,
+            agent_id=agent_id,
+            actor=actor,
+            data=data,
+            at=from_ms(to_ms(self.clock.now())),
         )
-        Notifier.remember(s, site_id, kind, contact_id=contact_id, agent_id=agent_id)
 
     def count_events(self, kind: str) -> int:
         with self.sessions() as s:

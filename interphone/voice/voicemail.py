@@ -28,11 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
+from .. import events
 from ..db import transaction
-from ..models import Event, Site, Voicemail
+from ..models import Site, Voicemail
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError, UnknownSite, UnknownVoicemail
-from ..queue.notifier import Notifier
 from ..queue.service import QueueService, Ticket
 from ..scope import EVERYWHERE, Scope
 from . import recordings
@@ -332,15 +332,13 @@ class VoicemailService:
         agent_id: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        s.add(
-            Event(
-                at=self._now(),
-                kind=kind,
-                site_id=row.site_id,
-                contact_id=row.contact_id,
-                agent_id=agent_id,
-                actor=f"agent:{agent_id}" if agent_id else None,
-                data={"voicemail_id": row.id, **(data or {})},
-            )
+        events.record(
+            s,
+            kind,
+            site_id=row.site_id,
+            contact_id=row.contact_id,
+            agent_id=agent_id,
+            actor=f"agent:{agent_id}" if agent_id else None,
+            data={"voicemail_id": row.id, **(data or {})},
+            at=self._now(),
         )
-        Notifier.remember(s, row.site_id, kind, contact_id=row.contact_id)

@@ -28,12 +28,11 @@ from flask_login import (
     logout_user,
 )
 
-from .. import metrics as figures
 from ..accounts import end_sessions
 from ..digits import ascii_digits
-from ..models import Agent, Event
+from ..models import Agent
 from ..runtime import Runtime
-from ..signin import SignIn, Throttled, WrongCredentials
+from ..signin import SignIn, SignInError, Throttled
 from . import runtime_of
 from .redirects import local_path
 
@@ -101,34 +100,25 @@ def role_required(*roles: str) -> Callable[[F], F]:
 def login() -> Any:
     if request.method == "GET":
         return _login_page(request.args.get("next"))
-    rt = runtime_of(current_app)
     sign_in: SignIn = current_app.extensions["sign_in"]
-    target = request.form.get("next")
-    try:
-        agent = sign_in.attempt(
-            request.form.get("email", "")[:254],
-            request.form.get("password", "")[:200],
-            request.remote_addr or "",
-        )
-    except Throttled:
-        figures.recorder_for(rt.redis).inc("interphone_rate_limited", "sign_in")
-        flash(_("Trop d'essais depuis cette adresse : réessayez dans quelques minutes."))
-        return _login_page(target), 429
-    except WrongCredentials:
-        flash(_("Adresse ou mot de passe incorrect."))
-        return _login_page(target), 401
+    agent = sign_in.attempt(
+        request.form.get("email", "")[:254],
+        request.form.get("password", "")[:200],
+        request.remote_addr or "",
+    )
     login_user(User(agent))
-    with rt.sessions.begin() as s:
-        s.add(
-            Event(
-                kind="user.signed_in",
-                site_id=agent.site_id,
-                agent_id=agent.id,
-                actor=f"agent:{agent.id}",
-            )
-        )
     home = "supervisor.dashboard" if agent.role in ("supervisor", "admin") else "agent.screen"
-    return redirect(local_path(target) or url_for(home))
+    return redirect(local_path(request.form.get("next")) or url_for(home))
+
+
+@bp.errorhandler(SignInError)
+def refused(exc: SignInError) -> Any:
+    """A refused sign-in: the form again, with why (one answer for every wrong pair)."""
+    if isinstance(exc, Throttled):
+        flash(_("Trop d'essais depuis cette adresse : réessayez dans quelques minutes."))
+        return _login_page(request.form.get("next")), 429
+    flash(_("Adresse ou mot de passe incorrect."))
+    return _login_page(request.form.get("next")), 401
 
 
 def _login_page(target: str | None) -> str:
