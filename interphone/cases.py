@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import events
 from .db import transaction
 from .models import CASE_STATUSES, Case
 from .privacy import InvalidPhoneNumber, hash_birth_date, normalize_file_number, to_e164
@@ -31,6 +32,14 @@ LONGEST_VALIDITY = timedelta(days=3660)
 
 class CaseDataError(ValueError):
     """A field's value refused; the message names the field."""
+
+
+class EmptyFile(CaseDataError):
+    """An uploaded file with nothing in it."""
+
+
+class NotUtf8(CaseDataError):
+    """An uploaded file that is not UTF-8 text."""
 
 
 class CaseConflict(Exception):
@@ -178,10 +187,32 @@ def read_csv(stream: Iterable[str], *, region: str = "FR") -> tuple[list[CaseRec
     return [r for _, r in records.values()], report
 
 
+def read_upload(raw: bytes, *, region: str = "FR") -> tuple[list[CaseRecord], ImportReport]:
+    """An uploaded file's rows (:func:`read_csv`): UTF-8, with or without the BOM of
+    Excel's "CSV UTF-8". A file refused whole raises :class:`EmptyFile`,
+    :class:`NotUtf8` or :class:`CaseDataError` (a malformed CSV's among them)."""
+    if not raw.strip():
+        raise EmptyFile("the file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NotUtf8("the file is not UTF-8 text") from None
+    try:
+        return read_csv(io.StringIO(text, newline=""), region=region)
+    except csv.Error as exc:
+        raise CaseDataError(str(exc)) from exc
+
+
 def import_records(
-    sessions: sessionmaker[Session], records: list[CaseRecord], key: str, report: ImportReport
+    sessions: sessionmaker[Session],
+    records: list[CaseRecord],
+    key: str,
+    report: ImportReport,
+    *,
+    actor: str | None = None,
 ) -> ImportReport:
-    """Create or update cases in one transaction: all good rows land, or none."""
+    """Create or update cases in one transaction: all good rows land, or none. With an
+    ``actor`` (an admin's upload), audited as ``admin.cases_imported`` with the counts."""
     with transaction(sessions) as s:
         existing = {
             c.file_number: c
@@ -203,6 +234,13 @@ def import_records(
             case.api_valid_until = r.api_valid_until
             case.phone = r.phone
             case.language = r.language
+        if actor is not None:
+            counts = {
+                "created": report.created,
+                "updated": report.updated,
+                "rejected": len(report.rejected),
+            }
+            events.record(s, "admin.cases_imported", actor=actor, data=counts)
     return report
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import event, select
 from interphone.models import Case
 from interphone.privacy import check_birth_date
 from interphone.runtime import Runtime
-from interphone.web import runtime_of
+from interphone.web.context import runtime_of
 
 from .conftest import API_TOKEN as TOKEN
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -13,7 +14,25 @@ from ..config import Settings, load_settings
 from ..digits import SQL_INT_MAX
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
+from ..voice import http as voice_http
+from . import (
+    admin,
+    agent,
+    api,
+    auth,
+    headers,
+    health,
+    i18n,
+    metrics,
+    nul,
+    planning,
+    queue_page,
+    ratelimit,
+    supervisor,
+)
+from .context import queue_error_response
 from .jsonlimit import BoundedJSON
+from .sessions import ScreenSessions
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +66,6 @@ def create_app(
         app.config.update(config_override)
     app.extensions["interphone"] = runtime
 
-    from flask_wtf.csrf import CSRFProtect
-
-    from ..voice import http as voice_http
-    from . import admin, agent, api, auth, health, i18n, planning, queue_page, supervisor
-    from .sessions import ScreenSessions
-
     app.session_interface = ScreenSessions()  # none for Twilio's webhooks
     csrf = CSRFProtect(app)
     i18n.init_app(app)
@@ -73,8 +86,6 @@ def create_app(
         app.register_blueprint(devphone_web.bp)
         csrf.exempt(devphone_web.bp)
     _register_errors(app)
-    from . import headers, metrics, nul, ratelimit
-
     if settings.trusted_proxies:  # the client's address for per-IP limits (not signatures)
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -100,16 +111,8 @@ class _SqlInteger(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
-def runtime_of(app: Flask) -> Runtime:
-    rt: Runtime = app.extensions["interphone"]
-    return rt
-
-
 def _register_errors(app: Flask) -> None:
-    @app.errorhandler(QueueError)
-    def queue_error(exc: QueueError) -> Any:
-        body = {"error_id": exc.error_id, "message": exc.message, "details": exc.details}
-        return jsonify(body), exc.status_code
+    app.register_error_handler(QueueError, queue_error_response)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -7,8 +7,6 @@ the form again with the error. The services check the values and write the audit
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from flask import (
@@ -37,9 +35,17 @@ from ..accounts import (
     reset_password,
     update_agent,
 )
-from ..cases import REQUIRED, CaseDataError, ImportReport, import_records, read_csv
+from ..cases import (
+    REQUIRED,
+    CaseDataError,
+    EmptyFile,
+    ImportReport,
+    NotUtf8,
+    import_records,
+    read_upload,
+)
 from ..hours import DAYS
-from ..models import ROLES, Event
+from ..models import ROLES
 from ..prompts import available
 from ..sites import (
     FormError,
@@ -51,8 +57,8 @@ from ..sites import (
     list_sites,
     update_site,
 )
-from . import runtime_of
 from .auth import role_required
+from .context import runtime_of
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_REJECTED_SHOWN = 500
@@ -64,6 +70,11 @@ def _actor() -> str:
     if admin is None:
         abort(403)
     return admin.email
+
+
+def _audit() -> dict[str, str]:
+    """What a service records of a change made here: who, and the phone numbers' region."""
+    return {"actor": _actor(), "region": runtime_of(current_app).settings.default_region}
 
 
 def _message(error: FormError) -> str:
@@ -120,12 +131,9 @@ def _site_page(data: SiteInput, *, code: str, new: bool, error: FormError | None
 def site_new() -> Any:
     if request.method == "GET":
         return _site_page(SiteInput.new(), code="", new=True)
-    rt = runtime_of(current_app)
     data, code = _site_input(request.form), request.form.get("code", "")
     try:
-        site = create_site(
-            rt.sessions, code, data, actor=_actor(), region=rt.settings.default_region
-        )
+        site = create_site(runtime_of(current_app).sessions, code, data, **_audit())
     except FormError as exc:
         return _site_page(data, code=code, new=True, error=exc), 400
     flash(_("Site « %(name)s » créé.", name=site.name))
@@ -135,17 +143,14 @@ def site_new() -> Any:
 @bp.route("/sites/<code>", methods=["GET", "POST"])
 @role_required("admin")
 def site_edit(code: str) -> Any:
-    rt = runtime_of(current_app)
-    site = get_site(rt.sessions, code)
+    site = get_site(runtime_of(current_app).sessions, code)
     if site is None:
         abort(404)
     if request.method == "GET":
         return _site_page(SiteInput.of(site), code=site.code, new=False)
     data = _site_input(request.form)
     try:
-        changed = update_site(
-            rt.sessions, site.code, data, actor=_actor(), region=rt.settings.default_region
-        )
+        changed = update_site(runtime_of(current_app).sessions, site.code, data, **_audit())
     except FormError as exc:
         return _site_page(data, code=site.code, new=False, error=exc), 400
     flash(_("Site enregistré.") if changed else _("Aucune modification."))
@@ -202,13 +207,7 @@ def agent_new() -> Any:
         return _agent_page(AgentInput(site_code=first.code if first else ""), agent_id=None)
     data = _agent_input(request.form)
     try:
-        agent = create_agent(
-            rt.sessions,
-            data,
-            request.form.get("password", ""),
-            actor=_actor(),
-            region=rt.settings.default_region,
-        )
+        agent = create_agent(rt.sessions, data, request.form.get("password", ""), **_audit())
     except FormError as exc:
         return _agent_page(data, agent_id=None, error=exc), 400
     flash(_("Compte de %(name)s créé.", name=agent.name))
@@ -224,14 +223,7 @@ def agent_edit(agent_id: int) -> Any:
     rt = runtime_of(current_app)
     data = _agent_input(request.form)
     try:
-        changed = update_agent(
-            rt.sessions,
-            rt.queue,
-            agent_id,
-            data,
-            actor=_actor(),
-            region=rt.settings.default_region,
-        )
+        changed = update_agent(rt.sessions, rt.queue, agent_id, data, **_audit())
     except FormError as exc:
         return _agent_page(data, agent_id=agent_id, error=exc), 400
     flash(_("Compte enregistré.") if changed else _("Aucune modification."))
@@ -309,36 +301,24 @@ def cases_import() -> Any:
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return _import_page(error=_("Choisissez un fichier CSV à importer."), status=400)
-    raw = upload.read()
-    if not raw.strip():
+    records, report = read_upload(upload.read(), region=rt.settings.default_region)
+    import_records(rt.sessions, records, rt.settings.birthdate_key, report, actor=_actor())
+    return _import_page(report=report)
+
+
+@bp.errorhandler(CaseDataError)
+def import_refused(exc: CaseDataError) -> Any:
+    """A file refused whole: nothing was imported, and the page says why."""
+    if isinstance(exc, EmptyFile):
         return _import_page(error=_("Le fichier est vide."), status=400)
-    try:
-        text = raw.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
-    except UnicodeDecodeError:
+    if isinstance(exc, NotUtf8):
         message = _(
             "Le fichier n'est pas encodé en UTF-8. Dans le tableur, enregistrez-le au "
             "format « CSV UTF-8 », puis importez-le de nouveau. Rien n'a été importé."
         )
         return _import_page(error=message, status=400)
-    try:
-        records, report = read_csv(io.StringIO(text, newline=""), region=rt.settings.default_region)
-    except (CaseDataError, csv.Error) as exc:
-        message = _("Fichier refusé, rien n'a été importé : %(reason)s", reason=str(exc))
-        return _import_page(error=message, status=400)
-    import_records(rt.sessions, records, rt.settings.birthdate_key, report)
-    with rt.sessions.begin() as s:
-        s.add(
-            Event(
-                kind="admin.cases_imported",
-                actor=_actor()[:64],
-                data={
-                    "created": report.created,
-                    "updated": report.updated,
-                    "rejected": len(report.rejected),
-                },
-            )
-        )
-    return _import_page(report=report)
+    message = _("Fichier refusé, rien n'a été importé : %(reason)s", reason=str(exc))
+    return _import_page(error=message, status=400)
 
 
 # -- journal ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 import queue
 import random
 from collections.abc import Iterator
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 from flask import (
     Blueprint,
@@ -29,15 +29,16 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
+from werkzeug.exceptions import NotFound
 
-from .. import metrics as figures
 from ..desk import contact_card
+from ..metrics import recorder_for
 from ..models import Agent, Site
 from ..queue.clock import to_ms
 from ..queue.exceptions import QueueError, UnknownVoicemail
 from ..queue.service import OUTCOMES
-from . import runtime_of
 from .auth import role_required
+from .context import queue_error_response, runtime_of
 from .feeds import CLOSED, REPLACED, FeedHub, FeedsBusy
 from .i18n import queue_error_text
 from .walls import current_scope
@@ -196,13 +197,13 @@ def events_stream(
                 if changes:
                     yield changes
                 if batches[-1] is REPLACED:
-                    figures.recorder_for(hub.redis).inc("interphone_live_feeds_capped", "person")
+                    recorder_for(hub.redis).inc("interphone_live_feeds_capped", "person")
                     yield f"event: replaced\ndata: {json.dumps({'message': replaced})}\n\n"
                     return
                 if batches[-1] is CLOSED:
                     return  # the browser reconnects and resynchronizes on its hello
     except FeedsBusy:
-        figures.recorder_for(hub.redis).inc("interphone_live_feeds_capped", "process")
+        recorder_for(hub.redis).inc("interphone_live_feeds_capped", "process")
         yield f"retry: {random.randint(*BUSY_RETRY_MS)}\nevent: busy\ndata: {{}}\n\n"
 
 
@@ -210,17 +211,27 @@ def _ends(item: object) -> bool:
     return item is CLOSED or item is REPLACED
 
 
+@bp.errorhandler(QueueError)
+def refused(exc: QueueError) -> Any:
+    """An action refused: shown on the screen. A message of another site, or none, is a
+    404; any other refusal outside an action, the app's JSON answer."""
+    if isinstance(exc, UnknownVoicemail):
+        return current_app.handle_http_exception(NotFound(_("Message inconnu.")))
+    if request.method != "POST":
+        return queue_error_response(exc)
+    flash(queue_error_text(exc))
+    return redirect(url_for("agent.screen"))
+
+
 @bp.post("/agent/presence")
 @login_required
 def presence() -> Any:
-    rt = runtime_of(current_app)
-    state = request.form.get("state", "")
-    try:
-        rt.queue.set_presence(
-            _agent_id(), state, request.form.get("reason", "")[:64], actor=f"agent:{_agent_id()}"
-        )
-    except QueueError as exc:
-        flash(queue_error_text(exc))
+    runtime_of(current_app).queue.set_presence(
+        _agent_id(),
+        request.form.get("state", ""),
+        request.form.get("reason", "")[:64],
+        actor=f"agent:{_agent_id()}",
+    )
     return redirect(url_for("agent.screen"))
 
 
@@ -228,45 +239,30 @@ def presence() -> Any:
 @login_required
 def answer_offer(contact_id: int, answer: str) -> Any:
     rt = runtime_of(current_app)
-    try:
-        if answer == "accept":
-            rt.bridge.accept(_agent_id(), contact_id)
-        else:
-            rt.queue.decline(_agent_id(), contact_id)
-    except QueueError as exc:
-        flash(queue_error_text(exc))
+    if answer == "accept":
+        rt.bridge.accept(_agent_id(), contact_id)
+    else:
+        rt.queue.decline(_agent_id(), contact_id)
     return redirect(url_for("agent.screen"))
 
 
 @bp.post("/agent/call/<int:contact_id>/finish")
 @login_required
 def finish(contact_id: int) -> Any:
-    rt = runtime_of(current_app)
-    try:
-        rt.queue.finish(
-            _agent_id(),
-            contact_id,
-            request.form.get("outcome", ""),
-            request.form.get("note") or None,
-        )
-    except QueueError as exc:
-        flash(queue_error_text(exc))
+    runtime_of(current_app).queue.finish(
+        _agent_id(),
+        contact_id,
+        request.form.get("outcome", ""),
+        request.form.get("note") or None,
+    )
     return redirect(url_for("agent.screen"))
-
-
-def _missing_voicemail() -> NoReturn:
-    """The one answer for a message that does not exist or belongs to another site."""
-    abort(404, description=_("Message inconnu."))
 
 
 @bp.get("/agent/voicemail/<int:voicemail_id>/audio")
 @role_required(*LISTENERS)
 def voicemail_audio(voicemail_id: int) -> Any:
     """A message's audio, from our database (never from Twilio), by the message's id."""
-    try:
-        found = runtime_of(current_app).voicemail.audio(voicemail_id, scope=current_scope())
-    except UnknownVoicemail:
-        _missing_voicemail()
+    found = runtime_of(current_app).voicemail.audio(voicemail_id, scope=current_scope())
     if found is None:
         abort(404, description=_("Le message n'a pas encore été récupéré."))
     audio, content_type = found
@@ -285,10 +281,5 @@ def voicemail_audio(voicemail_id: int) -> Any:
 @role_required(*LISTENERS)
 def voicemail_done(voicemail_id: int) -> Any:
     """A message with no number to call back was dealt with: it leaves the list."""
-    try:
-        runtime_of(current_app).voicemail.mark_handled(
-            voicemail_id, _agent_id(), scope=current_scope()
-        )
-    except UnknownVoicemail:
-        _missing_voicemail()
+    runtime_of(current_app).voicemail.mark_handled(voicemail_id, _agent_id(), scope=current_scope())
     return redirect(url_for("agent.screen"))

@@ -33,7 +33,7 @@ from ..digits import ascii_digits
 from ..models import Agent
 from ..runtime import Runtime
 from ..signin import SignIn, SignInError, Throttled
-from . import runtime_of
+from .context import runtime_of
 from .redirects import local_path
 
 F = TypeVar("F", bound=Callable[..., Any])

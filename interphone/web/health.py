@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from . import runtime_of
+from .context import runtime_of
 
 bp = Blueprint("health", __name__)
 

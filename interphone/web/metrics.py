@@ -31,14 +31,15 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
-from .. import metrics as figures
 from ..digits import row_id
+from ..metrics import SPECS, Recorder, Sample, le_label, recorder_for
+from ..metrics import read as read_samples
 from ..models import Call, Contact, Site
 from ..observability import bind, unbind
 from ..queue.store import NORMAL_BASE, URGENT
 from ..runtime import Runtime
 from ..voice import deferred as deferred_records
-from . import runtime_of
+from .context import runtime_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -49,7 +50,7 @@ _PREFIX = "interphone_"
 
 
 def init_app(app: Flask, runtime: Runtime) -> None:
-    app.extensions["interphone_metrics"] = figures.recorder_for(runtime.redis)
+    app.extensions["interphone_metrics"] = recorder_for(runtime.redis)
     app.before_request(_begin)
     app.after_request(_end)
     app.teardown_request(_forget)
@@ -78,7 +79,7 @@ def _begin() -> None:
 
 def _end(response: Response) -> Response:
     started = g.get("started")
-    recorder: figures.Recorder = current_app.extensions["interphone_metrics"]
+    recorder: Recorder = current_app.extensions["interphone_metrics"]
     route = _route()
     if started is not None:
         recorder.observe(
@@ -114,7 +115,7 @@ def metrics() -> Response:
     if not _allowed():
         abort(403, description="metrics are served to loopback or with METRICS_TOKEN")
     rt = runtime_of(current_app)
-    recorder: figures.Recorder = current_app.extensions["interphone_metrics"]
+    recorder: Recorder = current_app.extensions["interphone_metrics"]
     recorder.flush()  # this process's latest observations are in the figures
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(rt))
@@ -147,11 +148,11 @@ class _Collector:
 
     def _recorded(self) -> Iterator[Metric]:
         try:
-            samples = figures.read(self.rt.redis)
+            samples = read_samples(self.rt.redis)
         except Exception as exc:
             log.warning("metrics: recorded figures unavailable (%s)", type(exc).__name__)
             return
-        by_name: dict[str, list[figures.Sample]] = {}
+        by_name: dict[str, list[Sample]] = {}
         for sample in samples:
             base = sample.name
             for suffix in ("_total", "_bucket", "_sum", "_count"):
@@ -159,7 +160,7 @@ class _Collector:
                     base = base[: -len(suffix)]
                     break
             by_name.setdefault(base, []).append(sample)
-        for name, spec in figures.SPECS.items():
+        for name, spec in SPECS.items():
             found = by_name.get(name, [])
             if spec.kind == "counter":
                 counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
@@ -177,7 +178,7 @@ class _Collector:
                 elif s.name.endswith("_sum"):
                     entry["sum"] = s.value
             for key, entry in sorted(series.items()):
-                bounds = [figures.le_label(b) for b in (*spec.buckets, float("inf"))]
+                bounds = [le_label(b) for b in (*spec.buckets, float("inf"))]
                 buckets = [(le, entry["buckets"].get(le, 0.0)) for le in bounds]
                 histogram.add_metric(list(key), buckets, entry["sum"])
             yield histogram

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
 from .auth import role_required
+
+if TYPE_CHECKING:
+    from ..sim import Day, DayPlan
 
 bp = Blueprint("planning", __name__)
 SUPERVISORS = ("supervisor", "admin")
@@ -104,15 +107,26 @@ def plan_form() -> Any:
 @bp.post("/supervisor/plan")
 @role_required(*SUPERVISORS)
 def plan_run() -> Any:
-    from ..sim import PlanError, simulate_day
-    from ..sim.plan import plan_from_options
-
     form = {name: request.form.get(name, "").strip()[:20] for name in FIELDS}
     values, errors = _read(form)
-    if errors:
+    plan = None if errors else _plan(values, errors)
+    if plan is None:
         return _page(form, errors=errors), 400
+    day = _simulate(plan)
+    if day is None:
+        message = _("Deux simulations tournent déjà : réessayez dans un instant.")
+        return _page(form, errors={}, busy=message), 503
+    return _page(form, errors={}, report=day.report, samples=day.samples, plan=plan)
+
+
+def _plan(values: dict[str, float], errors: dict[str, str]) -> DayPlan | None:
+    """The day the form describes; None, with why in ``errors``, if the simulation
+    refuses it (the bounds of :data:`FIELDS` should have refused it first)."""
+    from ..sim import PlanError
+    from ..sim.plan import plan_from_options
+
     try:
-        plan = plan_from_options(
+        return plan_from_options(
             arrivals_per_hour=f"{values['arrivals_per_hour']:g}",
             hours=values["hours"],
             agents=str(int(values["agents"])),
@@ -122,13 +136,18 @@ def plan_run() -> Any:
             callback_share=values["callback_share"],
             drain=3600.0,
         )
-    except PlanError as exc:  # the bounds above should have caught it: say what it was
-        return _page(form, errors={"arrivals_per_hour": str(exc)}), 400
+    except PlanError as exc:
+        errors["arrivals_per_hour"] = str(exc)
+        return None
+
+
+def _simulate(plan: DayPlan) -> Day | None:
+    """The simulated day; None while two simulations run already in this process."""
+    from ..sim import simulate_day
+
     if not _running.acquire(blocking=False):
-        message = _("Deux simulations tournent déjà : réessayez dans un instant.")
-        return _page(form, errors={}, busy=message), 503
+        return None
     try:
-        day = simulate_day(plan)
+        return simulate_day(plan)
     finally:
         _running.release()
-    return _page(form, errors={}, report=day.report, samples=day.samples, plan=plan)

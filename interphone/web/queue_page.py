@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, render_template, request
 from flask_login import login_required
 
 from ..models import Site
-from . import runtime_of
+from .context import runtime_of
 from .walls import current_scope, current_site_id
 
 bp = Blueprint("queue_page", __name__)

@@ -31,7 +31,7 @@ from flask_limiter.util import get_remote_address
 from limits import parse_many
 from limits.strategies import RateLimiter
 
-from .. import metrics as figures
+from ..metrics import Recorder, recorder_for
 from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
     settings = runtime.settings.limits
     if not app.config.setdefault("RATELIMIT_ENABLED", settings.enabled):
         return None
-    recorder = figures.recorder_for(runtime.redis)
+    recorder = recorder_for(runtime.redis)
 
     def breached(limit: RequestLimit) -> None:
         recorder.inc("interphone_rate_limited", "ip")
@@ -105,7 +105,7 @@ class _ForgeryLimit:
     own (signed) traffic costs no Redis round trip and is never limited. True when the
     address is over its limit (answered 429 instead of 403)."""
 
-    def __init__(self, limit: str, strategy: RateLimiter, recorder: figures.Recorder):
+    def __init__(self, limit: str, strategy: RateLimiter, recorder: Recorder):
         self.items = parse_many(limit)
         self.strategy = strategy
         self.recorder = recorder

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -24,22 +19,22 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
+from werkzeug.exceptions import NotFound
 
 from ..digits import row_id
-from ..models import Agent, Contact, Event, Site
-from ..privacy import mask_phone
+from ..models import Agent, Site
+from ..queue import export as exports
 from ..queue.exceptions import QueueError, UnknownAgent, UnknownContact
 from ..queue.stats import HourRow, Statistics, hourly
 from ..sites import list_sites
-from . import runtime_of
 from .agent import feed_response
 from .auth import role_required
+from .context import queue_error_response, runtime_of
 from .i18n import queue_error_text
 from .walls import current_scope, current_site_id
 
 bp = Blueprint("supervisor", __name__)
 SUPERVISORS = ("supervisor", "admin")
-EXPORT_MAX_DAYS = 366
 # a contact or agent of another site is answered as one that does not exist: a 404
 NOT_FOUND = {UnknownContact: _l("Contact inconnu."), UnknownAgent: _l("Agent inconnu.")}
 
@@ -59,16 +54,25 @@ def _site() -> Site:
     return site
 
 
-def _act(action: Callable[[], object]) -> Any:
-    """Run an action on a contact or an agent within the supervisor's sites: a refusal
-    is shown on the dashboard; a record of another site, or none, is a 404."""
-    try:
-        action()
-    except (UnknownContact, UnknownAgent) as exc:
-        abort(404, description=str(NOT_FOUND[type(exc)]))
-    except QueueError as exc:
-        flash(queue_error_text(exc))
+@bp.errorhandler(QueueError)
+def refused(exc: QueueError) -> Any:
+    """An action on a contact or an agent refused: shown on the dashboard; a record of
+    another site, or none, is a 404. Outside an action, the app's JSON answer."""
+    if request.method != "POST":
+        return queue_error_response(exc)
+    if isinstance(exc, UnknownContact | UnknownAgent):
+        return current_app.handle_http_exception(NotFound(str(NOT_FOUND[type(exc)])))
+    flash(queue_error_text(exc))
+    return _back()
+
+
+def _back() -> Any:
+    """To the dashboard of the site the action was taken from."""
     return redirect(url_for("supervisor.dashboard", site=request.args.get("site", "")[:40] or None))
+
+
+def _actor() -> str:
+    return f"supervisor:{current_user.agent_id}"
 
 
 def _context() -> dict[str, Any]:
@@ -138,160 +142,66 @@ def feed() -> Response:
 @bp.post("/supervisor/agents/<int:agent_id>/presence")
 @role_required(*SUPERVISORS)
 def agent_presence(agent_id: int) -> Any:
-    rt = runtime_of(current_app)
-    return _act(
-        lambda: rt.queue.set_presence(
-            agent_id,
-            request.form.get("state", ""),
-            request.form.get("reason", "supervisor")[:64],
-            actor=f"supervisor:{current_user.agent_id}",
-            scope=current_scope(),
-        )
+    runtime_of(current_app).queue.set_presence(
+        agent_id,
+        request.form.get("state", ""),
+        request.form.get("reason", "supervisor")[:64],
+        actor=_actor(),
+        scope=current_scope(),
     )
+    return _back()
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/priority")
 @role_required(*SUPERVISORS)
 def contact_priority(contact_id: int) -> Any:
-    rt = runtime_of(current_app)
-    return _act(
-        lambda: rt.queue.set_priority(
-            contact_id,
-            request.form.get("urgent") == "1",
-            actor=f"supervisor:{current_user.agent_id}",
-            scope=current_scope(),
-        )
+    runtime_of(current_app).queue.set_priority(
+        contact_id, request.form.get("urgent") == "1", actor=_actor(), scope=current_scope()
     )
+    return _back()
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/reassign")
 @role_required(*SUPERVISORS)
 def contact_reassign(contact_id: int) -> Any:
-    rt = runtime_of(current_app)
     agent_id = row_id(request.form.get("agent_id", ""))
     if agent_id is None:
         flash(_("Choisissez un agent."))
         return redirect(url_for("supervisor.dashboard"))
-    return _act(
-        lambda: rt.queue.reassign(
-            contact_id,
-            agent_id,
-            actor=f"supervisor:{current_user.agent_id}",
-            scope=current_scope(),
-        )
+    runtime_of(current_app).queue.reassign(
+        contact_id, agent_id, actor=_actor(), scope=current_scope()
     )
+    return _back()
 
 
 @bp.post("/supervisor/contacts/<int:contact_id>/cancel")
 @role_required(*SUPERVISORS)
 def contact_cancel(contact_id: int) -> Any:
-    rt = runtime_of(current_app)
-    return _act(
-        lambda: rt.queue.cancel(
-            contact_id,
-            request.form.get("reason", "").strip(),
-            actor=f"supervisor:{current_user.agent_id}",
-            scope=current_scope(),
-        )
+    runtime_of(current_app).queue.cancel(
+        contact_id,
+        request.form.get("reason", "").strip(),
+        actor=_actor(),
+        scope=current_scope(),
     )
+    return _back()
 
 
 @bp.get("/supervisor/export.csv")
 @role_required(*SUPERVISORS)
 def export() -> Any:
-    """Contacts or events of a date range, as CSV. Phone numbers are masked."""
-    rt = runtime_of(current_app)
+    """Contacts or events of a date range, as CSV (:mod:`interphone.queue.export`)."""
     site = _site()
-    try:
-        first = date.fromisoformat(request.args.get("from", ""))
-        last = date.fromisoformat(request.args.get("to", ""))
-    except ValueError:
-        return Response(
-            "from and to must be dates (YYYY-MM-DD)\n", status=400, mimetype="text/plain"
-        )
-    what = request.args.get("what", "contacts")
-    if what not in ("contacts", "events") or last < first or (last - first).days > EXPORT_MAX_DAYS:
-        return Response(
-            "what must be contacts or events, over at most a year\n",
-            status=400,
-            mimetype="text/plain",
-        )
-    zone = ZoneInfo(site.timezone)
-    start = datetime.combine(first, time.min, zone)
-    end = datetime.combine(last + timedelta(days=1), time.min, zone)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    with rt.sessions() as s:
-        if what == "contacts":
-            writer.writerow(
-                [
-                    "id",
-                    "reference",
-                    "kind",
-                    "channel",
-                    "language",
-                    "state",
-                    "outcome",
-                    "priority_class",
-                    "attempts",
-                    "arrived_at",
-                    "closed_at",
-                    "phone",
-                ]
-            )
-            rows = s.scalars(
-                select(Contact)
-                .where(
-                    Contact.site_id == site.id,
-                    Contact.created_at >= start,
-                    Contact.created_at < end,
-                )
-                .order_by(Contact.id)
-            )
-            for c in rows:
-                writer.writerow(
-                    [
-                        c.id,
-                        c.reference,
-                        c.kind,
-                        c.channel,
-                        c.language,
-                        c.state,
-                        _safe(c.outcome),
-                        c.priority_class,
-                        c.attempts,
-                        datetime.fromtimestamp(c.arrived_ms / 1000, zone).isoformat(),
-                        c.closed_at.isoformat() if c.closed_at else "",
-                        mask_phone(c.phone),
-                    ]
-                )
-        else:
-            writer.writerow(["id", "at", "kind", "contact_id", "agent_id", "actor"])
-            events = s.scalars(
-                select(Event)
-                .where(Event.site_id == site.id, Event.at >= start, Event.at < end)
-                .order_by(Event.id)
-            )
-            for e in events:
-                writer.writerow(
-                    [
-                        e.id,
-                        e.at.isoformat(),
-                        e.kind,
-                        e.contact_id or "",
-                        e.agent_id or "",
-                        _safe(e.actor),
-                    ]
-                )
-    filename = f"interphone-{site.code}-{what}-{first}-{last}.csv"
+    args = request.args
+    what, first, last = exports.read_request(
+        args.get("what", "contacts"), args.get("from", ""), args.get("to", "")
+    )
+    body = exports.export_csv(runtime_of(current_app).sessions, site, what, first, last)
+    name = exports.filename(site, what, first, last)
     return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f"attachment; filename={filename}"},
+        body, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename={name}"}
     )
 
 
-def _safe(value: str | None) -> str:
-    """No spreadsheet formulas from free text (CSV injection)."""
-    text = value or ""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+@bp.errorhandler(exports.ExportError)
+def export_refused(exc: exports.ExportError) -> Any:
+    return Response(f"{exc}\n", status=400, mimetype="text/plain")
