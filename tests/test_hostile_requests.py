@@ -418,7 +418,7 @@ def test_api_without_a_valid_token_is_refused_and_with_one_never_fails(fuzz_app)
         codes[response.status_code] += 1
         assert response.status_code < 500, (url, kwargs, response.data[:300])
         if token != TOKEN and rule.rule != "/api/openapi.json":
-            # 400: a NUL character is refused before the token is read (web/nul.py); 308:
+            # 400: a NUL character is refused before the token is read (web/nul_guard.py); 308:
             # werkzeug sends ``/api/cases/%2F0`` (a doubled slash) to its single-slash URL
             refused = (308, 400, 401, 404, 405, 413)
             assert response.status_code in refused, (url, response.status_code)

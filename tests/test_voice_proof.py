@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from interphone import metrics as figures
 from interphone.accounts import add_user
+from interphone.caller_card import contact_card
 from interphone.cases import CaseRecord, ImportReport, import_records
-from interphone.desk import contact_card
 from interphone.models import Contact
 from interphone.queue.store import NORMAL, URGENT
 from interphone.runtime import Runtime

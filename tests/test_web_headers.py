@@ -182,7 +182,7 @@ HOSTILE = [
     "javascript:alert(1)",
     "evil.com",
     " /agent",
-    "/agent\x7f",  # (a NUL is refused earlier, with a 400: interphone.web.nul)
+    "/agent\x7f",  # (a NUL is refused earlier, with a 400: interphone.web.nul_guard)
     "",
 ]
 

@@ -61,7 +61,7 @@ def _xml(body: str) -> Response:
 
 def _field(name: str) -> str:
     """A webhook's field, cut to size and without NUL characters (PostgreSQL's text
-    cannot hold them; Twilio never sends them: see interphone.web.nul)."""
+    cannot hold them; Twilio never sends them: see interphone.web.nul_guard)."""
     value = request.form.get(name, "")[:MAX_FIELD]
     return value.replace("\x00", "") if "\x00" in value else value
 

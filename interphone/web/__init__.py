@@ -24,7 +24,7 @@ from . import (
     health,
     i18n,
     metrics,
-    nul,
+    nul_guard,
     planning,
     queue_page,
     ratelimit,
@@ -92,7 +92,7 @@ def create_app(
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     metrics.init_app(app, runtime)  # request ids, log context, latency, GET /metrics
-    nul.init_app(app)  # 400 for a NUL character, which PostgreSQL's text cannot hold
+    nul_guard.init_app(app)  # 400 for a NUL character, which PostgreSQL's text cannot hold
     ratelimit.init_app(app, runtime)  # RATE_LIMIT_* (docs/operations.md)
     headers.init_app(app, settings.public_base_url)  # CSP, frames, nosniff, referrer, HSTS
     if settings.env != "test":  # tests capture logs their own way

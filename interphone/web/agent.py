@@ -31,7 +31,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 
-from ..desk import contact_card
+from ..caller_card import contact_card
 from ..metrics import recorder_for
 from ..models import Agent, Site
 from ..queue.clock import to_ms

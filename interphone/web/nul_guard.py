@@ -1,9 +1,10 @@
-"""No NUL character (U+0000) in what the screens and the API accept.
+"""Refuses NUL characters (U+0000), which PostgreSQL's text columns cannot hold, in
+what the screens and the API accept.
 
-PostgreSQL's text columns cannot hold it: a sign-in with ``email=%00`` reached the
-database and came back as a 500 (found by tests/test_hostile_requests.py, on
-PostgreSQL only; SQLite stores it). No person types one, so a request carrying one in
-its query, form or JSON body is refused with a 400 before any view runs.
+No person types one, so a request carrying one in its path, query, form or JSON body
+is refused with a 400 before any view runs, instead of failing in the database with a
+500 (SQLite stores the character, PostgreSQL refuses it; tests/test_hostile_requests.py
+sends them).
 
 Twilio's webhooks are not refused: an answer other than TwiML makes Twilio play an
 error to the caller, and the signature must be checked first. Their fields lose the
