@@ -50,7 +50,7 @@ def create_app(
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.json = BoundedJSON(app)  # request bodies nested too deep are malformed JSON
     # ids in URLs are SQL integers: a larger number is no such page (a 404), not an
-    # overflow in PostgreSQL (a 500); found by tests/test_hostile_requests.py
+    # overflow in PostgreSQL (a 500); tests/test_hostile_requests.py sends them
     app.url_map.converters["int"] = _SqlInteger
     app.config.update(
         SECRET_KEY=settings.secret_key,

@@ -74,10 +74,10 @@ def init_app(app: Flask, runtime: Runtime) -> Limiter | None:
 
 
 def _hooks_for_limited_blueprints_only(app: Flask, limiter: Limiter) -> None:
-    """Flask-Limiter hooks itself on every request of the app (before, after, teardown):
-    about 0.13 ms of CPU for each webhook, for nothing, since only the limited blueprints
-    have limits. Its three hooks are moved to those blueprints. Should a new release
-    hook itself differently, they are left where they are (correct, only slower)."""
+    """Flask-Limiter hooks itself on every request of the app (before, after, teardown),
+    CPU spent on every webhook for nothing, since only the limited blueprints have
+    limits. Its three hooks are moved to those blueprints. Should a new release hook
+    itself differently, they are left where they are (correct, only slower)."""
 
     def limiters(hook: Any) -> bool:
         if isinstance(hook, partial):

@@ -1,11 +1,10 @@
 """The web process's WSGI entry point: the Procfile's ``web`` serves ``interphone.web.wsgi:app``.
 
 Each gunicorn worker builds the app once, then tells the garbage collector to leave
-everything built so far alone (:func:`gc.freeze`). Without it, every few seconds of
-traffic a full collection walked the whole app (Flask, SQLAlchemy, twilio, the prompt
-catalogues: hundreds of thousands of objects) and stopped every thread of the process for
-80 to 210 ms, measured in ``interphone bench ivr``'s workers: the load test's webhook p99
-above 100 ms came from those pauses. Frozen, the later full collections took 5 to 20 ms.
+everything built so far alone (:func:`gc.freeze`): a full collection would otherwise walk
+the whole app (Flask, SQLAlchemy, twilio, the prompt catalogues: hundreds of thousands of
+objects) every few seconds of traffic, and stop every thread of the process meanwhile,
+callers' webhooks included (``interphone bench ivr`` shows it in the webhooks' p99).
 Tests build apps with :func:`interphone.web.create_app` and never freeze their process.
 """
 
