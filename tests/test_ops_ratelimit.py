@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from interphone import metrics as figures
+from interphone import metrics
 from interphone.accounts import add_user
 from interphone.config import ConfigError, RateLimits, load_settings
 from interphone.models import Contact
@@ -151,10 +151,10 @@ def test_withheld_callers_share_one_budget(limited) -> None:
     fourth = phone.call("+8656696")
     assert "trop d'appels" in fourth.transcript()
     assert "Bonjour" in phone.call(CALLER).transcript()  # a number has its own
-    figures.recorder_for(rt.redis).flush()
+    metrics.recorder_for(rt.redis).flush()
     limited_calls = [
         s.value
-        for s in figures.read(rt.redis)
+        for s in metrics.read(rt.redis)
         if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "withheld_calls"}
     ]
     assert limited_calls == [1.0]

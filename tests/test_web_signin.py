@@ -16,7 +16,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from interphone import metrics as figures
+from interphone import metrics
 from interphone.accounts import add_user, deactivate_agent, reactivate_agent, reset_password
 from interphone.config import RateLimits
 from interphone.runtime import Runtime
@@ -110,10 +110,10 @@ def test_an_address_guessing_across_accounts_is_throttled(strict: Flask, agent: 
     assert _sign_in(client, EMAIL, PASSWORD).status_code == 429
     assert _sign_in(client, EMAIL, PASSWORD, ELSEWHERE).status_code == 302
     connection = strict.extensions["interphone"].redis
-    figures.recorder_for(connection).flush()
+    metrics.recorder_for(connection).flush()
     refused = [
         s.value
-        for s in figures.read(connection)
+        for s in metrics.read(connection)
         if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "sign_in"}
     ]
     assert refused == [2.0]

@@ -18,8 +18,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from .. import failpoints, journal
-from .. import metrics as figures
 from ..digits import row_id, small_int
+from ..metrics import recorder_for
 from ..prompts import REFERENCE, catalogue
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
@@ -298,7 +298,7 @@ def _sms_allowed(rt: Runtime, sender: str) -> bool:
 def _count_limited(rt: Runtime, kind: str) -> None:
     """A calling number over its limit: counted (``interphone_rate_limited``), logged;
     it gets a polite goodbye (an empty answer for SMS), never an error."""
-    figures.recorder_for(rt.redis).inc("interphone_rate_limited", kind)
+    recorder_for(rt.redis).inc("interphone_rate_limited", kind)
     log.info("calling number over its %s limit; answered politely", kind)
 
 

@@ -3,10 +3,9 @@
 Each open agent or supervisor screen holds a streamed response (Server-Sent Events). With
 a subscription of its own, every queue change woke every screen's thread to read and
 parse the same Redis message: fifty screens, fifty readers, fifty connections, and a
-crowd of threads taking the process's GIL from the webhooks at every change (it showed
-in the load test's p99). Here one thread per process reads the feed channels
-(``ip:feed:site:*``) and hands each message, already decoded, to the screens of that
-site through in-memory queues.
+crowd of threads taking the process's GIL from the webhooks at every change. Here one
+thread per process reads the feed channels (``ip:feed:site:*``) and hands each message,
+already decoded, to the screens of that site through in-memory queues.
 
 If the subscription breaks (Redis restarted; redis-py subscribes again by itself), every
 screen's stream is ended: browsers reconnect by themselves and resynchronize on the
