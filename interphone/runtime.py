@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 from rq import Queue
@@ -25,6 +25,8 @@ from .queue.service import QueueService
 from .queue.store import RedisQueue
 
 if TYPE_CHECKING:
+    from flask import Flask
+    from twilio.http import HttpClient
     from twilio.rest import Client as TwilioClient
 
     from .voice.bridge import BridgeService
@@ -49,6 +51,19 @@ RQ_SPEECH_QUEUE = "interphone-speech"
 VOICEMAIL_RETRY_S = (10, 60, 300, 900, 3600)  # a recording not fetched: tried again
 SMS_RETRY_S = [2, 5, 10, 30, 60, 120, 300, 600]  # then the job stays failed, visible
 SMS_JOB_TIMEOUT_S = 30  # two requests to Twilio at most (see SmsService.send_to_contact)
+
+
+class TwilioStandIn(Protocol):
+    """What plays Twilio where no Twilio account is configured (``settings.dev_phone``):
+    the HTTP client twilio-python's REST calls go through, and the pages that go with it.
+
+    The one hook from the product to the development tooling: only tooling entry points
+    (``interphone dev serve``'s processes, the benches, the load test, the tests) give a
+    runtime one; production never does, and a runtime without one talks to Twilio."""
+
+    def http_client(self, runtime: Runtime) -> HttpClient: ...
+
+    def init_app(self, app: Flask) -> None: ...
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -114,11 +129,14 @@ class Runtime:
         clock: Clock | None = None,
         trigger: Callable[[str], None] | None = None,
         inline_jobs: bool = False,
+        twilio_stand_in: TwilioStandIn | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.clock = clock or SystemClock()
         self._trigger = trigger
         self.inline_jobs = inline_jobs  # run notifications in-process (tests)
+        # used only while no Twilio account is configured (settings.dev_phone)
+        self.twilio_stand_in = twilio_stand_in if self.settings.dev_phone else None
         failpoints.configure(self.settings.failpoints)
 
     @cached_property
@@ -395,18 +413,18 @@ class Runtime:
         return bool(self.redis.set(f"ip:inline-job:{job_id}", "1", nx=True, ex=3600))
 
     def twilio_client(self) -> TwilioClient:
-        """twilio-python's client; in development its HTTP calls go to the dev phone."""
+        """twilio-python's client; without a Twilio account its HTTP calls go to the
+        stand-in (the dev phone), and with neither there is nobody to call."""
         from twilio.rest import Client
 
         http_client = None
-        if self.settings.dev_phone and self.settings.dev_phone_rest_url:
-            from .voice.devphone.rest_http import RemoteDevPhoneHttpClient
-
-            http_client = RemoteDevPhoneHttpClient(self.settings.dev_phone_rest_url)
+        if self.twilio_stand_in is not None:
+            http_client = self.twilio_stand_in.http_client(self)
         elif self.settings.dev_phone:
-            from .voice.devphone.rest import DevPhoneHttpClient
-
-            http_client = DevPhoneHttpClient(self.redis)
+            raise ConfigError(
+                "TWILIO_ACCOUNT_SID: no Twilio account is configured and no dev phone stands"
+                " in for Twilio (`interphone dev serve` runs one)"
+            )
         return Client(
             self.settings.twilio_account_sid,
             self.settings.twilio_auth_token,

@@ -2,7 +2,7 @@
 that reach it over HTTP alone, as a caller, an agent in a browser and an anonymous client
 would (tests/test_security_blackbox.py).
 
-The server is gunicorn as the Procfile starts it (``interphone.voice.loadtest.
+The server is gunicorn as the Procfile starts it (``interphone.devtools.harness.
 procfile_stack``), with ``INTERPHONE_ENV=production`` and a production's secrets: random
 keys, a Twilio account of its own (never the dev phone's token), an https
 ``PUBLIC_BASE_URL`` behind one trusted proxy. The clients play that proxy: each sends the
@@ -41,7 +41,7 @@ from interphone.config import TEST_ONLY, load_settings
 from interphone.models import Base
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
-from interphone.voice import loadtest
+from interphone.devtools import harness
 
 from .topology import wait_until
 
@@ -174,7 +174,7 @@ def production_server(redis_url: str, database_url: str, instance: Path) -> Iter
     try:
         seeded = _seed(rt)
         environ = {k: v for k, v in os.environ.items() if k not in NOT_FOR_PRODUCTION}
-        with loadtest.procfile_stack(rt, env, processes=("web",), environ=environ) as started:
+        with harness.procfile_stack(rt, env, processes=("web",), environ=environ) as started:
             names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "API_TOKENS", "METRICS_TOKEN")
             port, _, cpu = started
             server = Server(port, *(env[name] for name in names), rt, seeded, cpu)
@@ -219,7 +219,7 @@ def start_refused(redis_url: str, database_url: str, instance: Path, **changes: 
     log = instance / "refused.log"
     with log.open("wb") as out:
         web = subprocess.Popen(
-            loadtest.procfile_command("web", env),
+            harness.procfile_command("web", env),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=out,

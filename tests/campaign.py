@@ -24,8 +24,8 @@ from interphone.models import Agent, Contact, Event
 from interphone.queue.exceptions import QueueError
 from interphone.voice.bridge import conference_name
 from interphone.voice.deferred import KEY as DEFERRED
-from interphone.voice.devphone.phone import DevPhone, SimCall
-from interphone.voice.devphone.rest import placed_calls, sent_messages
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import placed_calls, sent_messages
 
 from .topology import SITE, Topology, wait_until
 

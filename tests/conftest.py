@@ -21,6 +21,7 @@ from interphone import db as dbmod
 from interphone import embedded
 from interphone.accounts import add_user
 from interphone.config import Settings, load_settings
+from interphone.devtools.devphone.plugin import dev_runtime
 from interphone.models import Agent, Base
 from interphone.queue.clock import ManualClock
 from interphone.queue.service import QueueService
@@ -100,7 +101,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def runtime(settings: Settings, clock: ManualClock, redis_client: redis.Redis) -> Iterator[Runtime]:
-    rt = Runtime(settings, clock=clock, trigger=lambda site: None)
+    rt = dev_runtime(settings, clock=clock, trigger=lambda site: None)
     _empty_tables(rt)
     yield rt
     rt.close()
@@ -161,7 +162,7 @@ def voice_runtime(
     settings: Settings, clock: ManualClock, redis_client: redis.Redis
 ) -> Iterator[Runtime]:
     """A runtime whose SMS are sent in-process to the dev phone's REST side."""
-    rt = Runtime(settings, clock=clock, trigger=lambda site: None, inline_jobs=True)
+    rt = dev_runtime(settings, clock=clock, trigger=lambda site: None, inline_jobs=True)
     _empty_tables(rt)
     ensure_site(rt.sessions, SITE, "Préfecture de test", phone_numbers=["+33473000000"])
     yield rt
@@ -176,7 +177,7 @@ def api(voice_runtime: Runtime) -> Iterator[Any]:
     """The app with the case API enabled (``API_TOKEN``), on its own runtime."""
     from interphone.web import create_app
 
-    rt = Runtime(
+    rt = dev_runtime(
         voice_runtime.settings.with_overrides(api_tokens=(API_TOKEN,)),
         clock=voice_runtime.clock,
         trigger=lambda site: None,
@@ -195,7 +196,7 @@ def app(voice_runtime: Runtime) -> Any:
 @pytest.fixture
 def devphone(app: Any, voice_runtime: Runtime) -> Any:
     """The dev phone, ringing the app through its WSGI interface."""
-    from interphone.voice.devphone.phone import DevPhone, wsgi_transport
+    from interphone.devtools.devphone.phone import DevPhone, wsgi_transport
 
     settings = voice_runtime.settings
     return DevPhone(

@@ -14,7 +14,7 @@ import redis
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from interphone.voice.devphone.phone import DevPhone, TwimlError
+from interphone.devtools.devphone.phone import DevPhone, TwimlError
 
 TOKEN = "engine-test-token"
 BASE = "https://interphone.example.org"
@@ -176,7 +176,7 @@ def test_a_call_ending_while_redis_is_unreachable_still_ends_and_posts_its_statu
     """The fault campaign ends calls while Redis fails over: the dev phone's note that a
     call is over (Twilio then refuses to update it) is retried for a while, then left;
     the call's end and its status callback never fail for it."""
-    from interphone.voice.devphone import phone as phone_module
+    from interphone.devtools.devphone import phone as phone_module
 
     monkeypatch.setattr(phone_module, "ENDED_RETRY_S", 0.3)
     unreachable = redis.Redis(port=1, socket_connect_timeout=0.1)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from interphone.accounts import add_user
+from interphone.config import ConfigError
+from interphone.devtools.devphone.plugin import DevPhonePlugin, dev_runtime
 from interphone.runtime import Runtime
 
 from .conftest import SITE
@@ -86,17 +90,47 @@ def test_bad_number_or_action_gets_a_clear_400(app) -> None:
 
 
 def test_dev_phone_does_not_exist_in_production(voice_runtime: Runtime) -> None:
+    """With a Twilio account configured, the dev phone is not plugged in even when the
+    tooling offers it."""
     from interphone.web import create_app
 
     settings = voice_runtime.settings.with_overrides(dev_phone=False)
-    rt = Runtime(settings)
+    rt = dev_runtime(settings)
     try:
+        assert rt.twilio_stand_in is None
         client = create_app(runtime=rt).test_client()
         assert client.get("/dev/phone").status_code == 404
         response = client.post("/dev/phone/api/act", json={"number": APPLICANT, "action": "ring"})
         assert response.status_code == 404
     finally:
         rt.close()
+
+
+def test_the_product_alone_never_plugs_the_dev_phone_in(voice_runtime: Runtime) -> None:
+    """No Twilio account and no stand-in given (the product's own entry points): no dev
+    phone page, and no Twilio client that would send the published dev credentials."""
+    from interphone.web import create_app
+
+    rt = Runtime(voice_runtime.settings)
+    try:
+        assert rt.settings.dev_phone and rt.twilio_stand_in is None
+        client = create_app(runtime=rt).test_client()
+        assert client.get("/dev/phone").status_code == 404
+        with pytest.raises(ConfigError, match="no dev phone"):
+            rt.twilio_client()
+    finally:
+        rt.close()
+
+
+def test_the_plugged_in_dev_phone_serves_its_page_and_takes_the_rest_calls(
+    voice_runtime: Runtime,
+) -> None:
+    from interphone.devtools.devphone.rest import DevPhoneHttpClient
+    from interphone.web import create_app
+
+    assert isinstance(voice_runtime.twilio_stand_in, DevPhonePlugin)
+    assert isinstance(voice_runtime.twilio_client().http_client, DevPhoneHttpClient)
+    assert create_app(runtime=voice_runtime).test_client().get("/dev/phone").status_code == 200
 
 
 def test_keypad_keys_wait_for_the_whole_entry_as_twilio_collects_them(

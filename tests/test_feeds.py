@@ -62,7 +62,7 @@ def _capped(rt: Runtime, cap: str) -> float:
 def test_a_replaced_screen_is_told_why_in_its_language(app, voice_runtime: Runtime) -> None:
     """Through the route, as a browser's five tabs (each streamed in its own thread, as
     a server's threads do): the first tab hears that a newer one took over."""
-    from interphone.web.bench import PASSWORD
+    from interphone.devtools.bench.feed import PASSWORD
 
     add_user(voice_runtime.sessions, "agent@example.org", PASSWORD, site_code=SITE)
     client = app.test_client()
@@ -158,15 +158,15 @@ def test_feeds_never_take_the_threads_that_answer_twilio(voice_runtime: Runtime)
     feeds each and a fourth opens twelve, then Twilio posts 4 signed calls. Before the
     caps, the first ten feeds held every thread for good and the calls timed out; now a
     process streams 5 feeds at most (half its threads) and a person 4."""
-    from interphone.voice.bench import gunicorn
-    from interphone.web.bench import PASSWORD, _sign_in
+    from interphone.devtools.bench.feed import PASSWORD
+    from interphone.devtools.harness import gunicorn, sign_in
 
     rt = voice_runtime
     emails = [f"screen-{n}@example.org" for n in range(4)]
     for email in emails:
         add_user(rt.sessions, email, PASSWORD, site_code=SITE)
     with gunicorn(rt, workers=1, threads=10) as port:
-        cookies = [_sign_in(port, email) for email in emails]
+        cookies = [sign_in(port, email, PASSWORD) for email in emails]
         feeds: list[socket.socket] = []
         try:
             for cookie in cookies[:3] * 4 + cookies[3:] * 12:

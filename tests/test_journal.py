@@ -24,7 +24,7 @@ from interphone.models import Call, Event, Site
 from interphone.queue import jobs
 from interphone.queue.stats import Statistics
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import SITE
 from .test_web_admin import _signed_in

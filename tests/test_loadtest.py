@@ -18,8 +18,8 @@ from werkzeug.serving import make_server
 
 from interphone.models import Contact
 from interphone.runtime import Runtime
-from interphone.voice import loadtest
-from interphone.web.bench import stream_lines
+from interphone.devtools import harness, loadtest
+from interphone.devtools.bench.feed import stream_lines
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -136,7 +136,7 @@ def test_procfile_web_line_is_what_the_load_test_runs(tmp_path: Path) -> None:
         "web: gunicorn --bind ${HOST:-0.0.0.0}:${PORT:-5000} --workers ${WEB_CONCURRENCY:-2}"
         ' --threads ${WEB_THREADS:-32} "interphone.web:create_app()"\n'
     )
-    words = loadtest.procfile_command("web", {"PORT": "18123", "WEB_THREADS": "8"}, procfile)
+    words = harness.procfile_command("web", {"PORT": "18123", "WEB_THREADS": "8"}, procfile)
     assert Path(words[0]).name == "gunicorn" and Path(words[0]).is_absolute()
     assert words[1:] == [
         "--bind",
@@ -212,22 +212,22 @@ def test_wire_reads_answers_by_length_by_chunks_and_a_204_without_waiting_for_th
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
     ]
     with canned(answers) as port:
-        wire = loadtest.Wire(port, timeout_s=5)
+        client = loadtest.KeepAliveClient(port, timeout_s=5)
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert wire.post("/a", b"x=1", form) == (200, b"<ok/>")
-        assert wire.post("/b", b"x=2", form) == (503, b"injected f")
+        assert client.post("/a", b"x=1", form) == (200, b"<ok/>")
+        assert client.post("/b", b"x=2", form) == (503, b"injected f")
         # a 204 has no body: not read until the connection closes (the status callback's)
-        assert wire.post("/c", b"", form) == (204, b"")
-        assert wire.post("/d", b"", form) == (200, b"ok")
-        assert wire._sock is None  # the server said close: the next request reconnects
+        assert client.post("/c", b"", form) == (204, b"")
+        assert client.post("/d", b"", form) == (200, b"ok")
+        assert client._sock is None  # the server said close: the next request reconnects
 
 
 def test_wire_reports_a_connection_closed_before_the_answer_as_an_error() -> None:
     with canned([b""]) as port:
-        wire = loadtest.Wire(port, timeout_s=5)
-        with pytest.raises(loadtest.WireError):
-            wire.post("/a", b"x=1", {})
-        assert wire._sock is None
+        client = loadtest.KeepAliveClient(port, timeout_s=5)
+        with pytest.raises(loadtest.UnreadableAnswer):
+            client.post("/a", b"x=1", {})
+        assert client._sock is None
 
 
 def test_planned_callers_have_valid_numbers_or_the_ivr_takes_them_for_withheld() -> None:

@@ -14,7 +14,7 @@ from flask import request_finished
 
 from interphone.config import ConfigError, load_settings
 from interphone.observability import configure_logging, log_context, mask_digits
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 
 @pytest.fixture

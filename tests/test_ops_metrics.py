@@ -16,8 +16,8 @@ from rq import SimpleWorker
 from interphone import metrics as figures
 from interphone.queue import jobs
 from interphone.runtime import Runtime
-from interphone.voice.bench import gunicorn
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.harness import gunicorn
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.voice.speech.models import ModelRegistry
 from interphone.voice.speech.results import SpeechResults
 from interphone.voice.speech.stream import SpeechStreams

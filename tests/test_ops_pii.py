@@ -21,7 +21,7 @@ from interphone.models import Contact, Site
 from interphone.observability import configure_logging
 from interphone.queue.notifier import channel
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import SITE
 

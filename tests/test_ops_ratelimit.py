@@ -18,7 +18,7 @@ from interphone.config import ConfigError, RateLimits, load_settings
 from interphone.models import Contact
 from interphone.privacy import WITHHELD_PLACEHOLDERS, is_withheld
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone, wsgi_transport
+from interphone.devtools.devphone.phone import DevPhone, wsgi_transport
 from interphone.web import create_app
 
 from .conftest import SITE

@@ -36,10 +36,10 @@ from interphone.models import Contact, Site
 from interphone.prompts import extra_catalogues
 from interphone.runtime import Runtime
 from interphone.voice import hearing as hearing_module
-from interphone.voice.devphone.audio import AudioError, synthesize, wav_to_mulaw
-from interphone.voice.devphone.phone import DevPhone, SimCall
-from interphone.voice.devphone.rest import sent_messages
-from interphone.voice.devphone.streaming import StreamError, stream_audio
+from interphone.devtools.devphone.audio import AudioError, synthesize, wav_to_mulaw
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import sent_messages
+from interphone.devtools.devphone.streaming import StreamError, stream_audio
 from interphone.voice.hearing import Hearing
 from interphone.voice.speech import mulaw
 from interphone.voice.speech.app import create_stream_app
@@ -289,7 +289,7 @@ def _wav(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
 def test_a_44_1_khz_stereo_wav_file_is_resampled_to_8_khz_mulaw_and_recognized(
     korean_door: Runtime, devphone: DevPhone
 ) -> None:
-    from interphone.voice.devphone.audio import resample
+    from interphone.devtools.devphone.audio import resample
 
     pcm = mulaw.decode(fixture("ko_yes")).astype(np.float64)
     wav = _wav(resample(pcm, 8000, 44100), 44100, channels=2)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from interphone.gunicorn_worker import BODY_BYTES, CONTINUE, HEAD_DEADLINE_S, _verdict
-from interphone.voice import loadtest
+from interphone.devtools import harness
 from interphone.voice.speech.results import SpeechResults
 
 from .fixtures.speech import support
@@ -53,7 +53,7 @@ def stream_port(redis_url: str) -> Iterator[int]:
         SECRET_KEY=support.SECRET,
     )
     proc = subprocess.Popen(
-        loadtest.procfile_command("stream", env),
+        harness.procfile_command("stream", env),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -6,8 +6,8 @@ from interphone.accounts import add_user
 from interphone.models import Agent, Contact
 from interphone.runtime import Runtime
 from interphone.voice.bridge import conference_name
-from interphone.voice.devphone.phone import DevPhone, SimCall
-from interphone.voice.devphone.rest import placed_calls
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import placed_calls
 
 from .conftest import SITE
 

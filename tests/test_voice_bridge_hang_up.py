@@ -19,8 +19,8 @@ from interphone.accounts import add_user
 from interphone.models import Agent, Contact, Event
 from interphone.runtime import Runtime
 from interphone.voice.bridge import LEGS, PENDING
-from interphone.voice.devphone import rest
-from interphone.voice.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone import rest
+from interphone.devtools.devphone.phone import DevPhone, SimCall
 
 from .conftest import SITE
 

@@ -11,8 +11,8 @@ from sqlalchemy import Engine, select
 from interphone import db as dbmod
 from interphone.models import Contact
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
-from interphone.voice.devphone.rest import sent_messages
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest import sent_messages
 
 from .conftest import SITE
 

@@ -20,8 +20,8 @@ from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.models import Contact, Site
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone, SimCall
-from interphone.voice.devphone.rest import sent_messages
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import sent_messages
 from interphone.voice.hearing import Hearing
 from interphone.voice.speech.results import SpeechResults
 

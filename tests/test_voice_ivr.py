@@ -13,8 +13,8 @@ from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.models import Contact, Event
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone, SimCall
-from interphone.voice.devphone.rest import sent_messages
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import sent_messages
 
 from .conftest import SITE
 

@@ -17,7 +17,7 @@ from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.models import Contact
 from interphone.queue.store import NORMAL, URGENT
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.phone import DevPhone, SimCall
 
 from .conftest import SITE
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.voice.recordings import RecordingError, media_url
 
 CALL_SID, RECORDING_SID = "CA" + "1" * 32, "RE" + "2" * 32

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from interphone import failpoints
 from interphone.models import Contact
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
-from interphone.voice.devphone.rest import sent_messages
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest import sent_messages
 from interphone.voice.messaging import SENDING, SENT_PREFIX
 
 from .topology import wait_until
@@ -107,7 +107,7 @@ def test_twilio_message_list_reaches_the_dev_phone_over_the_network(
     of messages (a GET with a query) failed there, so the abandoned SMS was never sent."""
     from twilio.rest import Client
 
-    from interphone.voice.devphone.rest_http import RemoteDevPhoneHttpClient, RestServer
+    from interphone.devtools.devphone.rest_http import RemoteDevPhoneHttpClient, RestServer
 
     server = RestServer(redis_client).start()
     try:

@@ -17,8 +17,8 @@ from interphone.models import Contact, Site, Voicemail
 from interphone.queue import jobs
 from interphone.queue.clock import ManualClock, to_ms
 from interphone.runtime import Runtime
-from interphone.voice.devphone import rest
-from interphone.voice.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone import rest
+from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.voice.session import CallState, CallStore
 from interphone.voice.voicemail import job_id
 

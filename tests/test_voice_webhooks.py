@@ -14,7 +14,7 @@ from twilio.twiml import voice_response
 
 from interphone.models import Contact, Event
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 CALLER = "+33612345678"
 

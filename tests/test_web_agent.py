@@ -12,8 +12,8 @@ from sqlalchemy import select
 from interphone.accounts import add_user
 from interphone.models import Contact
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
-from interphone.voice.devphone.rest import placed_calls
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest import placed_calls
 
 from .conftest import SITE
 

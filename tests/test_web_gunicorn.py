@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from interphone.gunicorn_worker import BODY_BYTES, GuardedWebWorker, _verdict
 from interphone.runtime import Runtime
-from interphone.voice import loadtest
+from interphone.devtools import harness
 
 HALF_OPEN = 200  # far more than the threads of this test's web process (2 × 4)
 
@@ -23,7 +23,7 @@ def test_half_open_requests_never_hold_the_threads_that_answer_twilio(
 ) -> None:
     rt = voice_runtime
     small = {"WEB_CONCURRENCY": "2", "WEB_THREADS": "4"}  # the Procfile's line, fewer threads
-    with loadtest.procfile_stack(rt, small, processes=("web",)) as (port, _, _):
+    with harness.procfile_stack(rt, small, processes=("web",)) as (port, _, _):
         half_open = []
         try:
             for n in range(HALF_OPEN):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from interphone.models import Call, Case
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import API_TOKEN, SITE
 

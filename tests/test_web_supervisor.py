@@ -10,7 +10,7 @@ import pytest
 
 from interphone.accounts import add_user
 from interphone.runtime import Runtime
-from interphone.voice.devphone.phone import DevPhone
+from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import SITE
 

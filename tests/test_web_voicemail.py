@@ -17,8 +17,8 @@ from interphone.queue import jobs
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
-from interphone.voice.devphone.phone import DevPhone
-from interphone.voice.devphone.rest import keep_recording
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest import keep_recording
 from interphone.voice.speech import mulaw
 from interphone.voice.voicemail import VoicemailService
 

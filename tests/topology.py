@@ -48,8 +48,8 @@ from interphone.config import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, load_settings
 from interphone.models import Agent
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
-from interphone.voice.devphone.phone import DevPhone
-from interphone.voice.devphone.rest_http import RestServer
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest_http import RestServer
 
 PORT_RANGE = (17000, 17999)
 BIN = Path(sys.executable).parent

@@ -80,11 +80,8 @@ def create_app(
     csrf.exempt(api.bp)  # bearer tokens, no cookies
     app.register_blueprint(voice_http.bp)
     csrf.exempt(voice_http.bp)  # Twilio signs its requests instead
-    if settings.dev_phone:
-        from ..voice.devphone import web as devphone_web
-
-        app.register_blueprint(devphone_web.bp)
-        csrf.exempt(devphone_web.bp)
+    if runtime.twilio_stand_in is not None:  # the dev phone's pages (development only)
+        runtime.twilio_stand_in.init_app(app)
     _register_errors(app)
     if settings.trusted_proxies:  # the client's address for per-IP limits (not signatures)
         from werkzeug.middleware.proxy_fix import ProxyFix

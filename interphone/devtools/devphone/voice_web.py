@@ -9,12 +9,21 @@ Phone numbers travel in the request body, never in the URL.
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .audio import AudioError, synthesize, wav_to_mulaw
+from .calls import (
+    call_lock,
+    current_phone,
+    load_call,
+    page_view,
+    parse_number,
+    save_call,
+)
 from .phone import SimCall, TwimlError
 from .streaming import StreamError
-from .web import _load, _number, _phone, _runtime, _save, _view, bp
+
+bp = Blueprint("devphone_voice", __name__)
 
 
 def _error(message: str, status: int) -> Response:
@@ -27,10 +36,9 @@ def _through_the_stream(number: str, audio: bytes | None, text: str | None) -> R
     """Stream ``audio`` (or ``text`` spoken by espeak-ng) into the call of ``number``."""
     if not number:
         return _error("not a phone number", 400)
-    phone = _phone()
-    lock = _runtime().redis.lock(f"ip:devphone:lock:{number}", timeout=120, blocking_timeout=10)
-    with lock:
-        call: SimCall | None = _load(phone, number)
+    phone = current_phone()
+    with call_lock(number, timeout_s=120):
+        call: SimCall | None = load_call(phone, number)
         if call is None or call.status != "in-progress":
             return _error("no call in progress", 409)
         if call.listening != "stream":
@@ -49,8 +57,8 @@ def _through_the_stream(number: str, audio: bytes | None, text: str | None) -> R
             return _error(str(exc), 400)
         except (StreamError, TwimlError) as exc:
             return _error(str(exc), 409)
-        _save(call)
-        return jsonify(_view(phone, number, call))
+        save_call(call)
+        return jsonify(page_view(phone, number, call))
 
 
 @bp.post("/dev/phone/api/voice")
@@ -60,7 +68,7 @@ def speak_phrase() -> Response:
     text = str(body.get("text", ""))[:200]
     if not text.strip():
         return _error("nothing to say", 400)
-    return _through_the_stream(_number(str(body.get("number", ""))), None, text)
+    return _through_the_stream(parse_number(str(body.get("number", ""))), None, text)
 
 
 @bp.post("/dev/phone/api/audio")
@@ -73,4 +81,4 @@ def speak_wav() -> Response:
         audio = wav_to_mulaw(upload.read(8 * 1024 * 1024 + 1))
     except AudioError as exc:
         return _error(str(exc), 400)
-    return _through_the_stream(_number(request.form.get("number", "")), audio, None)
+    return _through_the_stream(parse_number(request.form.get("number", "")), audio, None)

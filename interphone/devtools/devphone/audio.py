@@ -14,7 +14,7 @@ import wave
 import numpy as np
 import numpy.typing as npt
 
-from ..speech import mulaw
+from interphone.voice.speech import mulaw
 
 MAX_WAV_BYTES = 8 * 1024 * 1024
 MAX_SECONDS = 60.0  # the longest question listens 60 s at most

@@ -21,9 +21,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from ..queue.estimate import average_speed_of_answer, erlang_c, service_level
-from .day import simulate_day
-from .plan import DayPlan
+from interphone.queue.estimate import average_speed_of_answer, erlang_c, service_level
+from interphone.sim.day import simulate_day
+from interphone.sim.plan import DayPlan
 
 CALLS_PER_RUN = 50_000
 

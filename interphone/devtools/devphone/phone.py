@@ -23,8 +23,13 @@ import numpy as np
 import redis
 from twilio.request_validator import RequestValidator
 
-from ..speech import mulaw
+from interphone.voice.hearing import Hearing
+from interphone.voice.speech import mulaw
+from interphone.voice.speech.results import SpeechResult, SpeechResults
+
 from . import rest
+from .audio import AudioError, on_a_line, synthesize
+from .streaming import StreamError, stream_audio
 
 API_VERSION = "2010-04-01"
 ANSWERED = "ip:devphone:answered:"
@@ -489,9 +494,6 @@ class SimCall:
         """Typed text at a local speech step: taken as what the speech server would have
         understood (the same vocabulary), so the flow can be tried without a microphone.
         ``speak_audio`` sends real audio through the speech server instead."""
-        from ..hearing import Hearing
-        from ..speech.results import SpeechResult, SpeechResults
-
         assert self.phone.redis is not None, "the dev phone needs Redis for speech steps"
         results = SpeechResults(self.phone.redis)
         params = pending.params
@@ -516,12 +518,21 @@ class SimCall:
         """Say ``audio`` (8 kHz µ-law) into the open ``<Connect><Stream>``: streamed to
         the real speech server as Twilio streams it, then the action URL is requested
         (see :mod:`.streaming`). ``paced``: at real-time pace, else as fast as it goes."""
-        from .streaming import stream_call_audio
-
         pending = self._pending()
         if pending.kind != "stream":
             raise TwimlError(f"no media stream is open ({pending.kind})")
-        stream_call_audio(self, pending, audio, paced=paced)
+        url = pending.target  # signed as Twilio signs the handshake: the URL, no parameters
+        if not url.startswith(("ws://", "wss://")):
+            raise StreamError(f"<Stream url> must be a ws:// or wss:// URL, not {url[:80]!r}")
+        stream_audio(
+            url,
+            signature=str(self.phone.validator.compute_signature(url, {})),
+            call_sid=self.sid,
+            account_sid=self.phone.account_sid,
+            parameters=dict(pending.params),
+            audio=audio,
+            paced=paced,
+        )
         return self.end_stream()
 
     def end_stream(self) -> SimCall:
@@ -545,8 +556,6 @@ def message_audio(text: str, lang: str) -> bytes:
     """What a caller says at a ``<Record>``, as 8 kHz µ-law: ``text`` spoken by
     espeak-ng in ``lang`` (:func:`.audio.synthesize`) when it can, else as long a quiet
     line (the message is then a silence of about half a second a word)."""
-    from .audio import AudioError, on_a_line, synthesize
-
     try:
         return synthesize(text, lang)
     except AudioError:  # no espeak-ng, or no voice for that language

@@ -2,8 +2,8 @@
 it opens the WebSocket as Twilio does (``X-Twilio-Signature`` of the stream URL), sends
 ``connected``, ``start`` (with the ``<Parameter>`` s as ``customParameters``), the
 caller's audio as 20 ms ``media`` messages (base64 of 8 kHz µ-law), then a quiet line,
-until the server closes the stream; the caller's :class:`SimCall` then requests the
-``<Connect action>`` URL, as Twilio does.
+until the server closes the stream; the caller's call (``phone.SimCall``) then requests
+the ``<Connect action>`` URL, as Twilio does.
 
 Twilio never stops a ``<Connect><Stream>`` on its own while the call is up: the line
 keeps sending its quiet hiss. The dev phone bounds that (``max_s`` of the question and
@@ -21,13 +21,9 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .audio import quiet_line
-
-if TYPE_CHECKING:
-    from .phone import PendingGather, SimCall
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 FRAME_S = 0.02
@@ -134,26 +130,6 @@ def stream_audio(
             with contextlib.suppress(ConnectionClosed, OSError):
                 ws.close()
         ws.thread.join(timeout=5)
-
-
-def stream_call_audio(
-    call: SimCall, pending: PendingGather, audio: bytes, *, paced: bool = False
-) -> StreamOutcome:
-    """Stream ``audio`` for ``call`` into the ``<Stream>`` it waits on (``pending``):
-    signed as Twilio signs the handshake (the TwiML's URL, no parameters)."""
-    url = pending.target
-    if not url.startswith(("ws://", "wss://")):
-        raise StreamError(f"<Stream url> must be a ws:// or wss:// URL, not {url[:80]!r}")
-    phone = call.phone
-    return stream_audio(
-        url,
-        signature=str(phone.validator.compute_signature(url, {})),
-        call_sid=call.sid,
-        account_sid=phone.account_sid,
-        parameters=dict(pending.params),
-        audio=audio,
-        paced=paced,
-    )
 
 
 def _reachable(url: str) -> None:

@@ -18,7 +18,9 @@ import redis
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from ...digits import small_int
+from interphone.digits import small_int
+from interphone.voice.speech import mulaw
+from interphone.voice.speech.dictation import write_wav
 
 MESSAGES = "ip:devphone:messages"
 CALLS = "ip:devphone:calls"  # calls the app placed, oldest first
@@ -143,8 +145,5 @@ def next_update(connection: redis.Redis, sid: str) -> dict[str, str] | None:
 def keep_recording(connection: redis.Redis, recording_sid: str, audio: bytes) -> None:
     """Keep what a caller said at a <Record> (8 kHz µ-law) as Twilio would: a WAV file
     (16-bit PCM, 8 kHz, mono) served under the recording's SID until deleted."""
-    from ..speech import mulaw
-    from ..speech.dictation import write_wav
-
     wav = write_wav(mulaw.decode(audio), mulaw.RATE)
     connection.set(RECORDINGS + recording_sid, wav, ex=7 * 24 * 3600)

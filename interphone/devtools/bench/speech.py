@@ -35,7 +35,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,8 +50,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import mulaw
-from . import token as call_token
+from interphone.voice.speech import mulaw
+from interphone.voice.speech import token as call_token
+
+from ..harness import free_port, percentile, server
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 FRAME_S = 0.02
@@ -96,10 +97,7 @@ class Trial:
 
 
 def _percentile(values: list[float], share: float) -> float:
-    if not values:
-        return math.inf
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+    return percentile(sorted(values), share) if values else math.inf
 
 
 def run_trial(
@@ -225,12 +223,6 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # -- the floor: a bare Vosk loop, in its own process ----------------------------------------------
 def floor_main(args: dict[str, Any], commands: IO[str], out: IO[str]) -> None:
     """The bare loop's process: loads the model, prints load time, memory and real-time
@@ -353,7 +345,7 @@ def stream_server(
     """gunicorn serving ``create_stream_app()`` as the Procfile's ``stream`` line does,
     with ``secret`` as its ``SECRET_KEY``; yields (port, health once the models are
     loaded)."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         VOSK_MODELS_DIR=str(models_dir),
@@ -364,44 +356,32 @@ def stream_server(
     )
     factory = "interphone.voice.speech.app:create_stream_app("
     factory += f"vocabulary_dir={str(vocabulary_dir)!r})" if vocabulary_dir else ")"
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--worker-class",
-            "interphone.gunicorn_worker.GuardedThreadWorker",
-            "--threads",
-            str(threads),
-            "--log-level",
-            "warning",
-            "--graceful-timeout",
-            "2",
-            factory,
-        ],
-        env=env,
+    argv = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "interphone.gunicorn_worker.GuardedThreadWorker",
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+        "--graceful-timeout",
+        "2",
+        factory,
+    ]
+    ready = server(
+        argv,
+        env,
+        ready=lambda: _health(port),
+        timeout_s=120,
+        what="the speech stream server",
         preexec_fn=_pin(core),
     )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                health = _health(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the speech stream server did not start") from None
-                time.sleep(0.2)
+    with ready as health:
         yield port, health
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _health(port: int) -> dict[str, Any]:
@@ -492,10 +472,10 @@ def run(
 ) -> dict[str, Any]:
     from redis import Redis
 
-    from .models import ModelRegistry
-    from .recognizer import Limits
-    from .results import SpeechResults
-    from .stream import PATH
+    from interphone.voice.speech.models import ModelRegistry
+    from interphone.voice.speech.recognizer import Limits
+    from interphone.voice.speech.results import SpeechResults
+    from interphone.voice.speech.stream import PATH
 
     cores = _cores()
     server_core, client_cores = cores if cores else (None, None)
@@ -669,7 +649,7 @@ def _signature(auth_token: str, public_base_url: str) -> str:
     """Twilio's signature of the stream URL, as the server checks it."""
     from twilio.request_validator import RequestValidator
 
-    from .stream import PATH
+    from interphone.voice.speech.stream import PATH
 
     base = public_base_url.rstrip("/")
     scheme, _, rest = base.partition("://")
@@ -699,4 +679,4 @@ if __name__ == "__main__":  # the bare loop's process
     if len(sys.argv) == 3 and sys.argv[1] == "floor":
         floor_main(json.loads(sys.argv[2]), sys.stdin, sys.stdout)
     else:  # pragma: no cover
-        sys.exit("usage: python -m interphone.voice.speech.bench floor ARGS_JSON")
+        sys.exit("usage: python -m interphone.devtools.bench.speech floor ARGS_JSON")

@@ -11,51 +11,28 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import select
 
-from ..accounts import add_user
-from ..models import Agent
-from ..runtime import Runtime
-from ..sites import ensure_site
-from ..voice.bench import gunicorn
+from interphone import db
+from interphone.accounts import add_user
+from interphone.models import Agent
+from interphone.runtime import Runtime
+from interphone.sites import ensure_site
+
+from ..harness import gunicorn, percentile, sign_in
 
 PASSWORD = "bench-password-2026"
 
 
 def _email(screen: int) -> str:
     return f"bench-agent-{screen:03d}@interphone.local"
-
-
-def _sign_in(port: int, email: str) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/login")
-    response = conn.getresponse()
-    page = response.read().decode()
-    cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token, "no CSRF token on /login"
-    body = urlencode({"email": email, "password": PASSWORD, "csrf_token": token.group(1)})
-    conn.request(
-        "POST",
-        "/login",
-        body=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
-    )
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    if response.status != 302:
-        raise RuntimeError(f"bench agent could not sign in ({response.status})")
-    return response.getheader("Set-Cookie", "").split(";", 1)[0]
 
 
 class Screen(threading.Thread):
@@ -146,8 +123,6 @@ def _more(recv: Callable[[int], bytes]) -> bytes:
 
 
 def run(rt: Runtime, *, screens: int, samples: int, workers: int, threads: int) -> dict[str, Any]:
-    from .. import db
-
     db.upgrade(rt.database_url)
     site = ensure_site(rt.sessions, rt.settings.default_site, always_open=True)
     emails = [_email(i) for i in range(screens)]
@@ -159,7 +134,7 @@ def run(rt: Runtime, *, screens: int, samples: int, workers: int, threads: int) 
     seen: dict[int, list[float]] = {}
     lock = threading.Lock()
     with gunicorn(rt, workers, threads) as port:
-        cookies = [_sign_in(port, email) for email in emails]
+        cookies = [sign_in(port, email, PASSWORD) for email in emails]
         cookie = cookies[0]  # the panel fetched after each event: the first screen's
         pool = [Screen(port, c, seen, lock) for c in cookies]
         for screen in pool:
@@ -201,8 +176,8 @@ def run(rt: Runtime, *, screens: int, samples: int, workers: int, threads: int) 
         "events_delivered": len(event_ms),
         "events_missed": missed,
         "event_p50_ms": round(statistics.median(ordered), 2),
-        "event_p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
+        "event_p99_ms": round(percentile(ordered, 0.99), 2),
         "panel_p50_ms": round(statistics.median(panel_ms), 2),
-        "panel_p99_ms": round(sorted(panel_ms)[int(0.99 * (len(panel_ms) - 1))], 2),
-        "visible_p99_ms": round(visible[int(0.99 * (len(visible) - 1))], 2),
+        "panel_p99_ms": round(percentile(sorted(panel_ms), 0.99), 2),
+        "visible_p99_ms": round(percentile(visible, 0.99), 2),
     }

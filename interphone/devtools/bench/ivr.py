@@ -9,87 +9,23 @@ run the same rate of ``GET /ping``, a route that does nothing.
 from __future__ import annotations
 
 import http.client
-import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from ..cases import CaseRecord, ImportReport, import_records
-from ..runtime import Runtime
-from ..sites import ensure_site
+from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.runtime import Runtime
+from interphone.sites import ensure_site
+
+from ..harness import gunicorn, percentile
 
 BENCH_FILE, BENCH_BORN = "6399000001", date(1980, 6, 15)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def gunicorn(rt: Runtime, workers: int, threads: int = 1) -> Iterator[int]:
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=rt.redis_url,
-        DATABASE_URL=rt.database_url,
-        SECRET_KEY=rt.settings.secret_key,
-        PUBLIC_BASE_URL=rt.settings.public_base_url,
-        INTERPHONE_ENV="test",  # no sweep scheduling from the benchmark's server
-        RATE_LIMITS="on",  # as in production: each turn counted against its caller
-        WEB_THREADS=str(threads),  # the live feeds' share of them (FEEDS_PER_PROCESS)
-    )
-    bindir = Path(sys.executable).parent
-    proc = subprocess.Popen(
-        [
-            str(bindir / "gunicorn"),
-            "-w",
-            str(workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "--worker-class",
-            "gthread" if threads > 1 else "sync",
-            "--threads",
-            str(threads),
-            "--graceful-timeout",
-            "2",
-            "interphone.web.wsgi:app",
-        ],
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 Request = tuple[str, str, str, dict[str, str]]  # method, path, body, headers
@@ -176,11 +112,14 @@ def _figures(samples: list[tuple[str, float]], errors: int, late: int) -> dict[s
         "errors": errors,
         "late_starts": late,
         "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": _percentile(ordered, 0.99),
+        "p99_ms": _percentile_ms(ordered, 0.99),
     }
     if len(routes) > 1:
         out["by_route"] = {
-            route: {"p50_ms": _percentile(sorted(v), 0.5), "p99_ms": _percentile(sorted(v), 0.99)}
+            route: {
+                "p50_ms": _percentile_ms(sorted(v), 0.5),
+                "p99_ms": _percentile_ms(sorted(v), 0.99),
+            }
             for route, v in sorted(routes.items())
         }
     return out
@@ -203,8 +142,8 @@ def interleave(
     return schedule
 
 
-def _percentile(ordered: list[float], share: float) -> float:
-    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2)
+def _percentile_ms(ordered: list[float], share: float) -> float:
+    return round(percentile(ordered, share), 2)
 
 
 def _ivr_requests(rt: Runtime, rate: float, seconds: float) -> list[Request]:
@@ -264,7 +203,7 @@ def run(
 ) -> dict[str, Any]:
     """The IVR's load and the floor's, taking turns second by second on one server
     configured as the Procfile's ``web`` process (gunicorn gthread)."""
-    from .. import db
+    from interphone import db
 
     db.upgrade(rt.database_url)
     ensure_site(

@@ -1,1 +1,0 @@
-"""The dev phone: a local stand-in for Twilio (development and tests only)."""
