@@ -38,10 +38,10 @@ from twilio.request_validator import RequestValidator
 from interphone.accounts import add_user
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.config import TEST_ONLY, load_settings
+from interphone.devtools import harness
 from interphone.models import Base
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
-from interphone.devtools import harness
 
 from .topology import wait_until
 

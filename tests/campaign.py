@@ -20,12 +20,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import placed_calls, sent_messages
 from interphone.models import Agent, Contact, Event
 from interphone.queue.exceptions import QueueError
 from interphone.voice.bridge import conference_name
 from interphone.voice.deferred import KEY as DEFERRED
-from interphone.devtools.devphone.phone import DevPhone, SimCall
-from interphone.devtools.devphone.rest import placed_calls, sent_messages
 
 from .topology import SITE, Topology, wait_until
 

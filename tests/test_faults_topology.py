@@ -22,13 +22,13 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from interphone import journal
+from interphone.devtools.devphone.phone import SimCall
+from interphone.devtools.devphone.rest import placed_calls, sent_messages
 from interphone.failpoints import MARK
 from interphone.models import Call
 from interphone.queue.exceptions import QueueError
 from interphone.queue.jobs import SWEEP_JOB_ID
 from interphone.runtime import RQ_QUEUE
-from interphone.devtools.devphone.phone import SimCall
-from interphone.devtools.devphone.rest import placed_calls, sent_messages
 from interphone.voice.messaging import SENDING, SENT_PREFIX
 
 from .campaign import DEFERRED_TEXT, Campaign, Counts

@@ -20,11 +20,11 @@ from interphone import journal
 from interphone import metrics as figures
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Call, Event, Site
 from interphone.queue import jobs
 from interphone.queue.stats import Statistics
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import SITE
 from .test_web_admin import _signed_in

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from interphone.models import Contact
-from interphone.runtime import Runtime
 from interphone.devtools import harness, loadtest
 from interphone.devtools.bench.feed import stream_lines
+from interphone.models import Contact
+from interphone.runtime import Runtime
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

@@ -13,8 +13,8 @@ import pytest
 from flask import request_finished
 
 from interphone.config import ConfigError, load_settings
-from interphone.observability import configure_logging, log_context, mask_digits
 from interphone.devtools.devphone.phone import DevPhone
+from interphone.observability import configure_logging, log_context, mask_digits
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker
 
 from interphone import metrics as figures
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.harness import gunicorn
 from interphone.queue import jobs
 from interphone.runtime import Runtime
-from interphone.devtools.harness import gunicorn
-from interphone.devtools.devphone.phone import DevPhone
 from interphone.voice.speech.models import ModelRegistry
 from interphone.voice.speech.results import SpeechResults
 from interphone.voice.speech.stream import SpeechStreams

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Contact, Site
 from interphone.observability import configure_logging
 from interphone.queue.notifier import channel
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import SITE
 

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from interphone import metrics
 from interphone.accounts import add_user
 from interphone.config import ConfigError, RateLimits, load_settings
+from interphone.devtools.devphone.phone import DevPhone, wsgi_transport
 from interphone.models import Contact
 from interphone.privacy import WITHHELD_PLACEHOLDERS, is_withheld
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone, wsgi_transport
 from interphone.web import create_app
 
 from .conftest import SITE

@@ -32,14 +32,14 @@ from sqlalchemy import select
 
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.config import Settings, load_settings
-from interphone.models import Contact, Site
-from interphone.prompts import extra_catalogues
-from interphone.runtime import Runtime
-from interphone.voice import hearing as hearing_module
 from interphone.devtools.devphone.audio import AudioError, synthesize, wav_to_mulaw
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.devtools.devphone.rest import sent_messages
 from interphone.devtools.devphone.streaming import StreamError, stream_audio
+from interphone.models import Contact, Site
+from interphone.prompts import extra_catalogues
+from interphone.runtime import Runtime
+from interphone.voice import hearing as hearing_module
 from interphone.voice.hearing import Hearing
 from interphone.voice.speech import mulaw
 from interphone.voice.speech.app import create_stream_app

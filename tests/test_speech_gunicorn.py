@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from interphone.gunicorn_worker import BODY_BYTES, CONTINUE, HEAD_DEADLINE_S, _verdict
 from interphone.devtools import harness
+from interphone.gunicorn_worker import BODY_BYTES, CONTINUE, HEAD_DEADLINE_S, _verdict
 from interphone.voice.speech.results import SpeechResults
 
 from .fixtures.speech import support

@@ -16,11 +16,11 @@ from twilio.rest import Client
 
 from interphone import db as dbmod
 from interphone.accounts import add_user
+from interphone.devtools.devphone import rest
+from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.models import Agent, Contact, Event
 from interphone.runtime import Runtime
 from interphone.voice.bridge import LEGS, PENDING
-from interphone.devtools.devphone import rest
-from interphone.devtools.devphone.phone import DevPhone, SimCall
 
 from .conftest import SITE
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from interphone.accounts import add_user
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest import placed_calls
 from interphone.models import Agent
 from interphone.runtime import Runtime
 from interphone.voice.bridge import PENDING, BridgeService
-from interphone.devtools.devphone.phone import DevPhone
-from interphone.devtools.devphone.rest import placed_calls
 
 from .conftest import SITE
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from interphone import db as dbmod
-from interphone.models import Contact
-from interphone.runtime import Runtime
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.devphone.rest import sent_messages
+from interphone.models import Contact
+from interphone.runtime import Runtime
 
 from .conftest import SITE
 

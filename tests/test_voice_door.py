@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import sent_messages
 from interphone.models import Contact, Site
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone, SimCall
-from interphone.devtools.devphone.rest import sent_messages
 from interphone.voice.hearing import Hearing
 from interphone.voice.speech.results import SpeechResults
 

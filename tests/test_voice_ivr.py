@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 
 from interphone import metrics as figures
 from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import sent_messages
 from interphone.models import Contact, Event
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone, SimCall
-from interphone.devtools.devphone.rest import sent_messages
 
 from .conftest import SITE
 

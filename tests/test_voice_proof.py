@@ -14,10 +14,10 @@ from interphone import metrics as figures
 from interphone.accounts import add_user
 from interphone.caller_card import contact_card
 from interphone.cases import CaseRecord, ImportReport, import_records
+from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.models import Contact
 from interphone.queue.store import NORMAL, URGENT
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone, SimCall
 
 from .conftest import SITE
 

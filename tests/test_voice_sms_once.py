@@ -14,10 +14,10 @@ import redis
 from sqlalchemy import select
 
 from interphone import failpoints
-from interphone.models import Contact
-from interphone.runtime import Runtime
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.devphone.rest import sent_messages
+from interphone.models import Contact
+from interphone.runtime import Runtime
 from interphone.voice.messaging import SENDING, SENT_PREFIX
 
 from .topology import wait_until
@@ -27,8 +27,8 @@ CALLER = "+33612345678"
 _SEND = """
 import sys
 from interphone.config import load_settings
-from interphone.runtime import Runtime
-rt = Runtime(load_settings(), inline_jobs=True)
+from interphone.devtools.devphone.plugin import dev_runtime
+rt = dev_runtime(load_settings(), inline_jobs=True)
 rt.sms.send_to_contact(int(sys.argv[1]), "sms_callback")
 """
 

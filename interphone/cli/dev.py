@@ -75,8 +75,10 @@ def dev_seed(ctx: click.Context) -> None:
 @click.pass_context
 def dev_serve(ctx: click.Context, port: int) -> None:
     """Migrate, seed, then run web + worker + transcriber (and the embedded Redis) with
-    honcho."""
+    honcho: the Procfile's processes with the dev phone plugged in (its page, its REST
+    side), from a copy of the Procfile written to the instance folder."""
     from .. import db as dbmod
+    from ..devtools.harness import dev_procfile
 
     rt = get_runtime(ctx)
     env = dict(os.environ)
@@ -88,7 +90,9 @@ def dev_serve(ctx: click.Context, port: int) -> None:
     env.setdefault("HOST", "127.0.0.1")
     dbmod.upgrade(rt.database_url)
     ctx.invoke(dev_seed)
-    procfile = Path(__file__).resolve().parents[2] / "Procfile"
+    procfile = rt.settings.instance_path / "Procfile.dev"
+    procfile.parent.mkdir(parents=True, exist_ok=True)
+    procfile.write_text(dev_procfile())
     click.echo(f"\nInterphone is starting on http://127.0.0.1:{port}  (Ctrl-C stops it)\n")
     bindir = str(Path(sys.executable).parent)  # gunicorn, rq and honcho live beside python
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
