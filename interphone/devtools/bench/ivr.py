@@ -44,9 +44,8 @@ class Load:
     def __init__(self, port: int, clients: int) -> None:
         self.port, self.clients = port, clients
         self._lock = threading.Lock()
-        # kept from one run to the next: the warm-up opens them, so the measured run's
-        # first requests do not pay for a new connection (up to 70 ms each, measured:
-        # they were always the first calls' ``/voice/incoming``, never the floor's)
+        # kept from one run to the next: the warm-up opens them, so that the measured
+        # run's first requests do not pay for opening a connection
         self._connections = [
             http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(clients)
         ]

@@ -10,9 +10,8 @@ endpointing decides), the same grammar, and hand Vosk the audio in the same chun
   20 ms media message at a time at real-time pace, a new stream for every utterance;
 - **bare**: a process that loads the model with ``vosk`` alone and feeds the same
   frames to ``KaldiRecognizer`` from one thread per stream, at the same pace: a frame
-  every 20 ms, handed to Vosk ``Limits.chunk_ms`` (100 ms) at a time. (Waking only once
-  per chunk was tried: it used about 15 % less CPU but sustained no more streams here,
-  rather fewer, so the floor stays as it was measured before.)
+  every 20 ms, handed to Vosk ``Limits.chunk_ms`` (100 ms) at a time: it wakes as often
+  as the server's stream does, so that both sides pay for the same pacing.
 
 Figures: model load time; resident memory; real-time factor of one stream (CPU time
 over audio time, the audio sent as fast as it is taken); simultaneous streams in real

@@ -371,8 +371,8 @@ def plan_calls(
         if at >= seconds:
             break
         # 06 1x xx xx xx: all assigned mobile numbers. Some other 06 ranges are not
-        # (06 39, 06 90-94...), and the IVR takes such a caller for a withheld number: a
-        # run whose random base fell there failed hundreds of callbacks.
+        # (06 39, 06 90-94...), and the IVR takes such a caller for a withheld number,
+        # whose callback request it refuses.
         number = f"+3361{(base + i) % 10**7:07d}"
         sid = "CA" + secrets.token_hex(16)
         callers.append((at, Caller(sid, number, kind, presses, hangs_up)))

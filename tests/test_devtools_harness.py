@@ -1,0 +1,85 @@
+"""The tooling's shared harness: percentiles, servers started and stopped, and the
+Procfile's processes with the dev phone plugged in (``interphone dev serve``, the load
+test, the fault topology)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from interphone.devtools import harness
+
+
+def test_percentile_is_the_nearest_rank_at_or_above_the_share() -> None:
+    ordered = [float(v) for v in range(1, 101)]
+    assert harness.percentile(ordered, 0.5) == 51.0
+    assert harness.percentile(ordered, 0.99) == 100.0
+    assert harness.percentile(ordered, 1.0) == 100.0  # never past the last
+    assert harness.percentile([7.0], 0.99) == 7.0
+
+
+def test_free_port_is_free() -> None:
+    port = harness.free_port()
+    with pytest.raises(OSError):
+        harness.port_open(port)
+
+
+def test_a_server_that_exits_before_it_is_ready_is_reported_at_once() -> None:
+    argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    with (
+        pytest.raises(RuntimeError, match="the thing did not start"),
+        harness.server(argv, {}, ready=lambda: harness.port_open(1), what="the thing"),
+    ):
+        pass
+
+
+def test_a_server_is_stopped_with_its_children_when_the_block_ends(tmp_path: Path) -> None:
+    """The server runs in a session of its own: a child that ignores SIGTERM goes too."""
+    port = harness.free_port()
+    pidfile = tmp_path / "child"
+    child = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    parent = (
+        "import socket,subprocess,sys,time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', %d)); s.listen()\n"
+        "signal = __import__('signal'); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "time.sleep(60)\n" % port
+    )
+    argv = [sys.executable, "-c", parent]
+    with harness.server(argv, {}, ready=lambda: harness.port_open(port), grace_s=0.5):
+        child_pid = int(pidfile.read_text())
+    stat = Path(f"/proc/{child_pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_dev_procfile_plugs_the_dev_phone_into_the_web_and_every_worker() -> None:
+    lines = dict(line.split(":", 1) for line in harness.dev_procfile().splitlines() if ":" in line)
+    product = dict(
+        line.split(":", 1) for line in harness.PROCFILE.read_text().splitlines() if ":" in line
+    )
+    assert lines.keys() == product.keys()
+    assert harness.PRODUCT_APP in product["web"] and harness.DEV_APP in lines["web"]
+    assert harness.PRODUCT_APP not in lines["web"]
+    assert lines["web"].replace(harness.DEV_APP, harness.PRODUCT_APP) == product["web"]
+    for name in ("worker", "transcriber"):
+        assert shlex.split(product[name])[:2] == ["interphone", "worker"]
+        words = shlex.split(lines[name])
+        assert words[:3] == [sys.executable, "-m", harness.DEV_WORKER]
+        assert words[3:] == shlex.split(product[name])[2:]  # the same options
+    assert lines["stream"].strip() == product["stream"].strip()
+    for module in (harness.DEV_APP.split(":")[0], harness.DEV_WORKER):
+        assert importlib.util.find_spec(module) is not None, module
+
+
+def test_procfile_command_with_the_dev_phone_runs_the_dev_modules() -> None:
+    env = {"PORT": "18123"}
+    web = harness.procfile_command("web", env, dev_phone=True)
+    assert web[-1] == harness.DEV_APP and "0.0.0.0:18123" in web
+    assert harness.procfile_command("web", env)[-1] == harness.PRODUCT_APP
+    worker = harness.procfile_command("worker", env, dev_phone=True)
+    assert worker[:3] == [sys.executable, "-m", harness.DEV_WORKER]
