@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "interphone"
 TEMPLATES = sorted(
     [
         *(PACKAGE / "web/templates").glob("*.html"),
-        *(PACKAGE / "voice/devphone/templates").glob("*.html"),
+        *(PACKAGE / "devtools/devphone/templates").glob("*.html"),
     ]
 )
 
