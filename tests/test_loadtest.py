@@ -203,7 +203,7 @@ def canned(answers: list[bytes]) -> Iterator[int]:
         thread.join(timeout=5)
 
 
-def test_wire_reads_answers_by_length_by_chunks_and_a_204_without_waiting_for_the_close() -> None:
+def test_client_reads_answers_by_length_by_chunks_and_a_204_without_waiting_for_the_close() -> None:
     answers = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n<ok/>",
         b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -222,7 +222,7 @@ def test_wire_reads_answers_by_length_by_chunks_and_a_204_without_waiting_for_th
         assert client._sock is None  # the server said close: the next request reconnects
 
 
-def test_wire_reports_a_connection_closed_before_the_answer_as_an_error() -> None:
+def test_client_reports_a_connection_closed_before_the_answer_as_an_error() -> None:
     with canned([b""]) as port:
         client = loadtest.KeepAliveClient(port, timeout_s=5)
         with pytest.raises(loadtest.UnreadableAnswer):

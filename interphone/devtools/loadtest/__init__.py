@@ -22,7 +22,13 @@ press was sent to the moment that screen received the ``contact.created`` event.
 
 The server is the Procfile's: its ``web`` line (gunicorn gthread, its workers and
 threads) and its ``worker`` line (an RQ worker with the scheduler, which runs the sweep
-that moves the IVR's journal into SQL), on the configured Redis and database.
+that moves the IVR's journal into SQL), on the configured Redis and database, with the
+dev phone plugged in where no Twilio account is configured
+(:func:`interphone.devtools.harness.procfile_stack`).
+
+Modules: :mod:`.callers` (the calls and the clients that send them), :mod:`.client`
+(the callers' raw HTTP/1.1 keep-alive client), :mod:`.screens` (the agent screens),
+:mod:`.figures`, :mod:`.runner` (the whole run).
 """
 
 from .callers import MIX, Caller, Callers, LoadResult, Press, Sample, plan_calls, route_kind
