@@ -174,7 +174,7 @@ def test_panel_shows_the_offer_countdown(agent_client, voice_runtime: Runtime) -
 
 def test_feed_benchmark_reaches_every_screen(voice_runtime: Runtime) -> None:
     """A short run of ``interphone bench feed`` on a real gunicorn."""
-    from interphone.web import bench
+    from interphone.devtools.bench import feed as bench
 
     result = bench.run(voice_runtime, screens=3, samples=5, workers=1, threads=8)
     assert result["events_delivered"] == 15 and result["events_missed"] == 0
