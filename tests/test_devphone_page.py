@@ -133,6 +133,22 @@ def test_the_plugged_in_dev_phone_serves_its_page_and_takes_the_rest_calls(
     assert create_app(runtime=voice_runtime).test_client().get("/dev/phone").status_code == 200
 
 
+def test_the_plugged_in_dev_phone_is_reached_over_http_when_its_rest_url_is_set(
+    voice_runtime: Runtime,
+) -> None:
+    """The fault topology's processes reach the dev phone's REST side over the network."""
+    from interphone.devtools.devphone.rest_http import RemoteDevPhoneHttpClient
+
+    settings = voice_runtime.settings.with_overrides(dev_phone_rest_url="http://127.0.0.1:9")
+    rt = dev_runtime(settings)
+    try:
+        client = rt.twilio_client().http_client
+        assert isinstance(client, RemoteDevPhoneHttpClient)
+        assert client.base_url == "http://127.0.0.1:9"
+    finally:
+        rt.close()
+
+
 def test_keypad_keys_wait_for_the_whole_entry_as_twilio_collects_them(
     app, voice_runtime: Runtime
 ) -> None:
