@@ -13,6 +13,8 @@ import pytest
 
 from interphone.devtools import harness
 
+from .topology import wait_until
+
 
 def test_percentile_is_the_nearest_rank_at_or_above_the_share() -> None:
     ordered = [float(v) for v in range(1, 101)]
@@ -38,23 +40,33 @@ def test_a_server_that_exits_before_it_is_ready_is_reported_at_once() -> None:
 
 
 def test_a_server_is_stopped_with_its_children_when_the_block_ends(tmp_path: Path) -> None:
-    """The server runs in a session of its own: a child that ignores SIGTERM goes too."""
-    port = harness.free_port()
-    pidfile = tmp_path / "child"
+    """The server leads a process group of its own: a child that ignores SIGTERM goes
+    too, whether its parent ends on SIGTERM or has to be killed."""
     child = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    parent = (
-        "import socket,subprocess,sys,time\n"
-        f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
-        f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
-        "s = socket.socket(); s.bind(('127.0.0.1', %d)); s.listen()\n"
-        "signal = __import__('signal'); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "time.sleep(60)\n" % port
-    )
-    argv = [sys.executable, "-c", parent]
-    with harness.server(argv, {}, ready=lambda: harness.port_open(port), grace_s=0.5):
-        child_pid = int(pidfile.read_text())
-    stat = Path(f"/proc/{child_pid}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    for parent_ignores_sigterm in (False, True):
+        port = harness.free_port()
+        pidfile = tmp_path / f"child-{parent_ignores_sigterm}"
+        parent = (
+            "import signal,socket,subprocess,sys,time\n"
+            f"if {parent_ignores_sigterm}: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+            f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+            "time.sleep(60)\n"
+        )
+        argv = [sys.executable, "-c", parent]
+        with harness.server(argv, {}, ready=lambda p=port: harness.port_open(p), grace_s=0.5):
+            child_pid = int(pidfile.read_text())
+        wait_until(lambda pid=child_pid: _gone(pid), 10, "the child killed")
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for its reaper."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_dev_procfile_plugs_the_dev_phone_into_the_web_and_every_worker() -> None:

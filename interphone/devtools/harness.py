@@ -9,6 +9,7 @@ the development ones, with the dev phone plugged in (:func:`dev_command`).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -55,14 +56,21 @@ def port_open(port: int) -> bool:
 
 
 def stop(proc: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL to its whole session after ``grace_s``."""
+    """SIGTERM, then SIGKILL to its whole process group (it leads one: ``server`` starts
+    it in a session of its own) after ``grace_s``; what it left behind goes too."""
     if proc.poll() is None:
         proc.terminate()
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc.pid)
         proc.wait(timeout=10)
+    _kill_group(proc.pid)  # children that outlived their parent
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def wait_ready(
