@@ -16,29 +16,27 @@ once the message is that old), the audio and the transcript are cleared; the row
 (language, channel, duration, times) for the figures.
 
 Run by an RQ job that the periodic sweep queues at most once an hour
-(:func:`schedule`), and by ``interphone retention purge [--dry-run]``.
+(:class:`Retention`, :func:`interphone.jobs.schedule_retention`), and by
+``interphone retention purge [--dry-run]``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import metrics
 from .db import transaction
 from .models import Call, Case, Contact, Event, Voicemail
 from .queue.service import OUTCOMES, SYSTEM_REASONS
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -230,42 +228,38 @@ def _clear_calls(s: Session, ids: list[int]) -> None:
         )
 
 
-# -- scheduling -----------------------------------------------------------------------------
-def schedule(runtime: Runtime) -> bool:
-    """Queue the retention job unless one was queued within the hour (called by every
-    sweep: one Redis command when nothing is due). Returns True when queued."""
-    from rq.exceptions import DuplicateJobError
+# -- the service ---------------------------------------------------------------------------
+class Retention:
+    """The purge with the deployment's period and clock: what the hourly job runs
+    (:func:`interphone.jobs.purge_retention`, queued by the sweep)."""
 
-    try:
-        if not runtime.redis.set(DUE_KEY, "1", nx=True, ex=RUN_EVERY_S):
-            return False
-        slot = int(time.time() // RUN_EVERY_S)
-        with contextlib.suppress(DuplicateJobError):
-            runtime.rq_queue.enqueue(
-                run_job,
-                job_id=f"retention-{slot}",
-                unique=True,
-                result_ttl=86400,
-                failure_ttl=86400,
-            )
-    except redis.RedisError:  # the next sweep tries again
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        redis: redis.Redis,
+        now: Callable[[], float],
+        days: int,
+    ) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self.now = now
+        self.days = days
+
+    def claim_hour(self) -> bool:
+        """True at most once an hour (one Redis command): the purge is due."""
+        return bool(self.redis.set(DUE_KEY, "1", nx=True, ex=RUN_EVERY_S))
+
+    def release_hour(self) -> None:
+        """The purge could not be queued: the next sweep tries again."""
         with contextlib.suppress(redis.RedisError):
-            runtime.redis.delete(DUE_KEY)
-        return False
-    return True
+            self.redis.delete(DUE_KEY)
 
-
-def run_job() -> dict[str, Any]:
-    """The RQ job: purge with the worker's settings and clock."""
-    from . import metrics
-    from .queue.jobs import runtime as job_runtime
-
-    rt = job_runtime()
-    now = datetime.fromtimestamp(rt.clock.now(), tz=UTC)
-    report = purge(rt.sessions, now, rt.settings.retention_days)
-    recorder = metrics.recorder_for(rt.redis)
-    for table, count in report.counts.items():
-        if count:
-            recorder.inc("interphone_retention_purged", table, amount=count)
-    recorder.flush()
-    return report.as_json()
+    def purge(self) -> Report:
+        """Clear what is older than the period; the counts also go to ``GET /metrics``."""
+        report = purge(self.sessions, datetime.fromtimestamp(self.now(), tz=UTC), self.days)
+        recorder = metrics.recorder_for(self.redis)
+        for table, count in report.counts.items():
+            if count:
+                recorder.inc("interphone_retention_purged", table, amount=count)
+        recorder.flush()
+        return report

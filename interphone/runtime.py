@@ -1,28 +1,36 @@
 """Wiring: one :class:`Runtime` per process builds connections and services from settings.
 
 Nothing is connected at import time; the web app, the CLI and the RQ jobs each build a
-runtime when they start (jobs reuse one per worker process).
+runtime when they start (jobs reuse one per worker process: :func:`interphone.jobs.runtime`).
+The services queue their jobs through :attr:`Runtime.jobs`; this module never imports the
+job hub, which builds on it.
+
+The voice side's modules (and the web's feeds) are imported on first use: they pull in
+Flask and Twilio, about 0.3 s at start-up that the CLI and most jobs do not need.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, embedded, failpoints, metrics
 from .config import ConfigError, Settings, load_settings
+from .jobqueue import InlineJobQueue, JobQueue
 from .journal import Journal
 from .queue.clock import Clock, SystemClock
 from .queue.notifier import Notifier
 from .queue.service import QueueService
 from .queue.store import RedisQueue
+from .retention import Retention
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -48,9 +56,6 @@ RQ_QUEUE = "interphone"
 # Voicemail transcriptions take seconds of CPU and a Vosk model in memory: a queue of
 # their own (the ``transcriber`` process), so they never hold up a dispatch.
 RQ_SPEECH_QUEUE = "interphone-speech"
-VOICEMAIL_RETRY_S = (10, 60, 300, 900, 3600)  # a recording not fetched: tried again
-SMS_RETRY_S = [2, 5, 10, 30, 60, 120, 300, 600]  # then the job stays failed, visible
-SMS_JOB_TIMEOUT_S = 30  # two requests to Twilio at most (see SmsService.send_to_contact)
 
 
 class TwilioStandIn(Protocol):
@@ -101,9 +106,6 @@ def connect_redis(settings: Settings, **options: Any) -> redis.Redis:
     A command that cannot reach Redis is retried for about six seconds (exponential
     back-off): a Sentinel fail-over or a quick Redis restart is ridden through instead
     of failing a webhook or killing a worker."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
     options.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 10))
     options.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
     if settings.redis_sentinels:
@@ -134,7 +136,7 @@ class Runtime:
         self.settings = settings or load_settings()
         self.clock = clock or SystemClock()
         self._trigger = trigger
-        self.inline_jobs = inline_jobs  # run notifications in-process (tests)
+        self.inline_jobs = inline_jobs  # run SMS and bridge jobs in-process (tests)
         # used only while no Twilio account is configured (settings.dev_phone)
         self.twilio_stand_in = twilio_stand_in if self.settings.dev_phone else None
         failpoints.configure(self.settings.failpoints)
@@ -190,6 +192,19 @@ class Runtime:
         return Queue(RQ_SPEECH_QUEUE, connection=self.redis)
 
     @cached_property
+    def jobs(self) -> JobQueue:
+        """Where the services queue their jobs (RQ; with ``inline_jobs``, partly here)."""
+        if self.inline_jobs:
+            return InlineJobQueue(
+                self.rq_queue,
+                self.speech_queue,
+                redis=self.redis,
+                send_sms=lambda contact_id, key: self.sms.send_to_contact(contact_id, key),
+                run_bridge=lambda name, contact_id: getattr(self.bridge, name)(contact_id),
+            )
+        return JobQueue(self.rq_queue, self.speech_queue)
+
+    @cached_property
     def store(self) -> RedisQueue:
         return RedisQueue(self.redis, self.clock)
 
@@ -199,7 +214,7 @@ class Runtime:
 
     @cached_property
     def queue(self) -> QueueService:
-        trigger = self._trigger if self._trigger is not None else self.enqueue_dispatch
+        trigger = self._trigger if self._trigger is not None else self.jobs.dispatch
         return QueueService(
             self.store,
             self.sessions,
@@ -249,7 +264,7 @@ class Runtime:
             voicemails=self.voicemail,
             connection=self.redis,
             settings=self.settings,
-            notify=self.notify,
+            notify=self.jobs.notify,
         )
 
     @cached_property
@@ -319,7 +334,7 @@ class Runtime:
             self.clock,
             client=self.twilio_client,
             models=lambda: self.speech_models,
-            run_job=self.run_speech_job,
+            run_job=self.jobs.transcribe,
         )
 
     @cached_property
@@ -328,25 +343,6 @@ class Runtime:
         from .voice.speech.models import ModelRegistry
 
         return ModelRegistry(self.settings.vosk_models_dir)
-
-    def run_speech_job(self, voicemail_id: int, job_id: str) -> None:
-        """Queue a voicemail's transcription once per id, retried when it fails."""
-        from rq import Retry
-        from rq.exceptions import DuplicateJobError
-
-        from .voice.jobs import transcribe_voicemail
-
-        with contextlib.suppress(DuplicateJobError):
-            self.speech_queue.enqueue(
-                transcribe_voicemail,
-                voicemail_id,
-                job_id=job_id,
-                unique=True,
-                retry=Retry(max=len(VOICEMAIL_RETRY_S), interval=list(VOICEMAIL_RETRY_S)),
-                job_timeout=600,
-                result_ttl=86400,
-                failure_ttl=7 * 86400,
-            )
 
     @cached_property
     def hearing(self) -> Hearing:
@@ -389,28 +385,9 @@ class Runtime:
             self.redis,
             self.twilio_client,
             public_base_url=self.settings.public_base_url,
-            run_job=self.run_voice_job,
+            run_job=self.jobs.bridge,
             leg_timeout_s=self.settings.bridge_leg_timeout_s,
         )
-
-    def run_voice_job(self, name: str, job_id: str, contact_id: int) -> None:
-        """Run a job of ``interphone.voice.jobs`` once per id (RQ, or inline in tests)."""
-        from rq.exceptions import DuplicateJobError
-
-        from .voice import jobs as voice_jobs
-
-        if self.inline_jobs:
-            if self._claim(job_id):
-                getattr(self.bridge, name)(contact_id)
-            return
-        function = getattr(voice_jobs, name)
-        with contextlib.suppress(DuplicateJobError):
-            self.rq_queue.enqueue(
-                function, contact_id, job_id=job_id, unique=True, result_ttl=3600, failure_ttl=86400
-            )
-
-    def _claim(self, job_id: str) -> bool:
-        return bool(self.redis.set(f"ip:inline-job:{job_id}", "1", nx=True, ex=3600))
 
     def twilio_client(self) -> TwilioClient:
         """twilio-python's client; without a Twilio account its HTTP calls go to the
@@ -431,58 +408,9 @@ class Runtime:
             http_client=http_client,
         )
 
-    def notify(self, contact_id: int, key: str) -> None:
-        """Send an SMS to a contact, through an RQ job (one per contact and message)."""
-        if self.inline_jobs:
-            self.sms.send_to_contact(contact_id, key)
-            return
-        from rq import Retry
-        from rq.exceptions import DuplicateJobError
-
-        from .voice.jobs import send_contact_sms
-
-        # one job per contact and message: already sent or on its way means never twice;
-        # Twilio unreachable for a while: the same job tries again (RQ's scheduler)
-        with contextlib.suppress(DuplicateJobError):
-            self.rq_queue.enqueue(
-                send_contact_sms,
-                contact_id,
-                key,
-                job_id=f"sms-{contact_id}-{key}",
-                unique=True,
-                # a worker killed while sending: the job is retried once its heartbeat
-                # expires, this plus 60 s later (RQ's default 180 s made that 4 minutes)
-                job_timeout=SMS_JOB_TIMEOUT_S,
-                result_ttl=3600,
-                failure_ttl=86400,
-                retry=Retry(max=8, interval=SMS_RETRY_S),
-            )
-
-    def housekeeping(self) -> dict[str, int]:
-        """What the periodic sweep does beyond the queue: the requests the IVR took while
-        the database was down, and bridge legs that were never placed."""
-        try:
-            deferred = self.apply_deferred()
-        finally:
-            legs = self.bridge.recover_legs()
-        from . import retention  # the retention purge, queued at most once an hour
-
-        return {
-            "deferred_applied": deferred,
-            "legs_replaced": legs,
-            "retention_queued": int(retention.schedule(self)),
-        }
-
-    def apply_deferred(self) -> int:
-        """Apply what the IVR took while the database was down (callbacks, conversions,
-        hang-ups), in order; nothing to do costs one LLEN."""
-        return self.ivr.deferred.apply(notify=self.notify)
-
-    def enqueue_dispatch(self, site: str) -> None:
-        """Ask a worker to dispatch ``site`` (events trigger dispatch, not a polling loop)."""
-        from .queue import jobs
-
-        jobs.enqueue_dispatch(self.rq_queue, site)
+    @cached_property
+    def retention(self) -> Retention:
+        return Retention(self.sessions, self.redis, self.clock.now, self.settings.retention_days)
 
     def close(self) -> None:
         if "feeds" in self.__dict__:

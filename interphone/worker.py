@@ -4,8 +4,9 @@
 --url`` in three ways: the Redis connection comes from :func:`runtime.connect_redis`
 (so ``REDIS_SENTINELS`` works and the worker follows a fail-over), RQ's maintenance
 (abandoned jobs of a dead worker, taking over the scheduler lock of a dead worker) runs
-every ``maintenance_s`` instead of every ten minutes, and a keeper thread restarts the
-queue sweep's chain when it breaks (a worker killed in the middle of a sweep).
+every ``maintenance_s`` instead of every ten minutes, a keeper thread restarts the
+queue sweep's chain when it breaks (a worker killed in the middle of a sweep), and jobs
+queued by an earlier release under a former name still run (:class:`Job`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import redis
+import rq.job
+from rq import Queue, SimpleWorker
+
+from . import jobs
 from .config import Settings
 from .runtime import RQ_QUEUE, connect_redis
 
 log = logging.getLogger(__name__)
 
 
+class Job(rq.job.Job):
+    """RQ's job, which also runs a job stored under a former name of its function
+    (:data:`interphone.jobs.LEGACY_NAMES`): an SMS queued before an upgrade is sent."""
+
+    @property
+    def func(self) -> Callable[..., Any] | None:
+        legacy = jobs.LEGACY_NAMES.get(self.func_name or "") if self.instance is None else None
+        return legacy if legacy is not None else super().func
+
+
 def keep_sweep_alive(settings: Settings, stop: threading.Event) -> None:
     """Every sweep interval: restart the sweep chain if its heartbeat expired."""
-    from rq import Queue
-
-    from .queue import jobs
-
     interval = settings.queue.sweep_interval_s
     queue = Queue(RQ_QUEUE, connection=connect_redis(settings))
     while not stop.wait(interval):
@@ -44,9 +58,6 @@ def run(
     logging_level: str = "WARNING",
     queues: tuple[str, ...] = (RQ_QUEUE,),
 ) -> bool:
-    import redis
-    from rq import Queue, SimpleWorker
-
     stop = threading.Event()
     keeper = threading.Thread(
         target=keep_sweep_alive, args=(settings, stop), name="sweep-keeper", daemon=True
@@ -58,12 +69,13 @@ def run(
         while True:
             connection = connect_redis(settings)
             worker = SimpleWorker(
-                [Queue(name, connection=connection) for name in queues],
+                [Queue(name, connection=connection, job_class=Job) for name in queues],
                 connection=connection,
+                job_class=Job,
                 maintenance_interval=maintenance_s,
                 # a job whose worker died is retried (or failed) once its heartbeat
                 # expires: for this in-process worker, the job's timeout plus 60 s
-                # (short for SMS jobs: runtime.SMS_JOB_TIMEOUT_S)
+                # (short for SMS jobs: jobqueue.SMS_JOB_TIMEOUT_S)
                 job_monitoring_interval=5,
             )
             try:

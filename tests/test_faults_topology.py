@@ -25,9 +25,9 @@ from interphone import journal
 from interphone.devtools.devphone.phone import SimCall
 from interphone.devtools.devphone.rest import placed_calls, sent_messages
 from interphone.failpoints import MARK
+from interphone.jobs import SWEEP_JOB_ID
 from interphone.models import Call
 from interphone.queue.exceptions import QueueError
-from interphone.queue.jobs import SWEEP_JOB_ID
 from interphone.runtime import RQ_QUEUE
 from interphone.voice.messaging import SENDING, SENT_PREFIX
 

@@ -16,13 +16,12 @@ from sqlalchemy import event, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from interphone import db as dbmod
-from interphone import journal
+from interphone import jobs, journal
 from interphone import metrics as figures
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Call, Event, Site
-from interphone.queue import jobs
 from interphone.queue.stats import Statistics
 from interphone.runtime import Runtime
 

@@ -13,10 +13,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker
 
+from interphone import jobs
 from interphone import metrics as figures
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.harness import gunicorn
-from interphone.queue import jobs
+from interphone.jobqueue import enqueue_dispatch
 from interphone.runtime import Runtime
 from interphone.voice.speech.models import ModelRegistry
 from interphone.voice.speech.results import SpeechResults
@@ -197,7 +198,7 @@ def test_dispatch_latency_is_recorded_by_the_worker_that_dispatched(
     )
     devphone.call("+33655555555").press("1").press("3")
     voice_runtime.queue.set_presence(agent.id, "available")
-    jobs.enqueue_dispatch(voice_runtime.rq_queue, SITE)
+    enqueue_dispatch(voice_runtime.rq_queue, SITE)
     jobs.use_runtime(voice_runtime)
     try:
         SimpleWorker([voice_runtime.rq_queue], connection=voice_runtime.redis).work(burst=True)

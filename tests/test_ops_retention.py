@@ -14,13 +14,12 @@ from click.testing import CliRunner
 from rq import SimpleWorker
 from sqlalchemy import select
 
-from interphone import journal, retention
+from interphone import jobs, journal, retention
 from interphone.accounts import add_user
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
 from interphone.models import Call, Case, Contact, Event, Voicemail
 from interphone.privacy import check_birth_date
-from interphone.queue import jobs
 from interphone.queue.service import SMS_CANCELLATION
 from interphone.queue.stats import Statistics, hourly
 from interphone.runtime import Runtime
@@ -238,7 +237,7 @@ def test_the_sweep_queues_the_purge_once_an_hour_and_a_worker_runs_it(
     try:
         assert jobs.sweep()["retention_queued"] == 1
         assert jobs.sweep()["retention_queued"] == 0  # already queued this hour
-        assert retention.schedule(runtime) is False
+        assert jobs.schedule_retention(runtime) is False
         clock.advance((runtime.settings.retention_days + 1) * 86400)
         SimpleWorker([runtime.rq_queue], connection=runtime.redis).work(burst=True)
     finally:

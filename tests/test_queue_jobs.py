@@ -8,8 +8,9 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
+from interphone import jobs
 from interphone.accounts import add_user
-from interphone.queue import jobs
+from interphone.jobqueue import enqueue_dispatch
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
@@ -97,5 +98,5 @@ def test_failed_dispatch_job_does_not_block_later_triggers(live: Runtime) -> Non
     )
     failed.save()
     failed.set_status("failed")
-    jobs.enqueue_dispatch(live.rq_queue, SITE)
+    enqueue_dispatch(live.rq_queue, SITE)
     assert live.rq_queue.job_ids == [f"dispatch-{SITE}"]

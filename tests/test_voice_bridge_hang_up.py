@@ -199,7 +199,7 @@ def test_caller_gone_before_bridge_while_the_database_is_down_is_abandoned_later
         rt.queue.autocommit = autocommit
         unreachable.dispose()
     assert rt.ivr.deferred.pending() == 1
-    assert rt.ivr.deferred.apply(notify=rt.notify) == 1
+    assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 1
     _assert_abandoned_and_agent_free(rt, agent, contact_id)
 
 

@@ -46,8 +46,8 @@ def test_database_down_ivr_takes_callbacks_and_the_sweep_enters_them_at_their_pl
     for call in (callback, lookup):
         assert call.status == "completed" and call.transcript().count(DEFERRED) >= 1
     assert rt.ivr.deferred.pending() == 2
-    assert rt.ivr.deferred.apply(notify=rt.notify) == 2
-    assert rt.ivr.deferred.apply(notify=rt.notify) == 0  # nothing applied twice
+    assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 2
+    assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 0  # nothing applied twice
     with rt.sessions() as s:
         contacts = s.scalars(select(Contact).order_by(Contact.id)).all()
     assert [(c.kind, c.state, c.phone) for c in contacts] == [
@@ -76,7 +76,7 @@ def test_a_caller_on_hold_hanging_up_while_the_database_is_down_is_abandoned_lat
         rt.sessions.configure(bind=rt.engine)
         unreachable.dispose()
     assert rt.ivr.deferred.pending() == 1
-    assert rt.ivr.deferred.apply(notify=rt.notify) == 1
+    assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 1
     with rt.sessions() as s:
         assert s.get(Contact, contact_id).state == "abandoned"
     assert rt.queue.kind_in_queue(contact_id) is None  # out of the line in Redis too
@@ -112,7 +112,7 @@ def test_web_process_started_while_the_database_is_down_answers_from_the_sites_s
         unreachable.dispose()
     assert call.transcript().startswith("Bonjour, vous êtes au service des étrangers")
     assert DEFERRED in call.transcript() and call.status == "completed"
-    assert rt.ivr.deferred.apply(notify=rt.notify) == 1
+    assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 1
     with rt.sessions() as s:
         [contact] = s.scalars(select(Contact)).all()
     assert (contact.kind, contact.phone, contact.call_sid) == ("callback", "+33612345678", call.sid)
@@ -146,8 +146,8 @@ def test_dispatch_applies_a_hang_up_taken_while_the_database_was_down_before_off
 ) -> None:
     """Once the database is back, the first dispatch must not offer a caller whose
     hang-up still waits among the deferred records: the agent would call nobody."""
+    from interphone import jobs
     from interphone.accounts import add_user
-    from interphone.queue import jobs
 
     rt = voice_runtime
     waiting = devphone.call("+33611111111").press("2").press("3")

@@ -13,10 +13,10 @@ from rq import SimpleWorker
 from rq.job import Job
 from sqlalchemy import select
 
+from interphone import jobs
 from interphone.devtools.devphone import rest
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.models import Contact, Site, Voicemail
-from interphone.queue import jobs
 from interphone.queue.clock import ManualClock, to_ms
 from interphone.runtime import Runtime
 from interphone.voice.session import CallState, CallStore

@@ -11,11 +11,11 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 from sqlalchemy import select, update
 
+from interphone import jobs
 from interphone.accounts import add_user
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.devphone.rest import keep_recording
 from interphone.models import Voicemail
-from interphone.queue import jobs
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site

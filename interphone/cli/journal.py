@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..journal import ReplayRunning
 from .helpers import get_runtime
 
 
@@ -41,16 +42,12 @@ def journal_replay(ctx: click.Context, as_json: bool) -> None:
     again stay set aside with their new error; nothing is applied twice. Callback
     requests set aside (taken while the database was down) go back in line for the next
     sweep."""
-    from ..journal import ReplayRunning
-
     rt = get_runtime(ctx)
     try:
         report = rt.journal.replay()
     except ReplayRunning as exc:
         raise click.ClickException(str(exc)) from None
-    from ..voice.deferred import Deferred
-
-    requeued = Deferred(rt.redis, rt.queue).replay()  # the next sweep applies them
+    requeued = rt.deferred.replay()  # the next sweep applies them
     if as_json:
         click.echo(json.dumps({**report.as_json(), "deferred_requeued": requeued}))
     else:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import click
 
+from .. import retention as retention_mod
 from .helpers import domain_errors, fail_cleanly, get_runtime
 
 
@@ -22,10 +24,6 @@ def retention() -> None:
 def retention_purge(ctx: click.Context, dry_run: bool, days: int | None) -> None:
     """Clear the numbers, file numbers and notes of contacts closed long ago (and of old
     calls and closed cases); anonymous figures stay. Prints the counts as JSON."""
-    from datetime import UTC, datetime
-
-    from .. import retention as retention_mod
-
     rt = get_runtime(ctx)
     report = retention_mod.purge(
         rt.sessions,

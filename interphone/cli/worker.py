@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import worker
 from ..runtime import RQ_QUEUE
 from .helpers import get_runtime
 
@@ -30,8 +31,6 @@ def worker_command(
     ctx: click.Context, burst: bool, maintenance: int, logging_level: str, queues: tuple[str, ...]
 ) -> None:
     """The RQ worker with its scheduler, on REDIS_URL or through REDIS_SENTINELS."""
-    from .. import worker
-
     settings = get_runtime(ctx).settings
     worker.run(
         settings,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from interphone import jobs
 from interphone.cli import main as cli_main
-from interphone.queue import jobs
 
 from .devphone.plugin import dev_runtime
 

@@ -122,7 +122,7 @@ def _register_errors(app: Flask) -> None:
 
 
 def _start_sweep(runtime: Runtime) -> None:
-    from ..queue import jobs
+    from .. import jobs
 
     try:
         jobs.ensure_sweep(runtime.rq_queue, runtime.settings.queue.sweep_interval_s)

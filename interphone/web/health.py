@@ -35,7 +35,7 @@ def _check_workers() -> dict[str, Any]:
     all run in them."""
     from rq import Worker
 
-    from ..queue.jobs import SWEEP_HEARTBEAT
+    from ..jobs import SWEEP_HEARTBEAT
 
     rt = runtime_of(current_app)
     try:
