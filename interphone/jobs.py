@@ -33,6 +33,24 @@ from . import metrics, retention
 from .db import unavailable
 from .runtime import Runtime
 
+__all__ = [
+    "LEGACY_NAMES",
+    "SWEEP_HEARTBEAT",
+    "SWEEP_JOB_ID",
+    "call_applicant",
+    "connect",
+    "dispatch_site",
+    "ensure_sweep",
+    "purge_retention",
+    "runtime",
+    "schedule_retention",
+    "schedule_sweep",
+    "send_contact_sms",
+    "sweep",
+    "transcribe_voicemail",
+    "use_runtime",
+]
+
 log = logging.getLogger(__name__)
 
 SWEEP_JOB_ID = "interphone-sweep"

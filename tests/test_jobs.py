@@ -33,6 +33,15 @@ def test_every_former_job_name_leads_to_a_function_of_the_hub() -> None:
         assert former.rsplit(".", 1)[-1] in (function.__name__, "run_job"), former
 
 
+def test_the_hub_exports_every_function_it_defines() -> None:
+    defined = {
+        name
+        for name, value in vars(jobs).items()
+        if inspect.isfunction(value) and value.__module__ == jobs.__name__ and name[0] != "_"
+    }
+    assert defined == set(jobs.__all__) - {"LEGACY_NAMES", "SWEEP_HEARTBEAT", "SWEEP_JOB_ID"}
+
+
 @pytest.fixture
 def worker_runtime(voice_runtime: Runtime) -> Iterator[Runtime]:
     jobs.use_runtime(voice_runtime)
