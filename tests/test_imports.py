@@ -224,6 +224,24 @@ def test_imports_stand_above_the_definitions(graph: list[Import]) -> None:
     assert not late, "\n".join(late)
 
 
+def test_the_queue_and_the_runtime_never_reach_up_to_the_job_hub(graph: list[Import]) -> None:
+    """The hub builds on the runtime, which builds the services: ``queue/`` imports
+    neither, and the runtime queues the hub's jobs by name (``interphone.jobqueue``)."""
+    upward = [
+        f"{i.source}:{i.line} imports {i.target}"
+        for i in graph
+        if (
+            i.source.startswith("interphone.queue")
+            and i.target in {"interphone.runtime", "interphone.jobs"}
+        )
+        or (
+            i.source in {"interphone.runtime", "interphone.jobqueue"}
+            and i.target == "interphone.jobs"
+        )
+    ]
+    assert not upward, "\n".join(upward)
+
+
 # -- the finder itself, on a package planted in a temporary folder ----------------------------
 def _plant(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
