@@ -123,12 +123,12 @@ class InlineJobQueue(JobQueue):
         queue: Queue,
         speech_queue: Queue,
         *,
-        redis: redis.Redis,
+        connection: redis.Redis,
         send_sms: Callable[[int, str], object],
         run_bridge: Callable[[str, int], object],
     ) -> None:
         super().__init__(queue, speech_queue)
-        self._redis = redis
+        self._redis = connection
         self._send_sms = send_sms
         self._run_bridge = run_bridge
 

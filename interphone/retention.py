@@ -236,12 +236,12 @@ class Retention:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        redis: redis.Redis,
+        connection: redis.Redis,
         now: Callable[[], float],
         days: int,
     ) -> None:
         self.sessions = sessions
-        self.redis = redis
+        self.redis = connection
         self.now = now
         self.days = days
 

@@ -198,7 +198,7 @@ class Runtime:
             return InlineJobQueue(
                 self.rq_queue,
                 self.speech_queue,
-                redis=self.redis,
+                connection=self.redis,
                 send_sms=lambda contact_id, key: self.sms.send_to_contact(contact_id, key),
                 run_bridge=lambda name, contact_id: getattr(self.bridge, name)(contact_id),
             )

@@ -1,7 +1,7 @@
 """The ``worker`` process: an RQ worker (with its scheduler) on the configured Redis.
 
 ``interphone worker`` is what the Procfile runs. It differs from a bare ``rq worker
---url`` in three ways: the Redis connection comes from :func:`runtime.connect_redis`
+--url`` in four ways: the Redis connection comes from :func:`runtime.connect_redis`
 (so ``REDIS_SENTINELS`` works and the worker follows a fail-over), RQ's maintenance
 (abandoned jobs of a dead worker, taking over the scheduler lock of a dead worker) runs
 every ``maintenance_s`` instead of every ten minutes, a keeper thread restarts the
