@@ -27,6 +27,8 @@ from .runtime import RQ_QUEUE, connect_redis
 
 log = logging.getLogger(__name__)
 
+PUBSUB_WAIT_S = 0.5  # longest wait of the command listener, hence of a worker's stop
+
 
 class Job(rq.job.Job):
     """RQ's job, which also runs a job stored under a former name of its function
@@ -36,6 +38,20 @@ class Job(rq.job.Job):
     def func(self) -> Callable[..., Any] | None:
         legacy = jobs.LEGACY_NAMES.get(self.func_name or "") if self.instance is None else None
         return legacy if legacy is not None else super().func
+
+
+class Worker(SimpleWorker):
+    """RQ's in-process worker, which stops within :data:`PUBSUB_WAIT_S`: RQ's thread
+    listening for commands (``rq`` ``send_shutdown_command``...) waits up to 60 s for a
+    message, and stopping the worker waits for that thread, so a worker told to stop, or a
+    burst run that is over, could hang for a minute."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_WAIT_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
 
 def keep_sweep_alive(settings: Settings, stop: threading.Event) -> None:
@@ -68,7 +84,7 @@ def run(
     try:
         while True:
             connection = connect_redis(settings)
-            worker = SimpleWorker(
+            worker = Worker(
                 [Queue(name, connection=connection, job_class=Job) for name in queues],
                 connection=connection,
                 job_class=Job,

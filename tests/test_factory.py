@@ -147,9 +147,9 @@ def test_healthz_reports_redis_and_database(runtime: Runtime) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "redis": {"ok": True}, "database": {"ok": True}}
-    from rq import SimpleWorker
+    from interphone.worker import Worker
 
-    worker = SimpleWorker([runtime.rq_queue], connection=runtime.redis)
+    worker = Worker([runtime.rq_queue], connection=runtime.redis)
     worker.register_birth()  # /readyz also wants an RQ worker alive
     try:
         assert client.get("/readyz").status_code == 200

@@ -457,9 +457,9 @@ def test_screens_refuse_anonymous_changes_and_never_fail_on_hostile_forms(fuzz_a
     csrf = re.search(
         r'name="csrf_token" value="([^"]+)"', signed_in.get("/admin").get_data(as_text=True)
     ).group(1)
-    from rq import SimpleWorker
+    from interphone.worker import Worker
 
-    worker = SimpleWorker([rt.rq_queue], connection=rt.redis)
+    worker = Worker([rt.rq_queue], connection=rt.redis)
     worker.register_birth()  # so that /readyz answers 200, not its 503 "no worker"
     codes: Counter[int] = Counter()
 

@@ -7,13 +7,14 @@ import inspect
 from collections.abc import Iterator
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from rq.utils import import_attribute
 
 from interphone import jobqueue, jobs, worker
 from interphone.runtime import Runtime
 from interphone.voice.messaging import SENT_PREFIX
+from interphone.worker import Worker
 
 from .conftest import SITE
 
@@ -52,7 +53,7 @@ def worker_runtime(voice_runtime: Runtime) -> Iterator[Runtime]:
 def _work(rt: Runtime) -> None:
     """What ``interphone worker`` runs, in burst: its queue and job classes."""
     queue = Queue(rt.rq_queue.name, connection=rt.redis, job_class=worker.Job)
-    SimpleWorker([queue], connection=rt.redis, job_class=worker.Job).work(burst=True)
+    Worker([queue], connection=rt.redis, job_class=worker.Job).work(burst=True)
 
 
 def test_an_sms_job_queued_under_its_former_name_is_sent_after_the_upgrade(
@@ -83,7 +84,7 @@ def test_rq_alone_does_not_know_the_former_names(worker_runtime: Runtime) -> Non
     """Why the worker needs its job class: RQ's own fails the former name."""
     rt = worker_runtime
     job = rt.rq_queue.enqueue("interphone.queue.jobs.dispatch_site", SITE)
-    SimpleWorker([rt.rq_queue], connection=rt.redis).work(burst=True)
+    Worker([rt.rq_queue], connection=rt.redis).work(burst=True)
     assert job.get_status(refresh=True) == "failed"
     job = rt.rq_queue.enqueue("interphone.queue.jobs.dispatch_site", SITE)
     _work(rt)
@@ -101,3 +102,20 @@ def test_the_retention_purge_is_due_once_an_hour(runtime: Runtime) -> None:
     assert runtime.retention.claim_hour() is False
     runtime.retention.release_hour()  # could not be queued: the next sweep tries again
     assert runtime.retention.claim_hour() is True
+
+
+def test_a_worker_stops_without_waiting_a_minute_for_its_command_listener(
+    runtime: Runtime,
+) -> None:
+    """RQ's listener for worker commands waits up to 60 s for a message, and stopping
+    waits for it, so a burst run or a worker told to stop could hang a minute. Ours
+    waits :data:`~interphone.worker.PUBSUB_WAIT_S` at most."""
+    rq_worker = worker.Worker([runtime.rq_queue], connection=runtime.redis)
+    rq_worker.subscribe()
+    listener = rq_worker.pubsub_thread
+    try:
+        assert listener is not None and listener.is_alive()
+        assert listener.sleep_time <= worker.PUBSUB_WAIT_S <= 1
+    finally:
+        rq_worker.unsubscribe()
+    assert not listener.is_alive()

@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from rq import SimpleWorker
 
 from interphone import jobs
 from interphone import metrics as figures
@@ -23,6 +22,7 @@ from interphone.voice.speech.models import ModelRegistry
 from interphone.voice.speech.results import SpeechResults
 from interphone.voice.speech.stream import SpeechStreams
 from interphone.web import create_app
+from interphone.worker import Worker
 
 from .conftest import SITE
 
@@ -59,7 +59,7 @@ def test_readyz_is_not_ready_with_a_clear_reason_when_no_worker_is_alive(app) ->
 def test_readyz_is_ready_while_a_worker_lives_and_not_after_it_died(
     app, voice_runtime: Runtime
 ) -> None:
-    worker = SimpleWorker([voice_runtime.rq_queue], connection=voice_runtime.redis)
+    worker = Worker([voice_runtime.rq_queue], connection=voice_runtime.redis)
     worker.register_birth()
     try:
         response = app.test_client().get("/readyz")
@@ -74,7 +74,7 @@ def test_readyz_ignores_a_worker_of_another_queue(app, voice_runtime: Runtime) -
     from rq import Queue
 
     other = Queue("someone-else", connection=voice_runtime.redis)
-    worker = SimpleWorker([other], connection=voice_runtime.redis)
+    worker = Worker([other], connection=voice_runtime.redis)
     worker.register_birth()
     try:
         assert app.test_client().get("/readyz").status_code == 503
@@ -201,7 +201,7 @@ def test_dispatch_latency_is_recorded_by_the_worker_that_dispatched(
     enqueue_dispatch(voice_runtime.rq_queue, SITE)
     jobs.use_runtime(voice_runtime)
     try:
-        SimpleWorker([voice_runtime.rq_queue], connection=voice_runtime.redis).work(burst=True)
+        Worker([voice_runtime.rq_queue], connection=voice_runtime.redis).work(burst=True)
     finally:
         jobs.use_runtime(None)
     samples = _scrape(app)

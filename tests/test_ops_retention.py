@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from rq import SimpleWorker
 from sqlalchemy import select
 
 from interphone import jobs, journal, retention
@@ -23,6 +22,7 @@ from interphone.privacy import check_birth_date
 from interphone.queue.service import SMS_CANCELLATION
 from interphone.queue.stats import Statistics, hourly
 from interphone.runtime import Runtime
+from interphone.worker import Worker
 
 from .conftest import SITE, phone
 
@@ -239,7 +239,7 @@ def test_the_sweep_queues_the_purge_once_an_hour_and_a_worker_runs_it(
         assert jobs.sweep()["retention_queued"] == 0  # already queued this hour
         assert jobs.schedule_retention(runtime) is False
         clock.advance((runtime.settings.retention_days + 1) * 86400)
-        SimpleWorker([runtime.rq_queue], connection=runtime.redis).work(burst=True)
+        Worker([runtime.rq_queue], connection=runtime.redis).work(burst=True)
     finally:
         jobs.use_runtime(None)
     with runtime.sessions() as s:

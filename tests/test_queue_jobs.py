@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from interphone import jobs
@@ -14,13 +14,14 @@ from interphone.jobqueue import enqueue_dispatch
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
 from interphone.sites import ensure_site
+from interphone.worker import Worker
 
 from .conftest import SITE
 
 
 @pytest.fixture
 def live(settings, clock: ManualClock, redis_client) -> Iterator[Runtime]:
-    """A runtime whose triggers enqueue real RQ jobs, run here by a SimpleWorker."""
+    """A runtime whose triggers enqueue real RQ jobs, run here by the worker process's in-process Worker."""
     rt = Runtime(settings, clock=clock)
     from .conftest import _empty_tables
 
@@ -33,7 +34,7 @@ def live(settings, clock: ManualClock, redis_client) -> Iterator[Runtime]:
 
 
 def _work(rt: Runtime) -> None:
-    SimpleWorker([rt.rq_queue], connection=rt.redis).work(burst=True)
+    Worker([rt.rq_queue], connection=rt.redis).work(burst=True)
 
 
 def test_new_contact_and_free_agent_trigger_a_dispatch_job(live: Runtime) -> None:

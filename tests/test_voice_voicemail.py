@@ -9,7 +9,6 @@ import wave
 from collections.abc import Iterator
 
 import pytest
-from rq import SimpleWorker
 from rq.job import Job
 from sqlalchemy import select
 
@@ -21,6 +20,7 @@ from interphone.queue.clock import ManualClock, to_ms
 from interphone.runtime import Runtime
 from interphone.voice.session import CallState, CallStore
 from interphone.voice.voicemail import job_id
+from interphone.worker import Worker
 
 from .conftest import SITE
 from .fixtures.speech import support
@@ -40,7 +40,7 @@ def after_hours(voice_runtime: Runtime, clock: ManualClock) -> Iterator[Runtime]
 
 
 def work(rt: Runtime) -> None:
-    SimpleWorker([rt.speech_queue], connection=rt.redis).work(burst=True)
+    Worker([rt.speech_queue], connection=rt.redis).work(burst=True)
 
 
 def message_menu(devphone: DevPhone, caller: str = CALLER) -> SimCall:

@@ -57,9 +57,9 @@ def message(voice_runtime: Runtime, devphone: DevPhone, clock: ManualClock) -> I
 
 
 def jobs_run(rt: Runtime) -> None:
-    from rq import SimpleWorker
+    from interphone.worker import Worker
 
-    SimpleWorker([rt.speech_queue], connection=rt.redis).work(burst=True)
+    Worker([rt.speech_queue], connection=rt.redis).work(burst=True)
 
 
 def _ids(rt: Runtime) -> list[int]:
