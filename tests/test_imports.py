@@ -242,6 +242,88 @@ def test_the_queue_and_the_runtime_never_reach_up_to_the_job_hub(graph: list[Imp
     assert not upward, "\n".join(upward)
 
 
+# What each package may not import: docs/architecture.md ("Packages"), as a table. A
+# package is named by its prefix; "interphone.*" is the top-level modules but the wiring
+# (the runtime, the job hub, the worker and the job queue build on everything).
+WIRING = frozenset(
+    {"interphone.runtime", "interphone.jobs", "interphone.jobqueue", "interphone.worker"}
+)
+FORBIDDEN: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # package: (interphone modules it may not import, third-party packages it may not import)
+    "interphone.prompts": (frozenset({"interphone"}), frozenset({"flask", "twilio", "redis"})),
+    "interphone.queue": (
+        frozenset({"interphone.voice", "interphone.web", "interphone.sim", "interphone.cli"})
+        | WIRING,
+        frozenset({"flask", "werkzeug", "twilio", "rq"}),
+    ),
+    "interphone.sim": (
+        frozenset({"interphone.voice", "interphone.web", "interphone.cli", "interphone.jobs"}),
+        frozenset({"flask", "twilio"}),
+    ),
+    "interphone.voice": (
+        frozenset({"interphone.web", "interphone.sim", "interphone.cli", "interphone.jobs"}),
+        frozenset(),
+    ),
+    "interphone.web": (frozenset({"interphone.cli", "interphone.worker"}), frozenset()),
+    "interphone.*": (
+        frozenset({"interphone.web", "interphone.sim", "interphone.cli"}) | WIRING,
+        frozenset(),
+    ),
+}
+
+
+def _package_of(module: str) -> str | None:
+    for package in FORBIDDEN:
+        if package != "interphone.*" and (module == package or module.startswith(package + ".")):
+            return package
+    top_level = module.count(".") == 1 and module not in WIRING
+    return "interphone.*" if top_level and module != "interphone.cli" else None
+
+
+def _under(module: str, names: Iterable[str]) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in names)
+
+
+def _third_party(root: Path) -> Iterator[tuple[str, int, str]]:
+    """(module, line, top-level package) for every absolute import of another package."""
+    for module, path in modules(root, PACKAGE).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                yield module, node.lineno, name.partition(".")[0]
+
+
+def test_each_package_imports_only_what_the_architecture_allows(graph: list[Import]) -> None:
+    wrong = []
+    for i in graph:
+        package = _package_of(i.source)
+        if package is None or _under(i.target, [package]):
+            continue
+        internal, _ = FORBIDDEN[package]
+        if _under(i.target, internal):
+            wrong.append(f"{i.source}:{i.line} imports {i.target} ({package} may not)")
+    for module, line, name in _third_party(Path(interphone.__file__).parent):
+        package = _package_of(module)
+        if package is not None and name in FORBIDDEN[package][1]:
+            wrong.append(f"{module}:{line} imports {name} ({package} may not)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_table_names_real_packages() -> None:
+    known = set(modules(Path(interphone.__file__).parent, PACKAGE))
+    for package, (internal, _) in FORBIDDEN.items():
+        assert package == "interphone.*" or package in known
+        assert all(name == "interphone" or name in known for name in internal), package
+    assert _package_of("interphone.queue.store") == "interphone.queue"
+    assert _package_of("interphone.events") == "interphone.*"
+    assert _package_of("interphone.runtime") is None
+
+
 # -- the finder itself, on a package planted in a temporary folder ----------------------------
 def _plant(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
