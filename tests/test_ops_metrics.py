@@ -97,7 +97,7 @@ def test_metrics_token_is_required_from_anywhere_when_set(voice_runtime: Runtime
     )
     try:
         client = create_app(runtime=rt).test_client()
-        assert client.get("/metrics").status_code == 403  # loopback is not enough any more
+        assert client.get("/metrics").status_code == 403  # loopback is not enough
         assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 403
         remote = {"REMOTE_ADDR": "203.0.113.9"}
         ok = client.get(

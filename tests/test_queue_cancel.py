@@ -11,7 +11,7 @@ from .conftest import SITE, phone
 
 
 def test_a_cancellation_keeps_a_reason_of_the_longest_length_allowed(queue: QueueService) -> None:
-    # contacts.outcome was 32 characters: PostgreSQL refused a longer reason (a 500)
+    # contacts.outcome holds REASON_MAX characters: PostgreSQL refuses longer text
     ticket = queue.request_callback(SITE, phone=phone(1), language="fr", reason="file_question")
     reason = "Doublon : la personne a déjà été rappelée hier par l'accueil. " * 4
     reason = reason[:REASON_MAX]

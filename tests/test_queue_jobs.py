@@ -21,7 +21,7 @@ from .conftest import SITE
 
 @pytest.fixture
 def live(settings, clock: ManualClock, redis_client) -> Iterator[Runtime]:
-    """A runtime whose triggers enqueue real RQ jobs, run here by the worker process's in-process Worker."""
+    """A runtime whose triggers enqueue real RQ jobs, run here by the product's Worker."""
     rt = Runtime(settings, clock=clock)
     from .conftest import _empty_tables
 

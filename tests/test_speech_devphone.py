@@ -13,7 +13,6 @@ digits: see docs/speech.md); yes/no and the menu words are spoken.
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import wave
 import xml.etree.ElementTree as ET
@@ -36,6 +35,7 @@ from interphone.devtools.devphone.audio import AudioError, synthesize, wav_to_mu
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.devtools.devphone.rest import sent_messages
 from interphone.devtools.devphone.streaming import StreamError, stream_audio
+from interphone.devtools.harness import free_port
 from interphone.models import Contact, Site
 from interphone.prompts import extra_catalogues
 from interphone.runtime import Runtime
@@ -56,19 +56,13 @@ KIOSK = "client:borne-1"
 FILE, BORN = "6300000042", date(1990, 4, 12)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @cache
 def door_stream_server(redis_url: str) -> StreamServer:
     """The stream server as ``make run`` starts it: its URL is ``SPEECH_STREAM_URL``,
     the URL in the TwiML and the one Twilio (here the dev phone) signs."""
     from werkzeug.serving import make_server
 
-    port = _free_port()
+    port = free_port()
     url = f"ws://127.0.0.1:{port}{PATH}"
     settings = load_settings(
         {
@@ -356,7 +350,7 @@ def test_no_stream_server_listening_is_a_clear_error_not_a_hang(
     call = _ring(devphone)
     pending = call.gather
     assert pending is not None
-    pending.target = f"ws://127.0.0.1:{_free_port()}{PATH}"  # nobody listens there
+    pending.target = f"ws://127.0.0.1:{free_port()}{PATH}"  # nobody listens there
     with pytest.raises(StreamError, match="no speech stream server"):
         call.speak_audio(fixture("ko_agent"))
     assert call.listening == "stream"

@@ -15,18 +15,13 @@ import pytest
 import redis
 
 from interphone.devtools import harness
+from interphone.devtools.harness import free_port
 from interphone.gunicorn_worker import BODY_BYTES, CONTINUE, HEAD_DEADLINE_S, _verdict
 from interphone.voice.speech.results import SpeechResults
 
 from .fixtures.speech import support
 
 HALF_OPEN = 130  # more than the stream line's 128 threads
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _healthz(port: int, timeout: float = 5.0) -> int:
@@ -41,7 +36,7 @@ def _healthz(port: int, timeout: float = 5.0) -> int:
 @pytest.fixture
 def stream_port(redis_url: str) -> Iterator[int]:
     """The Procfile's ``stream`` line."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.pop("VOSK_MODELS_DIR", None)  # no model: every stream that starts answers error
     env.update(

@@ -140,13 +140,13 @@ return 1
 """
 
 
-# One field of a call still going on (a call ended or expired is not brought back).
-# Returns a :class:`Remembered`.
 class Remembered(IntEnum):
     GONE = 0  # the call is no longer there: nothing written
     KEPT = 1
 
 
+# One field of a call still going on (a call ended or expired is not brought back).
+# Returns a :class:`Remembered`.
 _REMEMBER = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], ARGV[1], ARGV[2])

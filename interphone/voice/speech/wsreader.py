@@ -64,8 +64,8 @@ class InlineSocket:
         self._partial_size = 0
         self.close_code: int | None = None
         # Frames are parsed here unless the handshake offered an extension (compression),
-        # which wsproto then handles: the parser below takes a 20 ms message in about a
-        # quarter of wsproto's time, for every message of every stream.
+        # which wsproto then handles: every message of every stream goes through the
+        # parser below, much cheaper than wsproto's (docs/performance.md, bench speech).
         environ = getattr(server, "environ", {}) or {}
         self._fast = not environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
         self._buffer = b""
