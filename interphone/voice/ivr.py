@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,10 +31,11 @@ from ..digits import ascii_digits
 from ..journal import Record
 from ..models import Site
 from ..privacy import InvalidPhoneNumber, last_digits, normalize_file_number, to_e164
-from ..prompts import REFERENCE, Catalogue, available, catalogue
+from ..prompts import REFERENCE, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
 from ..queue.service import QueueService, Ticket
+from . import announce
 from .deferred import Deferred
 from .directory import SiteDirectory
 from .door import Door
@@ -496,13 +495,7 @@ class IvrService:
         return reply
 
     def _status_text(self, state: CallState, case: CaseStatus) -> str:
-        cat = catalogue(state.lang)
-        text = cat.text(
-            f"status.{case.status}",
-            date=cat.spoken_date(case.status_changed_at.date()),
-            api_date=cat.spoken_date(case.api_valid_until) if case.api_valid_until else "",
-        )
-        state.extra["status_text"] = text
+        state.extra["status_text"] = text = announce.status_text(state.lang, case)
         return text
 
     def _served_event(self, state: CallState) -> Record:
@@ -607,24 +600,11 @@ class IvrService:
         metrics.recorder_for(self.redis).inc(name, *labels)
 
     def _position(self, state: CallState, key: str, ticket: Ticket, *, live: bool) -> Speech:
-        cat = catalogue(state.lang)
-        eta = self._eta(cat, ticket, live, self.directory.get(state.site).timezone)
-        return Speech(cat.text(key, position=ticket.position or 1, eta=eta), state.lang)
-
-    def _eta(self, cat: Catalogue, ticket: Ticket, live: bool, timezone: str) -> str:
-        now = to_ms(self.clock.now())
-        if live:
-            if ticket.wait_s is None:
-                return ""
-            return cat.text("queue_eta", minutes=max(1, round(ticket.wait_s / 60)))
-        zone = ZoneInfo(timezone)
-        start_ms = max(now, ticket.not_before_ms)  # a callback asked after hours waits
-        if ticket.wait_s is None and start_ms == now:
-            return cat.text("eta_unknown")
-        expected = datetime.fromtimestamp(start_ms / 1000 + (ticket.wait_s or 0), zone)
-        if expected.date() != from_ms(now).astimezone(zone).date():
-            return cat.text("eta_next_day", day=cat.weekday_and_date(expected.date()))
-        return cat.text("eta_at", time=expected.strftime("%H:%M"))
+        timezone = self.directory.get(state.site).timezone
+        now_ms = to_ms(self.clock.now())
+        return announce.position(
+            state.lang, key, ticket, live=live, timezone=timezone, now_ms=now_ms
+        )
 
     def _saved(self, state: CallState, reply: Reply) -> Reply:
         state.seq += 1
