@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
-from interphone import metrics as figures
+from interphone import metrics
 from interphone.accounts import add_user
 from interphone.config import ConfigError, FeedLimits, load_settings
 from interphone.queue.notifier import channel
@@ -53,8 +53,8 @@ def test_a_sessions_fifth_feed_closes_its_oldest(voice_runtime: Runtime) -> None
 
 def _capped(rt: Runtime, cap: str) -> float:
     """The metrics' count of feeds ended by ``cap``."""
-    figures.recorder_for(rt.redis).flush()
-    samples = figures.read(rt.redis)
+    metrics.recorder_for(rt.redis).flush()
+    samples = metrics.read(rt.redis)
     name = "interphone_live_feeds_capped_total"
     return sum(s.value for s in samples if s.name == name and s.labels == {"cap": cap})
 

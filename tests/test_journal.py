@@ -16,8 +16,7 @@ from sqlalchemy import event, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from interphone import db as dbmod
-from interphone import jobs, journal
-from interphone import metrics as figures
+from interphone import jobs, journal, metrics
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.cli import main
 from interphone.devtools.devphone.phone import DevPhone
@@ -283,7 +282,7 @@ def test_set_aside_records_are_counted_listed_and_replayed(
     # counted
     recorded = {
         (s.name, s.labels.get("error")): s.value
-        for s in figures.read(rt.redis)
+        for s in metrics.read(rt.redis)
         if s.name == "interphone_journal_set_aside_total"
     }
     assert recorded == {

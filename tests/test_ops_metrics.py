@@ -12,8 +12,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from interphone import jobs
-from interphone import metrics as figures
+from interphone import jobs, metrics
 from interphone.devtools.devphone.phone import DevPhone
 from interphone.devtools.harness import gunicorn
 from interphone.jobqueue import enqueue_dispatch
@@ -239,7 +238,7 @@ def test_scrape_says_which_part_failed_instead_of_a_500(voice_runtime: Runtime) 
 def test_recorder_drops_figures_rather_than_failing_when_redis_is_gone() -> None:
     import redis
 
-    recorder = figures.Recorder(redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    recorder = metrics.Recorder(redis.Redis.from_url("redis://127.0.0.1:1/0"))
     recorder.inc("interphone_dispatch_offers", SITE)
     recorder.flush()  # logged, not raised
     assert recorder._pending == {}
@@ -254,14 +253,14 @@ def test_every_response_carries_a_request_id(app) -> None:
 
 def test_a_process_idle_after_a_burst_still_flushes_its_figures(voice_runtime: Runtime) -> None:
     """Flushing only on the next observation left an idle process's last second unseen."""
-    recorder = figures.Recorder(voice_runtime.redis, flush_every_s=0.2)
+    recorder = metrics.Recorder(voice_runtime.redis, flush_every_s=0.2)
     recorder.inc("interphone_rate_limited", "ip")  # the first one flushes at once or soon
     recorder.inc("interphone_rate_limited", "ip")  # buffered: no more work follows
 
     def recorded() -> float:
         return sum(
             sample.value
-            for sample in figures.read(voice_runtime.redis)
+            for sample in metrics.read(voice_runtime.redis)
             if sample.name == "interphone_rate_limited_total" and sample.labels == {"limit": "ip"}
         )
 
@@ -271,7 +270,7 @@ def test_a_process_idle_after_a_burst_still_flushes_its_figures(voice_runtime: R
 def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Runtime) -> None:
     """Only the process's flusher thread writes the figures: a request never pays for
     the round trip carrying every figure of its process."""
-    recorder = figures.Recorder(voice_runtime.redis, flush_every_s=0.05)
+    recorder = metrics.Recorder(voice_runtime.redis, flush_every_s=0.05)
     writers: set[str] = set()
     pipeline = recorder.redis.pipeline
 
@@ -294,7 +293,7 @@ def test_observing_never_writes_to_redis_on_the_callers_thread(voice_runtime: Ru
     def counts() -> list[float]:  # the flusher may be writing its last batch still
         return [
             s.value
-            for s in figures.read(voice_runtime.redis)
+            for s in metrics.read(voice_runtime.redis)
             if s.name == "interphone_http_request_duration_seconds_count"
             and s.labels == {"route": "/only-this-test"}
         ]
@@ -309,7 +308,7 @@ def test_closing_a_runtime_writes_its_last_figures_and_stops_its_flusher(
     inside redis-py and the thread died with an unhandled exception (an error in
     whichever test was running), and the next flush reconnected the closed client."""
     rt = Runtime(voice_runtime.settings, clock=voice_runtime.clock, trigger=lambda site: None)
-    recorder = figures.recorder_for(rt.redis)
+    recorder = metrics.recorder_for(rt.redis)
     recorder.flush_every_s = 60.0  # nothing would be written for a minute
     recorder.inc("interphone_rate_limited", "api")
     flusher = recorder._flusher
@@ -318,7 +317,7 @@ def test_closing_a_runtime_writes_its_last_figures_and_stops_its_flusher(
     assert not flusher.is_alive()
     written = [
         s.value
-        for s in figures.read(voice_runtime.redis)
+        for s in metrics.read(voice_runtime.redis)
         if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "api"}
     ]
     assert written == [1.0]

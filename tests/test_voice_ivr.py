@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import func, select
 
-from interphone import metrics as figures
+from interphone import metrics
 from interphone.cases import CaseRecord, ImportReport, import_records
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.devtools.devphone.rest import sent_messages
@@ -150,10 +150,10 @@ def test_lookups_per_caller_are_limited_per_hour(
     call.press("1").press(FILE + "#").press("12041990")
     assert "Too many lookups" in call.transcript()
     assert "valid until" not in call.transcript()
-    figures.recorder_for(voice_runtime.redis).flush()
+    metrics.recorder_for(voice_runtime.redis).flush()
     refused = [
         s.value
-        for s in figures.read(voice_runtime.redis)
+        for s in metrics.read(voice_runtime.redis)
         if s.name == "interphone_rate_limited_total" and s.labels == {"limit": "caller_lookups"}
     ]
     assert refused == [2.0]  # the eleventh lookup above, and this one

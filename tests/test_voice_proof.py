@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select
 
-from interphone import metrics as figures
+from interphone import metrics
 from interphone.accounts import add_user
 from interphone.caller_card import contact_card
 from interphone.cases import CaseRecord, ImportReport, import_records
@@ -209,10 +209,10 @@ def test_the_agent_card_shows_an_unverified_file_without_its_case(
 
 
 def _file_limited(rt: Runtime) -> float:
-    figures.recorder_for(rt.redis).flush()
+    metrics.recorder_for(rt.redis).flush()
     return sum(
         s.value
-        for s in figures.read(rt.redis)
+        for s in metrics.read(rt.redis)
         if s.name == "interphone_rate_limited_total" and s.labels.get("limit") == "file_failures"
     )
 
