@@ -4,6 +4,7 @@ those tables is named by the flow (no dead code reached by a name nobody gives).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -55,3 +56,19 @@ def test_a_keypad_step_takes_keys_or_free_input_never_both(name: str) -> None:
     step = STEPS[name]
     assert not (step.options and step.action), name
     assert step.options or step.action or name == "language", name
+
+
+@pytest.mark.parametrize("code", ["fr", "en", "ar", "es"])
+def test_every_key_of_a_keypad_menu_is_announced_in_its_prompt_in_every_language(
+    code: str,
+) -> None:
+    """A key the caller is never told about is a way out nobody finds: each key of a
+    step's ``options`` is said, as a digit, in that step's prompt (``*`` and ``#``
+    have no such menus)."""
+    from interphone.prompts import catalogue
+
+    cat = catalogue(code)
+    for name, step in STEPS.items():
+        text = cat.prompts[step.prompt]
+        said = set(re.findall(r"(?<![\d{])\d(?![\d}])", text))
+        assert set(step.options) <= said, (code, name, sorted(set(step.options) - said))

@@ -101,6 +101,42 @@ def test_three_failed_lookups_lead_to_a_callback_offer(devphone: DevPhone, cases
     assert "ending in 5 6 7 8" in call.last_said()
 
 
+def test_given_failed_lookups_then_the_callback_offer_can_be_declined_for_the_main_menu(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    call = english_main_menu(devphone)
+    call.press("1")
+    for _ in range(3):
+        call.press("1111#").press("01011990")
+    assert call.waiting_for == "/voice/step/callback"
+    assert "For the main menu, press 9." in call.last_said()
+    call.press("9")
+    assert call.waiting_for == "/voice/step/main"
+    assert "To hear the status of your application, press 1." in call.last_said()
+    assert contacts(voice_runtime) == []  # declined: no request recorded
+    call.press("1").press(FILE + "#").press("12041990")  # the menu works as before
+    assert "valid until March 31, 2027" in call.transcript()
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("1", "Pour revenir au menu principal, tapez 9."),
+        ("3", "للعودة إلى القائمة الرئيسية، اضغطوا 9."),
+        ("4", "Para volver al menú principal, marque 9."),
+    ],
+)
+def test_the_callback_offer_says_how_to_decline_in_every_language(
+    devphone: DevPhone, key: str, said: str
+) -> None:
+    call = devphone.call(CALLER)
+    call.press(key).press("2")
+    assert call.waiting_for == "/voice/step/callback"
+    assert said in call.last_said()
+    call.press("9")
+    assert call.waiting_for == "/voice/step/main"
+
+
 def test_the_failed_lookups_before_the_callback_offer_are_a_setting(
     devphone: DevPhone, voice_runtime: Runtime, cases
 ) -> None:

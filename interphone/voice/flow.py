@@ -79,9 +79,10 @@ STEPS: dict[str, Step] = {
         prompt="status_after",
         options={"1": do("repeat_status"), "2": go("callback"), "0": do("goodbye")},
     ),
+    # reached from the menu, after failed status lookups or a technical error: 9 declines
     "callback": Step(
         prompt="callback_confirm_number",
-        options={"1": go("callback_file"), "2": go("callback_number")},
+        options={"1": go("callback_file"), "2": go("callback_number"), "9": go("main")},
         give_up=go("main"),
     ),
     "callback_number": Step(
