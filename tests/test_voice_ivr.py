@@ -220,6 +220,74 @@ def test_callback_request_confirms_position_and_sends_an_sms(
     assert contact.reference in sms["Body"] and "CANCEL" in sms["Body"]
 
 
+def test_given_a_proven_status_lookup_then_the_callback_takes_its_file_without_asking(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    call = english_main_menu(devphone)
+    call.press("1").press(FILE + "#").press("12041990")
+    call.press("2")  # status_after: be called back
+    assert "ending in 5 6 7 8" in call.last_said()
+    call.press("1")
+    assert call.waiting_for == "/voice/step/callback_reason"
+    assert "file number you entered earlier" in call.transcript()
+    assert "If you have a file number" not in call.transcript()
+    call.press("1")
+    [contact] = contacts(voice_runtime)
+    assert (contact.file_number, contact.file_verified) == (FILE, True)
+
+
+@pytest.mark.parametrize(
+    ("key", "kept", "asked"),
+    [
+        ("1", "numéro de dossier que vous avez tapé plus tôt", "Si vous avez un numéro"),
+        ("2", "file number you entered earlier", "If you have a file number"),
+        ("3", "رقم الملف الذي أدخلتموه سابقا", "إذا كان لديكم رقم ملف"),
+        ("4", "número de expediente que marcó antes", "Si tiene un número de expediente"),
+    ],
+)
+def test_given_failed_lookups_then_the_callback_keeps_the_file_number_unverified(
+    devphone: DevPhone, voice_runtime: Runtime, cases, key: str, kept: str, asked: str
+) -> None:
+    """Three wrong birth dates lead to the callback offer: the file number typed is
+    not asked again, and goes to the agent marked not verified."""
+    call = devphone.call(CALLER)
+    call.press(key).press("1")
+    for _ in range(3):
+        call.press(FILE + "#").press("01011990")
+    assert call.waiting_for == "/voice/step/callback"
+    call.press("1")
+    assert call.waiting_for == "/voice/step/callback_reason"
+    assert kept in call.transcript() and asked not in call.transcript()
+    call.press("3")
+    [contact] = contacts(voice_runtime)
+    assert (contact.file_number, contact.file_verified, contact.reason) == (FILE, False, "other")
+
+
+def test_given_a_withheld_number_and_a_status_lookup_then_only_the_number_is_asked(
+    devphone: DevPhone, voice_runtime: Runtime, cases
+) -> None:
+    call = english_main_menu(devphone, "anonymous")
+    call.press("1").press(FILE + "#").press("12041990").press("2")
+    assert call.waiting_for == "/voice/step/callback_number"
+    call.press("0698765432#")
+    assert call.waiting_for == "/voice/step/callback_reason"
+    call.press("2")
+    [contact] = contacts(voice_runtime)
+    assert (contact.phone, contact.file_number, contact.file_verified) == (
+        "+33698765432",
+        FILE,
+        True,
+    )
+
+
+def test_given_no_file_number_in_the_call_then_the_callback_asks_for_one(
+    devphone: DevPhone, cases
+) -> None:
+    call = english_main_menu(devphone).press("2").press("1")
+    assert call.waiting_for == "/voice/step/callback_file"
+    assert "If you have a file number" in call.last_said()
+
+
 def test_a_second_request_from_the_same_number_hears_the_place_of_the_first(
     devphone: DevPhone, voice_runtime: Runtime
 ) -> None:

@@ -237,6 +237,11 @@ class IvrService:
     def _enter(self, state: CallState, step_name: str, before: list[Speech] | None = None) -> Reply:
         if step_name == "callback" and not state.caller:
             step_name = "callback_number"  # withheld number: ask for one
+        if step_name == "callback_file" and state.file_number:
+            # the file number of this call's status lookup is the request's, not asked
+            # again: verified only if it was proven (:meth:`_register_callback`)
+            before = [*(before or []), say(state.lang, "callback_file_kept")]
+            step_name = "callback_reason"
         state.step, state.tries = step_name, 0
         trace(state, step_name)
         return Reply(
@@ -517,7 +522,8 @@ class IvrService:
 
     def _take_callback_file(self, state: CallState, digits: str) -> Reply:
         """A file number is asked its birth date, unless none was typed or it was proven
-        earlier in this call (a status lookup)."""
+        earlier in this call. (A caller who gave a file number to a status lookup is not
+        asked for one: :meth:`_enter`.)"""
         number = normalize_file_number(digits)[:32]
         state.callback_file = number
         if not number or number == state.extra.get(PROVEN):
