@@ -166,6 +166,20 @@ def test_waiting_at_the_door_becomes_a_callback_that_keeps_the_place(
     assert any(m["To"] == "+33612345678" for m in sent_messages(voice_runtime.redis))
 
 
+def test_given_a_cancelled_request_at_the_door_then_the_person_hears_why_then_goodbye(
+    door, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """The door has no number to call back: no offer, the reason in the service's words."""
+    call = _french(devphone)
+    call.speak("agent")
+    [contact] = _contacts(voice_runtime)
+    assert voice_runtime.queue.cancel(contact.id, "vu au guichet", actor="supervisor:1")
+    call.end_stream()  # the next turn of the hold loop
+    assert "Votre demande a été clôturée par le service." in call.transcript()
+    assert "guichet" not in call.transcript()
+    assert call.status == "completed" and "Au revoir" in call.last_said()
+
+
 def test_english_without_a_local_model_uses_twilio_speech_with_hints(
     door, devphone: DevPhone, voice_runtime: Runtime
 ) -> None:

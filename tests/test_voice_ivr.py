@@ -355,6 +355,57 @@ def test_live_queue_announces_position_and_star_switches_to_callback_keeping_pla
     assert [w.id for w in voice_runtime.queue.list_waiting(SITE)] == [rows[0].id, rows[1].id]
 
 
+def _waiting_then_cancelled(devphone: DevPhone, rt: Runtime, caller: str) -> SimCall:
+    """A caller on hold in English; a supervisor cancels their request; the next turn
+    of the hold loop."""
+    call = english_main_menu(devphone, caller).press("3")
+    assert call.waiting_for == "/voice/queue"
+    [contact] = contacts(rt)
+    assert rt.queue.cancel(contact.id, "Doublon : vu au guichet", actor="supervisor:1")
+    call.wait()
+    return call
+
+
+def test_given_a_cancelled_waiting_caller_then_they_hear_why_and_can_be_called_back(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = _waiting_then_cancelled(devphone, voice_runtime, CALLER)
+    assert "Your request has been closed by the service." in call.transcript()
+    assert "Doublon" not in call.transcript()  # the staff's reason stays with the staff
+    assert call.waiting_for == "/voice/step/cancelled"
+    assert "To be called back on this number, press 1." in call.last_said()
+    call.press("1")
+    assert "Your callback request is recorded. You are number 1 in line" in call.transcript()
+    assert call.status == "completed"
+    cancelled, callback = contacts(voice_runtime)
+    assert (cancelled.kind, cancelled.state) == ("live", "cancelled")
+    assert (callback.kind, callback.state, callback.phone) == ("callback", "waiting", CALLER)
+    [sms] = sent_messages(voice_runtime.redis)
+    assert sms["To"] == CALLER and callback.reference in sms["Body"]
+
+
+@pytest.mark.parametrize("answer", ["", "7"])
+def test_given_a_cancelled_waiting_caller_who_declines_then_the_call_ends(
+    devphone: DevPhone, voice_runtime: Runtime, answer: str
+) -> None:
+    call = _waiting_then_cancelled(devphone, voice_runtime, CALLER)
+    assert call.waiting_for == "/voice/step/cancelled"
+    call.press(answer) if answer else call.wait()
+    assert call.status == "completed" and "Goodbye" in call.last_said()
+    [contact] = contacts(voice_runtime)
+    assert contact.state == "cancelled"
+    assert sent_messages(voice_runtime.redis) == []
+
+
+def test_given_a_cancelled_waiting_caller_with_a_withheld_number_then_no_offer(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = _waiting_then_cancelled(devphone, voice_runtime, "anonymous")
+    assert "Your request has been closed by the service." in call.transcript()
+    assert "press 1" not in call.last_said()
+    assert call.status == "completed" and "Goodbye" in call.last_said()
+
+
 def test_caller_hanging_up_in_the_queue_is_counted_abandoned_once(
     devphone: DevPhone, voice_runtime: Runtime
 ) -> None:

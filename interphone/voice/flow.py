@@ -121,6 +121,13 @@ STEPS: dict[str, Step] = {
         },
         give_up=do("register_callback", "other"),
     ),
+    # a caller on hold whose request the service closed (IvrService._cancelled): one
+    # chance to be called back on their number; anything else ends the call
+    "cancelled": Step(
+        prompt="cancelled_offer",
+        options={"1": do("register_callback", "other")},
+        max_tries=1,
+    ),
     # the live queue is closed: leave a message (recorded, transcribed, called back),
     # ask for a callback, or go back to the menu (status works at every hour)
     "closed": Step(

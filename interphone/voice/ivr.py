@@ -219,12 +219,28 @@ class IvrService:
         except SQLAlchemyError:  # the database is down: the caller keeps their place
             log.warning("hold of call %s: database unavailable", state.sid)
             return Reply(hold=True)
-        if ticket.state in ("completed", "abandoned", "cancelled", "unreachable"):
+        if ticket.state == "cancelled":
+            return self._cancelled(state)
+        if ticket.state in ("completed", "abandoned", "unreachable"):
             return self._goodbye(state)
         speech = []
         if ticket.position:
             speech.append(self._position(state, "queue_position", ticket, live=True))
         return Reply(speech=speech, hold=True)
+
+    def _cancelled(self, state: CallState) -> Reply:
+        """The service (a supervisor) closed the request of a caller on hold: they hear
+        so, in words that do not repeat the reason typed for the staff. A caller whose
+        number is known is offered a callback on it (step ``cancelled``: 1; any other
+        key or silence ends the call); the door, a browser and a withheld number have
+        none to offer and hear goodbye. The callback is an ordinary request: a number
+        that has one open already hears that one's place."""
+        state.contact_id = 0  # closed: hanging up now abandons nothing
+        trace(state, "queue_cancelled")
+        closed = [say(state.lang, "queue_cancelled")]
+        if not state.caller:
+            return Reply(speech=[*closed, say(state.lang, "goodbye")], hangup=True)
+        return self._enter(state, "cancelled", closed)
 
     # -- navigation --------------------------------------------------------------------
     def _follow(self, state: CallState, target: Target) -> Reply:
