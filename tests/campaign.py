@@ -128,7 +128,7 @@ class Campaign:
         call = self.phone.call(number, "+33473000000")
         call.press("2").press("1").press("123456#").press("01011990")
         assert DEFERRED_TEXT in call.transcript(), call.transcript()[-300:]
-        call.press("1").press("#").press("3")
+        call.press("1").press("3")  # its file number is not asked again: the reason
         caller = Caller(number, "callback", call, told="deferred")
         assert call.status == "completed" and call.transcript().count(DEFERRED_TEXT) == 2
         self.callers.append(caller)
