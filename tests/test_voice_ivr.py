@@ -397,6 +397,36 @@ def test_given_a_cancelled_waiting_caller_who_declines_then_the_call_ends(
     assert sent_messages(voice_runtime.redis) == []
 
 
+def test_given_a_cancelled_waiting_caller_who_presses_star_then_they_hear_why_too(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    call = english_main_menu(devphone).press("3")
+    [contact] = contacts(voice_runtime)
+    voice_runtime.queue.cancel(contact.id, "vu au guichet", actor="supervisor:1")
+    call.press("*")  # a callback of their live place: there is none any more
+    assert "Your request has been closed by the service." in call.transcript()
+    assert call.waiting_for == "/voice/step/cancelled"
+
+
+def test_given_a_caller_offered_to_an_agent_who_presses_star_then_they_keep_holding(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Too late to switch to a callback (an agent has the offer): the call goes on."""
+    from interphone.accounts import add_user
+
+    rt = voice_runtime
+    call = english_main_menu(devphone).press("3")
+    agent = add_user(
+        rt.sessions, "a@example.org", "long enough password", site_code=SITE, languages=["en"]
+    )
+    rt.queue.set_presence(agent.id, "available")
+    [offer] = rt.queue.dispatch(SITE)
+    call.press("*")
+    assert call.status != "completed" and call.waiting_for == "/voice/queue"
+    [contact] = contacts(rt)
+    assert (contact.id, contact.kind, contact.state) == (offer.contact_id, "live", "offered")
+
+
 def test_given_a_cancelled_waiting_caller_with_a_withheld_number_then_no_offer(
     devphone: DevPhone, voice_runtime: Runtime
 ) -> None:

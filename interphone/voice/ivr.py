@@ -402,7 +402,9 @@ class IvrService:
         try:
             ticket = self.queue.convert_to_callback(state.contact_id)
         except QueueError:
-            return self._goodbye(state)
+            # no longer waiting (cancelled, offered to an agent, closed): the hold loop
+            # says what became of it
+            return self._hold(state, "")
         except SQLAlchemyError:  # the database is down: converted by the sweep later
             self.deferred.convert(state.contact_id)
             state.contact_id = 0  # no longer waiting on the line: hanging up abandons nothing
