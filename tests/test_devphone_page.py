@@ -182,7 +182,10 @@ def test_keypad_keys_wait_for_the_whole_entry_as_twilio_collects_them(
     assert view["call"]["typed"] == "0698765432"
     view = _act(client, APPLICANT, "wait")
     assert view["call"]["typed"] == ""
-    assert "If you have a file number" in view["call"]["heard"][-1]["text"]
+    # the number was taken: the file of the status lookup is kept, the reason asked next
+    heard = [h["text"] for h in view["call"]["heard"]]
+    assert "the file number you entered earlier" in heard[-2]
+    assert heard[-1].startswith("For a question about your file, press 1")
 
 
 def test_every_view_carries_a_revision_so_a_stale_poll_answer_can_be_dropped(
