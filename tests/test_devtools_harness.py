@@ -42,17 +42,17 @@ def test_a_server_that_exits_before_it_is_ready_is_reported_at_once() -> None:
 def test_a_server_is_stopped_with_its_children_when_the_block_ends(tmp_path: Path) -> None:
     """The server leads a process group of its own: a child that ignores SIGTERM goes
     too, whether its parent ends on SIGTERM or has to be killed."""
-    child = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    child = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()"
     for parent_ignores_sigterm in (False, True):
         port = harness.free_port()
         pidfile = tmp_path / f"child-{parent_ignores_sigterm}"
         parent = (
-            "import signal,socket,subprocess,sys,time\n"
+            "import signal,socket,subprocess,sys\n"
             f"if {parent_ignores_sigterm}: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
             f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
             f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
-            "time.sleep(60)\n"
+            "signal.pause()\n"
         )
         argv = [sys.executable, "-c", parent]
         with harness.server(argv, {}, ready=lambda p=port: harness.port_open(p), grace_s=0.5):
