@@ -71,7 +71,7 @@ def bench_ivr(
         server_threads=threads,
         clients=clients,
     )
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    _echo(result, as_json)
 
 
 @bench.command("feed")
@@ -90,7 +90,7 @@ def bench_feed(
     rt = Runtime(get_runtime(ctx).settings, trigger=lambda site: None)
     ctx.call_on_close(rt.close)
     result = benchmod.run(rt, screens=screens, samples=samples, workers=workers, threads=threads)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    _echo(result, as_json)
 
 
 @bench.command("load")
@@ -125,7 +125,7 @@ def bench_load(
         clients=clients,
         seed=seed,
     )
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    _echo(result, as_json)
 
 
 @bench.command("speech")
@@ -180,7 +180,7 @@ def bench_speech(
         vocabulary_dir=repo_fixtures if (repo_fixtures / f"{lang}.toml").is_file() else None,
         seconds=seconds,
     )
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    _echo(result, as_json)
 
 
 @bench.command("simulate")
@@ -225,4 +225,9 @@ def bench_simulate(
             seed=seed,
             progress=lambda line: click.echo(line, err=True),
         )
+    _echo(result, as_json)
+
+
+def _echo(result: object, as_json: bool) -> None:
+    """One line of JSON for machines (``--json``), indented for people."""
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))

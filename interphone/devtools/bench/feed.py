@@ -35,6 +35,23 @@ def _email(screen: int) -> str:
     return f"bench-agent-{screen:03d}@interphone.local"
 
 
+def connect_screens(
+    port: int,
+    cookies: list[str],
+    seen: dict[int, list[float]],
+    lock: threading.Lock,
+    timeout_s: float,
+) -> list[Screen]:
+    """One :class:`Screen` per signed-in cookie, each on the feed (its ``hello`` read)."""
+    screens = [Screen(port, cookie, seen, lock) for cookie in cookies]
+    for screen in screens:
+        screen.start()
+    for screen in screens:
+        if not screen.ready.wait(timeout=timeout_s):
+            raise RuntimeError("an agent screen did not connect")
+    return screens
+
+
 class Screen(threading.Thread):
     """One agent's live feed, read from a plain socket: fifty of them beside a load test
     must cost little CPU (``http.client`` reads a chunked stream line by line in Python)."""
@@ -136,12 +153,7 @@ def run(rt: Runtime, *, screens: int, samples: int, workers: int, threads: int) 
     with gunicorn(rt, workers, threads) as port:
         cookies = [sign_in(port, email, PASSWORD) for email in emails]
         cookie = cookies[0]  # the panel fetched after each event: the first screen's
-        pool = [Screen(port, c, seen, lock) for c in cookies]
-        for screen in pool:
-            screen.start()
-        for screen in pool:
-            if not screen.ready.wait(timeout=30):
-                raise RuntimeError("an agent screen did not connect")
+        pool = connect_screens(port, cookies, seen, lock, timeout_s=30)
         event_ms: list[float] = []
         panel_ms: list[float] = []
         missed = 0

@@ -51,6 +51,7 @@ import numpy as np
 
 from interphone.voice.speech import mulaw
 from interphone.voice.speech import token as call_token
+from interphone.voice.speech.models import rss_mb
 
 from ..harness import free_port, percentile, server
 
@@ -204,17 +205,6 @@ def _pin(cores: set[int] | None) -> Callable[[], None] | None:
     return pin
 
 
-def _rss_mb(pid: int | str = "self") -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
@@ -232,7 +222,7 @@ def floor_main(args: dict[str, Any], commands: IO[str], out: IO[str]) -> None:
     started = time.perf_counter()
     model = vosk.Model(args["model"])
     load_s = time.perf_counter() - started
-    rss_mb = _rss_mb()
+    resident = rss_mb()
     grammar = args["grammar_json"]
     pcm = mulaw.to_pcm16(Path(args["audio"]).read_bytes())
     frames = [pcm[i : i + 2 * FRAME_BYTES] for i in range(0, len(pcm), 2 * FRAME_BYTES)]
@@ -268,7 +258,7 @@ def floor_main(args: dict[str, Any], commands: IO[str], out: IO[str]) -> None:
         json.dumps(
             {
                 "load_s": round(load_s, 2),
-                "rss_mb": rss_mb,
+                "rss_mb": resident,
                 "rtf": round((time.process_time() - cpu0) / audio_s, 4),
                 "rtf_wall": round((time.perf_counter() - wall0) / audio_s, 4),
                 "decided_at_s": round(decided_s, 2),

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 
-from ..bench.feed import Screen
+from ..bench.feed import connect_screens
 from ..harness import sign_in
 
 AGENT_PASSWORD = "load-test-password-2026"
@@ -23,12 +23,7 @@ def _screens_main(port: int, emails: list[str], pipe: Connection) -> None:
     lock = threading.Lock()
     try:
         cookies = [sign_in(port, email, AGENT_PASSWORD) for email in emails]
-        screens = [Screen(port, cookie, seen, lock) for cookie in cookies]
-        for screen in screens:
-            screen.start()
-        for screen in screens:
-            if not screen.ready.wait(timeout=60):
-                raise RuntimeError("an agent screen did not connect")
+        screens = connect_screens(port, cookies, seen, lock, timeout_s=60)
     except Exception as exc:  # told to the parent, which stops the run
         pipe.send(("failed", repr(exc)))
         return

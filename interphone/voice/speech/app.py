@@ -24,7 +24,7 @@ from twilio.request_validator import RequestValidator
 from ...config import Settings, load_settings
 from ...runtime import connect_redis
 from ..signature import raw_path_and_query
-from .models import ModelError, ModelRegistry
+from .models import ModelError, ModelRegistry, rss_mb
 from .recognizer import Limits
 from .results import SpeechResults
 from .stream import PATH, SpeechStreams, init_app
@@ -54,17 +54,6 @@ def stream_urls(settings: Settings) -> list[str]:
         urls += [("wss://" if secure else "ws://") + rest + tail]
         urls += [("https://" if secure else "http://") + rest + tail]
     return urls
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def create_stream_app(
@@ -124,7 +113,7 @@ def create_stream_app(
         return jsonify(
             status="ok",
             pid=os.getpid(),
-            rss_mb=_rss_mb(),
+            rss_mb=rss_mb(),
             **registry.describe(),
             **streams.describe(),
         )

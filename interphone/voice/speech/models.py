@@ -281,3 +281,15 @@ def check_vocabulary(loaded: LoadedModel, vocabulary: Vocabulary, *, strict: boo
             raise ModelError(f"speech model {lang}: no word of [speech.language] left")
         grammars[name] = grammar
     loaded.grammars, loaded.missing = grammars, absent
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (a loaded model's cost), where /proc has it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
