@@ -29,11 +29,12 @@ from interphone.voice.speech.results import SpeechResult, SpeechResults
 
 from . import rest
 from .audio import AudioError, on_a_line, synthesize
+from .conference import DIAL_ENDED, ConferenceError, Conferences, Participant, parse_events
+from .conference import hears as conference_hears
 from .streaming import StreamError, stream_audio
 
 API_VERSION = "2010-04-01"
 ANSWERED = "ip:devphone:answered:"
-ROOMS = "ip:devphone:conference:"
 DIALED = "ip:devphone:dialed:"  # DIALED + parent sid: answered / no-answer / busy
 ENDED_RETRY_S = 20.0  # how long a call's end is retried while Redis fails over
 
@@ -145,6 +146,8 @@ class SimCall:
         if gather.kind == "enqueue":
             self._queue_music()
             return self
+        if gather.kind == "conference":  # the conference goes on
+            return self
         self.gather = None
         if gather.kind == "dial":
             self._dial_result(gather, "no-answer")
@@ -177,20 +180,38 @@ class SimCall:
             elif outcome:
                 pending, self.gather = self.gather, None
                 self._dial_result(pending, outcome)
+        self.phone.deliver_conference_events()
         for update in self.phone.updates(self.sid):
             if self.status != "in-progress":
                 break
-            if update.get("Status") == "completed":
-                self._finish("completed")
+            if update.get(DIAL_ENDED):
+                self._conference_ended()
+            elif update.get("Status") == "completed":
+                self._finish("completed", reason="participant_updated_via_api")
             elif update.get("Url"):
-                self._leave_conference()
+                self._leave_conference("participant_updated_via_api")
                 self.gather = None
                 self._post_and_run(update["Url"], {})
             elif update.get("Twiml"):
-                self._leave_conference()
+                self._leave_conference("participant_updated_via_api")
                 self.gather = None
                 self._run_document(update["Twiml"], base=self.status_callback)
+        self.phone.deliver_conference_events()
         return self
+
+    def _conference_ended(self) -> None:
+        """This call's <Dial><Conference> is over (the conference ended, or it was
+        kicked): Twilio requests the <Dial action>, else goes on with the verbs after
+        the <Dial> (none: the call ends)."""
+        if self.gather is None or self.gather.kind != "conference":
+            return
+        pending, self.gather, self.conference = self.gather, None, None
+        if pending.action:
+            seconds = max(0, round(time.time() - float(pending.params.get("joined_at") or 0)))
+            form = {"DialCallStatus": "completed", "DialCallDuration": str(seconds)}
+            self._post_and_run(pending.action, form)
+        else:
+            self._run(pending.rest, base=pending.params.get("base") or self.status_callback)
 
     # -- keeping a call between two web requests ----------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -347,10 +368,15 @@ class SimCall:
                 raise TwimlError(f"the dev phone does not run <{tag}> yet")
         self._finish("completed")  # Twilio hangs up at the end of a document
 
-    def _leave_conference(self) -> None:
+    def _leave_conference(self, reason: str, call_status: str = "in-progress") -> None:
+        """This call leaves its conference (``reason`` as Twilio's ReasonParticipantLeft)."""
         if self.conference:
-            self.phone.leave(self.conference, self.sid)
             self.conference = None
+            if self.gather is not None and self.gather.kind == "conference":
+                self.gather = None
+            if self.phone.redis is not None:
+                Conferences(self.phone.redis).leave(self.sid, reason, call_status)
+                self.phone.deliver_conference_events()
 
     def _wait_on(self, tag: str, verb: ET.Element, rest: list[ET.Element], base: str) -> None:
         action = urljoin(base, verb.get("action", base))
@@ -423,13 +449,60 @@ class SimCall:
             raise TwimlError("<Dial> needs a number, or one <Conference>, <Number> or <Client>")
         name = (child.text or "").strip()
         if child.tag == "Conference":
-            self.conference = name
-            self.phone.join(self.conference, self.sid)
-            return  # connected until somebody hangs up
+            self._join_conference(verb, child, name, rest, base)
+            return  # connected until the conference ends for this call
         to = name if child.tag == "Number" else f"client:{name}"
         action = urljoin(base, verb.get("action", "")) if verb.get("action") else ""
         self.gather = PendingGather(action, None, "", False, rest, kind="dial", target=to)
         self.phone.ring_leg(self, to)
+
+    def _join_conference(
+        self, dial: ET.Element, noun: ET.Element, name: str, rest: list[ET.Element], base: str
+    ) -> None:
+        """<Dial><Conference>: the attributes Twilio documents (defaults included)."""
+        assert self.phone.redis is not None, "the dev phone needs Redis for conferences"
+        if noun.get("statusCallbackMethod", "POST").upper() != "POST":
+            raise TwimlError("the dev phone posts conference status callbacks (method POST)")
+        if dial.get("method", "POST").upper() != "POST":
+            raise TwimlError("the dev phone requests <Dial action> with POST")
+        coach = noun.get("coach", "")
+        participant = Participant(
+            self.sid,
+            muted=noun.get("muted", "false") == "true",
+            coaching=bool(coach),
+            call_sid_to_coach=coach,
+            start_conference_on_enter=noun.get("startConferenceOnEnter", "true") == "true",
+            end_conference_on_exit=noun.get("endConferenceOnExit", "false") == "true",
+            beep=noun.get("beep", "true"),
+            label=noun.get("participantLabel", ""),
+        )
+        callback = noun.get("statusCallback", "")
+        try:
+            events = parse_events(noun.get("statusCallbackEvent"))
+            Conferences(self.phone.redis).join(
+                name,
+                participant,
+                account_sid=self.phone.account_sid,
+                status_callback=urljoin(base, callback) if callback else "",
+                status_callback_events=events,
+            )
+        except ConferenceError as exc:
+            raise TwimlError(
+                f"<Conference> refused by Twilio ({exc.code}): {exc.message}"
+            ) from None
+        action = urljoin(base, dial.get("action", "")) if dial.get("action") else ""
+        self.conference = name
+        self.gather = PendingGather(
+            action,
+            None,
+            "",
+            False,
+            rest,
+            kind="conference",
+            target=name,
+            params={"joined_at": str(time.time()), "base": base},
+        )
+        self.phone.deliver_conference_events()
 
     def speak(self, text: str) -> SimCall:
         """Say ``text`` where the call listens for speech (a Gather with speech input),
@@ -544,10 +617,10 @@ class SimCall:
         self._post_and_run(pending.action, {})
         return self
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, reason: str = "participant_hung_up") -> None:
         self.status = status
+        self._leave_conference(reason, status)
         self.gather = None
-        self._leave_conference()
         self.phone.note_ended(self.sid)
         self.phone.post(self.status_callback, self._params({"CallStatus": status}))
 
@@ -582,6 +655,7 @@ class DevPhone:
         self.validator = RequestValidator(auth_token)
         self.account_sid = account_sid
         self.on_post = on_post
+        self._delivering = False
 
     def signature(self, path_and_query: str, form: dict[str, str]) -> str:
         return str(self.validator.compute_signature(self.base + path_and_query, form))
@@ -639,6 +713,9 @@ class DevPhone:
         assert self.redis is not None
         self.redis.set(f"{ANSWERED}{record['sid']}", "1", ex=4 * 3600)
         self.note_ended(record["sid"])
+        if record.get("ConferenceName"):  # placed to join a conference: it never did
+            Conferences(self.redis).leave(record["sid"], "participant_updated_via_api", "canceled")
+            self.deliver_conference_events()
         if record.get("StatusCallback"):
             call = self._outbound(record, record.get("To", ""))
             self.post(call.status_callback, call._params({"CallStatus": "canceled"}))
@@ -676,6 +753,8 @@ class DevPhone:
             )
             call.status, call.bridged = "in-progress", True
             return call
+        if record.get("ConferenceName"):  # placed by participants.create: straight in
+            return self._join_placed(record, to)
         call = self._outbound(record, to)
         call.answered_by = answered_by if record.get("MachineDetection") else ""
         call.status = "in-progress"
@@ -692,7 +771,34 @@ class DevPhone:
         call = self._outbound(record, to)
         call.status = status
         self.note_ended(call.sid)
-        self.post(call.status_callback, call._params({"CallStatus": status}))
+        if record.get("ConferenceName"):  # a participant that never joined
+            Conferences(self.redis).leave(call.sid, "participant_hung_up", status)
+        if call.status_callback:
+            self.post(call.status_callback, call._params({"CallStatus": status}))
+        self.deliver_conference_events()
+
+    def _join_placed(self, record: dict[str, str], to: str) -> SimCall:
+        """A call placed by ``participants.create`` is answered: it joins its conference
+        with the flags it was created with, no TwiML asked for."""
+        assert self.redis is not None
+        call = self._outbound(record, to)
+        call.status = "in-progress"
+        if Conferences(self.redis).answered(call.sid) is None:  # the conference is over
+            call._finish("completed")
+            return call
+        call.conference = record["ConferenceName"]
+        call.gather = PendingGather(
+            "",
+            None,
+            "",
+            False,
+            [],
+            kind="conference",
+            target=call.conference,
+            params={"joined_at": str(time.time())},
+        )
+        self.deliver_conference_events()
+        return call
 
     def _outbound(self, record: dict[str, str], to: str) -> SimCall:
         """A call the app placed through the REST API, as it reaches the phone ``to``."""
@@ -721,22 +827,36 @@ class DevPhone:
             found.append(update)
         return found
 
-    def join(self, room: str, sid: str) -> None:
-        if self.redis is not None:
-            self.redis.sadd(f"{ROOMS}{room}", sid)
-            self.redis.expire(f"{ROOMS}{room}", 4 * 3600)
-
-    def leave(self, room: str, sid: str) -> None:
-        if self.redis is not None:
-            self.redis.srem(f"{ROOMS}{room}", sid)
-
     def in_conference(self, room: str) -> set[str]:
+        """The calls connected to the live conference named ``room``."""
         if self.redis is None:
             return set()
-        return {
-            m.decode() if isinstance(m, bytes) else str(m)
-            for m in self.redis.smembers(f"{ROOMS}{room}")
-        }
+        conf = Conferences(self.redis).live(room)
+        return {p.call_sid for p in conf.connected()} if conf else set()
+
+    def hears(self, call_sid: str) -> set[str]:
+        """The calls ``call_sid`` hears in its conference (:func:`.conference.hears`)."""
+        if self.redis is None:
+            return set()
+        conf = Conferences(self.redis).of_call(call_sid)
+        return conference_hears(conf, call_sid) if conf else set()
+
+    def deliver_conference_events(self) -> int:
+        """Post the conference status callbacks waiting in the outbox, signed, oldest
+        first, as Twilio posts them a moment after the change. Whoever caused a change
+        (this process or another: the app's REST client) queued them; any dev phone
+        delivers them. Answers are not read, as Twilio does not."""
+        if self.redis is None or self._delivering:
+            return 0
+        conferences, posted = Conferences(self.redis), 0
+        self._delivering = True
+        try:
+            while (item := conferences.next_callback()) is not None:
+                self.post(*item)
+                posted += 1
+        finally:
+            self._delivering = False
+        return posted
 
     def call(self, caller: str, called: str = "+33473000000") -> SimCall:
         """Ring the line from ``caller`` ('anonymous' for a withheld number)."""

@@ -54,6 +54,8 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
         if method.upper() == "DELETE" and recording:
             self.redis.delete(RECORDINGS + recording.group(1))
             return Response(204, "")
+        if "/Conferences" in path:
+            return self._conferences(method.upper(), path, dict(params or {}), data)
         if method.upper() == "POST" and path.endswith("/Messages.json"):
             return self._store(MESSAGES, "SM", data)
         if method.upper() == "GET" and path.endswith("/Messages.json"):
@@ -68,6 +70,15 @@ class DevPhoneHttpClient(HttpClient):  # type: ignore[misc]
             self.redis.expire(UPDATES + sid, 4 * 3600)
             return Response(200, json.dumps({"sid": sid, "status": "in-progress"}))
         return Response(404, json.dumps({"code": 20404, "message": f"not simulated: {path}"}))
+
+    def _conferences(
+        self, method: str, path: str, params: dict[str, Any], data: dict[str, Any]
+    ) -> Response:
+        """The Conference and Participant resources (:mod:`.conference`)."""
+        from .conference_rest import answer  # the conference module imports this one
+
+        status, body = answer(self.redis, method, path, params, data)
+        return Response(status, json.dumps(body) if body is not None else "")
 
     def fetch_media(self, url: str) -> tuple[bytes, str] | None:
         """A recording's audio (what Twilio serves at ``…/Recordings/<sid>.wav``)."""

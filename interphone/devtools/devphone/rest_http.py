@@ -105,6 +105,9 @@ class RestServer:
             def do_GET(self) -> None:  # noqa: N802 (a list of messages)
                 self._answer("GET", _fields(urlsplit(self.path).query), {})
 
+            def do_DELETE(self) -> None:  # noqa: N802 (a recording, a participant kicked)
+                self._answer("DELETE", {}, {})
+
             def _answer(self, method: str, params: dict[str, Any], data: dict[str, Any]) -> None:
                 uri = "https://api.twilio.com" + urlsplit(self.path).path
                 answer = _keep_trying(lambda: local.request(method, uri, params, data))
