@@ -174,7 +174,6 @@ class Campaign:
         leg = self.agent_legs.get(agent_id)
         if leg is not None and leg.sid in members:
             leg.hang_up()
-            self.phone.leave(room, leg.sid)
         for caller in self.callers:
             for call in (caller.call, caller.leg):
                 if call is not None and call.sid in members and call.status == "in-progress":
