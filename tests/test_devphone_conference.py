@@ -112,6 +112,20 @@ def test_given_an_end_conference_on_exit_participant_leaves_then_the_others_go_o
     assert dev.in_conference(ROOM) == set()
 
 
+def test_a_call_kept_in_another_process_learns_at_its_poll_that_its_conference_ended(
+    redis_client: redis.Redis,
+) -> None:
+    app = conference_app({APPLICANT: {}, AGENT: {"end_conference_on_exit": True}})
+    dev = phone(app, redis_client)
+    applicant, agent = in_room(dev, APPLICANT, AGENT)
+    kept = applicant.to_dict()  # as the dev phone's page keeps it between requests
+    agent.hang_up()
+    elsewhere = SimCall.from_dict(phone(app, redis_client), kept)
+    assert elsewhere.conference == ROOM
+    elsewhere.poll()
+    assert elsewhere.last_said() == "Au revoir" and elsewhere.status == "completed"
+
+
 def test_a_participant_without_end_conference_on_exit_leaves_the_others_in_the_conference(
     redis_client: redis.Redis,
 ) -> None:

@@ -92,7 +92,7 @@ def page_view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, A
             "sid": call.sid,
             "status": call.status,
             "heard": [{"text": h.text, "lang": h.language} for h in call.heard],
-            "waiting_for_keys": call.gather is not None,
+            "waiting_for_keys": call.gather is not None and call.gather.kind != "conference",
             "typed": call.gather.typed if call.gather is not None else "",
             "listening": call.listening,
             "conference": call.conference,

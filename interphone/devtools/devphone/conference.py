@@ -38,6 +38,7 @@ from . import rest
 LIVE = "ip:devphone:conf:live:"  # LIVE + FriendlyName: the SID of the conference living now
 STATE = "ip:devphone:conf:sid:"  # STATE + SID: the conference as JSON (kept once completed)
 ALL = "ip:devphone:conf:all"  # every SID, by creation time
+OF_CALL = "ip:devphone:conf:call:"  # OF_CALL + CallSid: the SID of its live conference
 OUTBOX = "ip:devphone:conf:outbox"  # status callbacks to post: {"url": ..., "form": {...}}
 LOCK = "ip:devphone:conf:lock"
 TTL_S = 4 * 3600
@@ -227,10 +228,11 @@ class Conferences:
 
     def of_call(self, call_sid: str) -> Conference | None:
         """The live conference ``call_sid`` is a participant of."""
-        for conf in self.all():
-            if conf.status != "completed" and call_sid in conf.participants:
-                return conf
-        return None
+        sid = as_text(self.redis.get(OF_CALL + call_sid))
+        conf = self.get(sid) if sid else None
+        if conf is None or conf.status == "completed" or call_sid not in conf.participants:
+            return None
+        return conf
 
     # -- changing --------------------------------------------------------------------------
     @contextmanager
@@ -238,10 +240,15 @@ class Conferences:
         with self.redis.lock(LOCK, timeout=30, blocking_timeout=30):
             yield
 
-    def _save(self, conf: Conference) -> None:
+    def _save(self, conf: Conference, *, gone: Iterable[str] = ()) -> None:
+        """Keep ``conf``; ``gone``: calls that are no longer its participants."""
         conf.date_updated = _now()
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(STATE + conf.sid, conf.to_json(), ex=TTL_S)
+        for call_sid in conf.participants:
+            pipe.set(OF_CALL + call_sid, conf.sid, ex=TTL_S)
+        for call_sid in gone:
+            pipe.delete(OF_CALL + call_sid)
         if conf.status == "completed":
             pipe.delete(LIVE + conf.friendly_name)
         else:
@@ -331,7 +338,7 @@ class Conferences:
                 self._end(conf, f"last-participant-{how}", call_sid, effects)
             if kicked:
                 effects.dial_ended.append(call_sid)
-            self._save(conf)
+            self._save(conf, gone=[call_sid, *effects.dial_ended, *effects.canceled])
         self._tell(effects)
         return effects
 
@@ -344,7 +351,7 @@ class Conferences:
                 raise ConferenceError(404, 20404, f"Conference {sid} not found")
             if conf.status != "completed":
                 self._end(conf, "conference-ended-via-api", "", effects)
-                self._save(conf)
+                self._save(conf, gone=[*effects.dial_ended, *effects.canceled])
         self._tell(effects)
         return conf
 

@@ -375,7 +375,11 @@ class SimCall:
             if self.gather is not None and self.gather.kind == "conference":
                 self.gather = None
             if self.phone.redis is not None:
-                Conferences(self.phone.redis).leave(self.sid, reason, call_status)
+                connection = self.phone.redis
+                self.phone.retrying(
+                    lambda: Conferences(connection).leave(self.sid, reason, call_status),
+                    f"{self.sid} leaving its conference",
+                )
                 self.phone.deliver_conference_events()
 
     def _wait_on(self, tag: str, verb: ET.Element, rest: list[ET.Element], base: str) -> None:
@@ -683,14 +687,20 @@ class DevPhone:
         updates to the call are then taken and never applied, as Twilio would not."""
         if self.redis is None:
             return
+        connection = self.redis
+        self.retrying(lambda: rest.mark_ended(connection, sid), f"end of call {sid}")
+
+    def retrying(self, change: Callable[[], object], what: str) -> None:
+        """``change`` to Redis, tried for a while if Redis fails over meanwhile (the
+        fault campaign ends calls then), then left with a warning."""
         deadline = time.monotonic() + ENDED_RETRY_S
         while True:
             try:
-                rest.mark_ended(self.redis, sid)
+                change()
                 return
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
-                    log.warning("dev phone: end of call %s not recorded (%s)", sid, exc)
+                    log.warning("dev phone: %s not recorded (%s)", what, exc)
                     return
                 time.sleep(0.2)
 
@@ -854,6 +864,8 @@ class DevPhone:
             while (item := conferences.next_callback()) is not None:
                 self.post(*item)
                 posted += 1
+        except redis.RedisError as exc:  # failing over: the rest waits for the next delivery
+            log.warning("dev phone: conference events not delivered yet (%s)", exc)
         finally:
             self._delivering = False
         return posted
