@@ -71,7 +71,7 @@ def in_room(dev: DevPhone, *callers: str) -> list[SimCall]:
 
 
 # -- start and end ----------------------------------------------------------------------
-def test_a_conference_starts_only_when_a_participant_with_start_conference_on_enter_joins(
+def test_a_conference_starts_when_two_are_in_and_one_has_start_conference_on_enter(
     redis_client: redis.Redis,
 ) -> None:
     app = conference_app(
@@ -89,6 +89,16 @@ def test_a_conference_starts_only_when_a_participant_with_start_conference_on_en
     assert dev.hears(applicant.sid) == {agent.sid} and dev.hears(agent.sid) == {applicant.sid}
     assert applicant.status == agent.status == "in-progress"
     assert dev.in_conference(ROOM) == {applicant.sid, agent.sid}
+
+
+def test_a_participant_alone_does_not_start_the_conference(redis_client: redis.Redis) -> None:
+    app = conference_app({AGENT: {}, APPLICANT: {"start_conference_on_enter": False}})
+    dev = phone(app, redis_client)
+    client = rest_client(redis_client)
+    dev.call(AGENT)  # startConferenceOnEnter, but alone: Twilio waits for a second one
+    assert [c.status for c in client.conferences.list(friendly_name=ROOM)] == ["init"]
+    dev.call(APPLICANT)
+    assert [c.status for c in client.conferences.list(friendly_name=ROOM)] == ["in-progress"]
 
 
 def test_given_an_end_conference_on_exit_participant_leaves_then_the_others_go_on_after_dial(
@@ -150,8 +160,9 @@ def test_the_conference_ends_when_its_last_participant_leaves(redis_client: redi
     assert ended.reason_conference_ended == "last-participant-left"
     # the name is free again: the next caller opens a new conference
     again = dev.call(AGENT)
-    listed = rest_client(redis_client).conferences.list(friendly_name=ROOM, status="in-progress")
-    assert [c.sid for c in listed] != [ended.sid] and dev.in_conference(ROOM) == {again.sid}
+    newest, oldest = rest_client(redis_client).conferences.list(friendly_name=ROOM)
+    assert oldest.sid == ended.sid and newest.sid != ended.sid and newest.status == "init"
+    assert dev.in_conference(ROOM) == {again.sid}
 
 
 def test_given_a_dial_action_when_the_conference_ends_then_twilio_requests_it_with_the_dial_status(
@@ -243,6 +254,7 @@ def test_status_callbacks_are_posted_only_for_the_events_asked(redis_client: red
     assert first["StartConferenceOnEnter"] == "true" and first["EndConferenceOnExit"] == "false"
     assert forms[2]["ReasonParticipantLeft"] == "participant_hung_up"
     assert forms[2]["ParticipantCallStatus"] == "completed"
+    assert forms[3]["ReasonParticipantLeft"] == "moderator_ended_conference"
     assert forms[3]["ParticipantCallStatus"] == "in-progress"  # its call goes on
 
 
@@ -285,7 +297,7 @@ def test_the_first_participant_to_join_sets_the_conference_status_callback(
     assert posted(app, "/other") == []
 
 
-def test_without_status_callback_event_twilio_posts_start_and_end(
+def test_status_callback_event_has_no_default_in_twiml_and_start_end_through_rest(
     redis_client: redis.Redis,
 ) -> None:
     app = conference_app({APPLICANT: {"status_callback": EVENTS}, AGENT: {}})
@@ -293,6 +305,14 @@ def test_without_status_callback_event_twilio_posts_start_and_end(
     applicant, agent = in_room(dev, APPLICANT, AGENT)
     agent.hang_up()
     applicant.hang_up()
+    assert events(app) == []
+    # through the REST API, the first participant's conference events default to start end
+    participants = rest_client(redis_client).conferences("by-rest").participants
+    participants.create(from_="+33473000000", to=AGENT, conference_status_callback=EVENTS)
+    participants.create(from_="+33473000000", to=SUPERVISOR)
+    first, second = dev.answer(AGENT), dev.answer(SUPERVISOR)
+    first.hang_up()
+    second.hang_up()
     assert events(app) == ["conference-start", "conference-end"]
 
 
@@ -335,12 +355,38 @@ def test_a_coach_is_heard_only_by_the_participant_it_coaches(redis_client: redis
     assert dev.hears(supervisor.sid) == {applicant.sid, agent.sid}
 
 
-def test_a_coach_must_be_a_call_already_in_the_conference(redis_client: redis.Redis) -> None:
-    app = conference_app({APPLICANT: {}, SUPERVISOR: {"coach": "CA" + "1" * 32}})
+def test_a_coach_of_a_call_not_in_the_conference_fails_the_dial_to_its_action(
+    redis_client: redis.Redis,
+) -> None:
+    app = conference_app(
+        {APPLICANT: {}, AGENT: {}, SUPERVISOR: {"coach": "CA" + "1" * 32}},
+        action="/after-dial",
+        extra={"/after-dial": lambda f: "<Response><Say>Echec</Say></Response>"},
+    )
     dev = phone(app, redis_client)
-    dev.call(APPLICANT)
+    in_room(dev, APPLICANT, AGENT)
+    supervisor = dev.call(SUPERVISOR)
+    [failed] = posted(app, "/after-dial")
+    assert failed["CallSid"] == supervisor.sid and failed["DialCallStatus"] == "failed"
+    assert supervisor.last_said() == "Echec" and supervisor.sid not in dev.in_conference(ROOM)
+
+
+def test_a_participant_label_already_in_use_leaves_the_call_out_of_the_conference(
+    redis_client: redis.Redis,
+) -> None:
+    app = conference_app({APPLICANT: {"participant_label": "x"}, AGENT: {"participant_label": "x"}})
+    dev = phone(app, redis_client)
+    applicant, agent = in_room(dev, APPLICANT, AGENT)
+    assert agent.last_said() == "Au revoir" and agent.status == "completed"
+    assert dev.in_conference(ROOM) == {applicant.sid}
+
+
+def test_unknown_status_callback_events_are_refused_as_twilio_does(
+    redis_client: redis.Redis,
+) -> None:
+    app = conference_app({APPLICANT: {"status_callback": EVENTS, "status_callback_event": "x"}})
     with pytest.raises(TwimlError, match="16002"):
-        dev.call(SUPERVISOR)
+        phone(app, redis_client).call(APPLICANT)
 
 
 def test_rest_participant_updates_switching_muted_and_coaching_change_who_hears_whom(
@@ -428,6 +474,7 @@ def test_an_unanswered_participant_gets_its_status_callback_and_leaves(
     assert posted(app, "/agent/status")[-1]["CallStatus"] == "no-answer"
     [left] = posted(app, EVENTS)
     assert left["CallSid"] == created.call_sid and left["ParticipantCallStatus"] == "no-answer"
+    assert left["ReasonParticipantLeft"] == "participant_add_failed"
     assert dev.in_conference(ROOM) == {applicant.sid} and applicant.status == "in-progress"
 
 
@@ -459,7 +506,7 @@ def test_the_conference_list_filters_by_friendly_name_and_status(
     dev.call(AGENT)
     client = rest_client(redis_client)
     assert [c.status for c in client.conferences.list(friendly_name=ROOM)] == [
-        "in-progress",
+        "init",  # alone, the second caller waits
         "completed",
     ]
     assert len(client.conferences.list(status="completed")) == 1

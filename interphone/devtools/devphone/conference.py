@@ -14,9 +14,13 @@ REST client muting a participant...), and gives back :class:`Effects`:
   another process goes on after its ``<Dial>`` as Twilio's would.
 
 Twilio's rules relied on (TwiML ``<Conference>``, Conference and Participant resources):
-the conference's status callback and its events are the ones of the first participant to
-join it, later ones are ignored; without ``statusCallbackEvent`` the events are
-``start end``; a ``coach`` must be a call already in the conference.
+a conference starts once at least two participants are in and one of them has
+``startConferenceOnEnter``; its status callback and events are the ones of the first
+participant to join, later ones are ignored; ``statusCallbackEvent`` has no default in
+TwiML, ``start end`` through the REST API; a ``coach`` is a call connected to the
+conference while it is in progress (else error 13240, and the ``<Dial>`` fails); a
+``participantLabel`` already in use is error 16025 (the call goes on after the
+``<Dial>``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ OF_CALL = "ip:devphone:conf:call:"  # OF_CALL + CallSid: the SID of its live con
 OUTBOX = "ip:devphone:conf:outbox"  # status callbacks to post: {"url": ..., "form": {...}}
 LOCK = "ip:devphone:conf:lock"
 TTL_S = 4 * 3600
-DEFAULT_EVENTS = ("start", "end")
+REST_EVENTS = ("start", "end")  # conference_status_callback_event's default
 EVENTS = ("start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement")
 # a participant's <Dial> ended: what SimCall.poll finds in the call's update list
 DIAL_ENDED = "DevPhoneConferenceLeft"
@@ -70,16 +74,16 @@ def _flag(value: Any, default: bool) -> bool:
     return str(value).strip().lower() == "true"
 
 
-def parse_events(raw: str | Iterable[str] | None) -> list[str]:
+def parse_events(raw: str | Iterable[str] | None, default: Iterable[str] = ()) -> list[str]:
     """``statusCallbackEvent``: space-separated (TwiML) or repeated (REST); unknown words
     are Twilio's error 16002 (attributes it cannot validate)."""
     if raw is None:
-        return list(DEFAULT_EVENTS)
+        return list(default)
     words = raw.split() if isinstance(raw, str) else [w for r in raw for w in str(r).split()]
     unknown = [w for w in words if w not in EVENTS]
     if unknown:
         raise ConferenceError(400, 16002, f"statusCallbackEvent: unknown {unknown}")
-    return words or list(DEFAULT_EVENTS)
+    return words
 
 
 @dataclass
@@ -282,13 +286,18 @@ class Conferences:
         """``participant`` enters conference ``name`` (created if none lives)."""
         effects = Effects()
         with self._locked():
-            conf = self._open(
-                name, account_sid, status_callback, status_callback_events or list(DEFAULT_EVENTS)
-            )
-            if participant.coaching and participant.call_sid_to_coach not in {
-                p.call_sid for p in conf.connected()
-            }:
-                raise ConferenceError(400, 16002, "coach: not a call in this conference")
+            conf = self._open(name, account_sid, status_callback, status_callback_events or [])
+            if participant.coaching and (
+                conf.status != "in-progress"
+                or participant.call_sid_to_coach not in {p.call_sid for p in conf.connected()}
+            ):
+                raise ConferenceError(
+                    400, 13240, "coach: not a call of this conference in progress"
+                )
+            if participant.label and any(
+                p.label == participant.label for p in conf.participants.values()
+            ):
+                raise ConferenceError(400, 16025, "participantLabel already in this conference")
             conf.participants[participant.call_sid] = participant
             if participant.status == "connected":
                 self._connected(conf, participant, effects)
@@ -298,7 +307,12 @@ class Conferences:
     def _connected(self, conf: Conference, p: Participant, effects: Effects) -> None:
         p.joined_at = time.time()
         self._event(conf, "participant-join", effects, p)
-        if conf.status == "init" and p.start_conference_on_enter:
+        connected = conf.connected()
+        if (
+            conf.status == "init"
+            and len(connected) >= 2
+            and any(q.start_conference_on_enter for q in connected)
+        ):
             conf.status = "in-progress"
             self._event(conf, "conference-start", effects)
 
@@ -315,10 +329,13 @@ class Conferences:
             self._save(conf)
         return conf
 
-    def leave(self, call_sid: str, reason: str, call_status: str) -> Effects:
+    def leave(
+        self, call_sid: str, reason: str, call_status: str, *, kicked: bool = False
+    ) -> Effects:
         """``call_sid`` leaves its conference: ``reason`` as Twilio's
         ReasonParticipantLeft (participant_hung_up, participant_updated_via_api,
-        participant_kicked), ``call_status`` its call's status then."""
+        participant_add_failed), ``call_status`` its call's status then; ``kicked``
+        through the Participant resource (its <Dial> ends)."""
         effects = Effects()
         with self._locked():
             conf = self.of_call(call_sid)
@@ -327,15 +344,14 @@ class Conferences:
             p = conf.participants.pop(call_sid)
             extra = {"ReasonParticipantLeft": reason, "ParticipantCallStatus": call_status}
             self._event(conf, "participant-leave", effects, p, extra)
-            kicked = reason == "participant_kicked"
             if p.status == "connected" and p.end_conference_on_exit:
                 how = "kicked" if kicked else "left"
-                self._end(conf, f"participant-with-end-conference-on-exit-{how}", call_sid, effects)
+                self._end(conf, f"participant-with-end-conference-on-exit-{how}", p, effects)
             elif not conf.connected() and not any(
                 q.status == "ringing" for q in conf.participants.values()
             ):
                 how = "kicked" if kicked else "left"
-                self._end(conf, f"last-participant-{how}", call_sid, effects)
+                self._end(conf, f"last-participant-{how}", p, effects)
             if kicked:
                 effects.dial_ended.append(call_sid)
             self._save(conf, gone=[call_sid, *effects.dial_ended, *effects.canceled])
@@ -350,14 +366,16 @@ class Conferences:
             if conf is None:
                 raise ConferenceError(404, 20404, f"Conference {sid} not found")
             if conf.status != "completed":
-                self._end(conf, "conference-ended-via-api", "", effects)
+                self._end(conf, "conference-ended-via-api", None, effects)
                 self._save(conf, gone=[*effects.dial_ended, *effects.canceled])
         self._tell(effects)
         return conf
 
-    def _end(self, conf: Conference, reason: str, ending: str, effects: Effects) -> None:
+    def _end(
+        self, conf: Conference, reason: str, ending: Participant | None, effects: Effects
+    ) -> None:
         """Every remaining participant's <Dial> ends; then the conference does."""
-        left_reason = reason.replace("-", "_")
+        left_reason = "conference_ended_via_api" if ending is None else "moderator_ended_conference"
         for p in list(conf.participants.values()):
             status = "in-progress" if p.status == "connected" else "canceled"
             extra = {"ReasonParticipantLeft": left_reason, "ParticipantCallStatus": status}
@@ -366,10 +384,12 @@ class Conferences:
         conf.participants = {}
         conf.status = "completed"
         conf.reason_conference_ended = reason
-        conf.call_sid_ending_conference = ending
+        conf.call_sid_ending_conference = ending.call_sid if ending else ""
         extra = {"ReasonConferenceEnded": reason}
-        if ending:
-            extra["CallSidEndingConference"] = ending
+        if ending is not None:
+            extra["CallSidEndingConference"] = ending.call_sid
+            if ending.label:
+                extra["ParticipantLabelEndingConference"] = ending.label
         self._event(conf, "conference-end", effects, extra=extra)
 
     def update_participant(self, sid_or_name: str, who: str, form: dict[str, Any]) -> Conference:
@@ -382,7 +402,7 @@ class Conferences:
             to_coach = str(form.get("CallSidToCoach") or (p.call_sid_to_coach if coaching else ""))
             if coaching and to_coach not in {q.call_sid for q in conf.connected()}:
                 raise ConferenceError(400, 16002, "CallSidToCoach: not a call in this conference")
-            before = (p.muted, p.hold, p.coaching, p.call_sid_to_coach)
+            before = (p.muted, p.hold, p.coaching, p.call_sid_to_coach, p.end_conference_on_exit)
             p.muted = _flag(form.get("Muted"), p.muted)
             p.hold = _flag(form.get("Hold"), p.hold)
             p.coaching, p.call_sid_to_coach = coaching, to_coach if coaching else ""
@@ -398,7 +418,9 @@ class Conferences:
                 self._event(
                     conf, "participant-hold" if p.hold else "participant-unhold", effects, p
                 )
-            if (p.coaching, p.call_sid_to_coach) != before[2:]:
+            # modify: BeepOnExit, EndConferenceOnExit, Coaching or WaitUrl changed
+            changed = (p.coaching, p.call_sid_to_coach, p.end_conference_on_exit) != before[2:]
+            if changed or "BeepOnExit" in form or "WaitUrl" in form:
                 self._event(conf, "participant-modify", effects, p)
             self._save(conf)
         return conf

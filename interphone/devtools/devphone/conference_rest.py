@@ -20,6 +20,7 @@ import redis
 
 from . import rest
 from .conference import (
+    REST_EVENTS,
     ConferenceError,
     Conferences,
     Participant,
@@ -121,7 +122,7 @@ def _participant(
 ) -> Answer:
     conf, p = conferences.participant(conf_id, who)
     if method == "DELETE":
-        conferences.leave(p.call_sid, "participant_kicked", "in-progress")
+        conferences.leave(p.call_sid, "participant_updated_via_api", "in-progress", kicked=True)
         return 204, None
     if method == "POST":
         conf = conferences.update_participant(conf_id, who, data)
@@ -172,7 +173,7 @@ def _create(
         participant,
         account_sid=account_sid,
         status_callback=str(data.get("ConferenceStatusCallback") or ""),
-        status_callback_events=parse_events(events) if events is not None else None,
+        status_callback_events=parse_events(events, REST_EVENTS),
     )
     record = {
         "sid": call_sid,

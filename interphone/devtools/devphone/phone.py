@@ -481,6 +481,7 @@ class SimCall:
             label=noun.get("participantLabel", ""),
         )
         callback = noun.get("statusCallback", "")
+        action = urljoin(base, dial.get("action", "")) if dial.get("action") else ""
         try:
             events = parse_events(noun.get("statusCallbackEvent"))
             Conferences(self.phone.redis).join(
@@ -491,10 +492,16 @@ class SimCall:
                 status_callback_events=events,
             )
         except ConferenceError as exc:
-            raise TwimlError(
-                f"<Conference> refused by Twilio ({exc.code}): {exc.message}"
-            ) from None
-        action = urljoin(base, dial.get("action", "")) if dial.get("action") else ""
+            log.warning("dev phone: <Conference> refused (%s): %s", exc.code, exc.message)
+            if exc.code == 13240:  # a coach of nobody: the call fails to the action URL
+                failed = PendingGather(action, None, "", False, rest, kind="dial")
+                self._dial_result(failed, "failed")
+            elif exc.code == 16025:  # a label in use: not added, the next verb runs
+                self._run(rest, base)
+            else:
+                message = f"<Conference> refused by Twilio ({exc.code}): {exc.message}"
+                raise TwimlError(message) from None
+            return
         self.conference = name
         self.gather = PendingGather(
             action,
@@ -782,7 +789,7 @@ class DevPhone:
         call.status = status
         self.note_ended(call.sid)
         if record.get("ConferenceName"):  # a participant that never joined
-            Conferences(self.redis).leave(call.sid, "participant_hung_up", status)
+            Conferences(self.redis).leave(call.sid, "participant_add_failed", status)
         if call.status_callback:
             self.post(call.status_callback, call._params({"CallStatus": status}))
         self.deliver_conference_events()
