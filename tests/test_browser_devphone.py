@@ -112,6 +112,8 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     expect(applicant.locator("[data-log]")).to_contain_text("You asked to be called back")
     expect(applicant.locator("[data-status]")).to_have_text("En communication")
     expect(agent.locator("[data-status]")).to_have_text("En communication")
+    expect(applicant.locator("[data-hears]")).to_have_text("entend : +33600000001")
+    expect(agent.locator("[data-hears]")).to_have_text("entend : +33612345678")
     expect(desk.locator("#call-title")).to_contain_text("En communication")
     path = desk.locator("#ivr-path")  # the agent sees the caller's way through the IVR
     expect(path).to_contain_text("demande de rappel")

@@ -77,6 +77,12 @@ def test_agent_handset_rings_and_answers_through_the_page(app, voice_runtime: Ru
     assert view["call"]["conference"] == f"contact-{offer.contact_id}"
     applicant = _state(client, APPLICANT)
     assert applicant["call"]["conference"] == f"contact-{offer.contact_id}"
+    # each handset in the conference says whom it hears
+    assert applicant["call"]["hears"] == ["+33600000001"]
+    assert _state(client, "+33600000001")["call"]["hears"] == [APPLICANT]
+    _act(client, "+33600000001", "hangup")  # the agent's leg ends the conference
+    applicant = _state(client, APPLICANT)
+    assert applicant["call"]["status"] == "completed" and applicant["call"]["hears"] is None
 
 
 def test_bad_number_or_action_gets_a_clear_400(app) -> None:

@@ -13,6 +13,7 @@ from interphone.privacy import InvalidPhoneNumber, to_e164
 from interphone.redis_text import as_text
 from interphone.runtime import Runtime
 
+from .conference import Conferences, heard_handsets
 from .phone import DevPhone, SimCall, wsgi_transport
 from .rest import sent_messages
 
@@ -78,6 +79,14 @@ def load_call(phone: DevPhone, number: str) -> SimCall | None:
     return SimCall.from_dict(phone, json.loads(raw)) if raw else None
 
 
+def _hears(call: SimCall) -> list[str] | None:
+    """The handsets ``call`` hears in its conference; None outside one."""
+    if not call.conference or call.status != "in-progress":
+        return None
+    conf = Conferences(current_runtime().redis).of_call(call.sid)
+    return heard_handsets(conf, call.sid) if conf is not None else None
+
+
 def page_view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, Any]:
     """What the page shows for ``number``; read under the number's lock, so that its
     ``revision`` orders the views: the page drops an answer older than one it showed (a
@@ -96,6 +105,7 @@ def page_view(phone: DevPhone, number: str, call: SimCall | None) -> dict[str, A
             "typed": call.gather.typed if call.gather is not None else "",
             "listening": call.listening,
             "conference": call.conference,
+            "hears": _hears(call),
         },
         "ringing": [c["sid"] for c in phone.ringing(number)],
         "messages": [m["Body"] for m in sent_messages(rt.redis) if m.get("To") == number],

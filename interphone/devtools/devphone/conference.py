@@ -97,6 +97,7 @@ class Participant:
     end_conference_on_exit: bool = False
     beep: str = "true"
     label: str = ""
+    handset: str = ""  # the dev phone's own: the number or client the call rings at
     status: str = "connected"  # or ringing: placed by participants.create, not answered yet
     date_created: str = field(default_factory=_now)
     date_updated: str = field(default_factory=_now)
@@ -198,6 +199,12 @@ def hears(conference: Conference, listener: str) -> set[str]:
             continue
         heard.add(p.call_sid)
     return heard
+
+
+def heard_handsets(conference: Conference, listener: str) -> list[str]:
+    """:func:`hears`, naming the handsets (the call SID when a handset is not known)."""
+    found = conference.participants
+    return sorted(found[sid].handset or sid for sid in hears(conference, listener))
 
 
 class Conferences:

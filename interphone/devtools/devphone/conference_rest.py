@@ -163,6 +163,7 @@ def _create(
         end_conference_on_exit=_flag(data.get("EndConferenceOnExit"), False),
         beep=str(data.get("Beep") or "true"),
         label=str(data.get("Label") or ""),
+        handset=str(data["To"]),
         status="ringing",
     )
     if participant.coaching and not to_coach:

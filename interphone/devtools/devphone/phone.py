@@ -479,6 +479,7 @@ class SimCall:
             end_conference_on_exit=noun.get("endConferenceOnExit", "false") == "true",
             beep=noun.get("beep", "true"),
             label=noun.get("participantLabel", ""),
+            handset=self.caller if self.direction == "inbound" else self.called,
         )
         callback = noun.get("statusCallback", "")
         action = urljoin(base, dial.get("action", "")) if dial.get("action") else ""

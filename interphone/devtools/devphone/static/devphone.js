@@ -29,6 +29,10 @@ for (const box of document.querySelectorAll("[data-phone]")) {
       !call ? "Pas d'appel" : call.conference ? "En communication" :
       call.status === "in-progress" ? (call.listening ? "En ligne — à vous de parler" : call.waiting_for_keys ? "En ligne — à vous de taper" + (call.typed ? " : " + call.typed : "") : "En ligne") :
       "Terminé (" + call.status + ")";
+    const hears = box.querySelector("[data-hears]");  // who this handset hears, in a conference
+    hears.hidden = !call || !call.hears;
+    hears.textContent = call && call.hears ?
+      "entend : " + (call.hears.length ? call.hears.join(", ") : "personne (musique d'attente)") : "";
     const ringing = box.querySelector("[data-ringing]");  // the door never rings
     if (ringing) ringing.hidden = view.ringing.length === 0;
     const log = box.querySelector("[data-log]");
