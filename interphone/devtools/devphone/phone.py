@@ -863,7 +863,8 @@ class DevPhone:
         """Post the conference status callbacks waiting in the outbox, signed, oldest
         first, as Twilio posts them a moment after the change. Whoever caused a change
         (this process or another: the app's REST client) queued them; any dev phone
-        delivers them. Answers are not read, as Twilio does not."""
+        delivers them. An error answer raises :class:`TwimlError` (Twilio would only log
+        it), so that a test sees the app's failing webhook."""
         if self.redis is None or self._delivering:
             return 0
         conferences, posted = Conferences(self.redis), 0

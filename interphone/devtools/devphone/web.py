@@ -64,6 +64,8 @@ def state() -> Response:
         if call is not None and call.status == "in-progress":
             call.poll()
             save_call(call)
+        else:  # what the app's REST calls changed in a conference, posted at the next poll
+            phone.deliver_conference_events()
         return jsonify(page_view(phone, number, call))
 
 
