@@ -230,6 +230,22 @@ def test_a_kicked_participant_goes_on_after_its_dial_and_the_others_stay(
     assert dev.in_conference(ROOM) == {applicant.sid, agent.sid}
 
 
+def test_a_participant_whose_call_the_app_ends_leaves_as_updated_via_api(
+    redis_client: redis.Redis,
+) -> None:
+    asked = {"status_callback": EVENTS, "status_callback_event": "leave"}
+    app = conference_app({APPLICANT: asked, AGENT: {}, SUPERVISOR: {}})
+    dev = phone(app, redis_client)
+    applicant, agent, supervisor = in_room(dev, APPLICANT, AGENT, SUPERVISOR)
+    rest_client(redis_client).calls(supervisor.sid).update(status="completed")
+    supervisor.poll()
+    [left] = posted(app, EVENTS)
+    assert left["CallSid"] == supervisor.sid and supervisor.status == "completed"
+    assert left["ReasonParticipantLeft"] == "participant_updated_via_api"
+    assert left["ParticipantCallStatus"] == "completed"
+    assert dev.in_conference(ROOM) == {applicant.sid, agent.sid}
+
+
 # -- status callbacks -------------------------------------------------------------------
 def test_status_callbacks_are_posted_only_for_the_events_asked(redis_client: redis.Redis) -> None:
     asked = {"status_callback": EVENTS, "status_callback_event": "join leave"}

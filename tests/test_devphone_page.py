@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -83,6 +84,19 @@ def test_agent_handset_rings_and_answers_through_the_page(app, voice_runtime: Ru
     _act(client, "+33600000001", "hangup")  # the agent's leg ends the conference
     applicant = _state(client, APPLICANT)
     assert applicant["call"]["status"] == "completed" and applicant["call"]["hears"] is None
+
+
+def test_the_page_poll_delivers_conference_events_the_app_caused_through_rest(
+    app, voice_runtime: Runtime
+) -> None:
+    from interphone.devtools.devphone.conference import OUTBOX
+
+    client = app.test_client()
+    voice_runtime.redis.rpush(
+        OUTBOX, json.dumps({"url": "/voice/status", "form": {"CallSid": "CA" + "0" * 32}})
+    )
+    _state(client, APPLICANT)  # no call on this handset: it delivers them all the same
+    assert voice_runtime.redis.llen(OUTBOX) == 0
 
 
 def test_bad_number_or_action_gets_a_clear_400(app) -> None:
