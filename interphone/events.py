@@ -31,6 +31,7 @@ UNSEEN = frozenset(
         "admin.password_reset",  # nothing on a screen shows a password
         "admin.site_created",  # nobody works on a site yet
         "admin.cases_imported",  # no site: cases are read by the IVR, not the screens
+        "admin.prompt_changed",  # the IVR reads it (through Redis), no screen shows it
         "user.signed_in",  # signing in changes no presence (agents start offline)
     }
 )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -250,3 +251,38 @@ class Voicemail(Base):
     # a message with no contact (withheld number, the door): marked done by an agent
     handled_at: Mapped[datetime | None]
     handled_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+
+
+class PromptOverride(Base):
+    """A site's own text for one prompt of one language, said instead of the catalogue's
+    (:mod:`interphone.prompt_overrides`); removed by a reset to the default."""
+
+    __tablename__ = "prompt_overrides"
+    __table_args__ = (
+        UniqueConstraint("site_id", "language", "key", name="uq_prompt_overrides_site_prompt"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    language: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(254))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromptChange(Base):
+    """One change of a site's prompt, kept for ever: who, when, the text before and
+    after (None: the catalogue's default)."""
+
+    __tablename__ = "prompt_changes"
+    __table_args__ = (Index("ix_prompt_changes_site_at", "site_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    language: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(64))
+    previous: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(254))
+    at: Mapped[datetime] = mapped_column(default=utcnow)

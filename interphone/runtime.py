@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .voice.limits import CallerLimits
     from .voice.lookup import CaseLookup
     from .voice.messaging import SmsService
+    from .voice.prompt_texts import SitePrompts
     from .voice.session import CallStore
     from .voice.speech.models import ModelRegistry
     from .voice.voicemail import VoicemailService
@@ -265,6 +266,7 @@ class Runtime:
             connection=self.redis,
             settings=self.settings,
             notify=self.jobs.notify,
+            prompts=self.prompt_texts,
         )
 
     @cached_property
@@ -287,6 +289,13 @@ class Runtime:
         from .voice.directory import SiteDirectory
 
         return SiteDirectory(self.sessions, self.redis, default_site=self.settings.default_site)
+
+    @cached_property
+    def prompt_texts(self) -> SitePrompts:
+        """The sites' own prompt texts (a thread of this process follows their changes)."""
+        from .voice.prompt_texts import SitePrompts
+
+        return SitePrompts(self.sessions, self.redis)
 
     @cached_property
     def case_lookup(self) -> CaseLookup:
@@ -373,6 +382,7 @@ class Runtime:
             self.twilio_client,
             self.redis,
             region=self.settings.default_region,
+            prompts=self.prompt_texts,
         )
 
     @cached_property
@@ -417,6 +427,8 @@ class Runtime:
             self.feeds.close()
         if "directory" in self.__dict__:
             self.directory.close()
+        if "prompt_texts" in self.__dict__:
+            self.prompt_texts.close()
         if "read_engine" in self.__dict__:
             self.read_engine.dispose()
         if "engine" in self.__dict__:

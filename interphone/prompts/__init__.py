@@ -2,19 +2,27 @@
 
 ``fr`` is the reference: every other catalogue must define the same keys with the same
 placeholders (:func:`check_catalogues` says what is missing or extra).
+
+A site may replace any of these texts (the préfecture's own wording): the webhook that
+answers a call of that site runs under :func:`overridden` with the site's texts, and
+:meth:`Catalogue.text` reads them first. An override keeps exactly its default's
+placeholders (:func:`check_override`).
 """
 
 from __future__ import annotations
 
 import string
 import tomllib
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 REFERENCE = "fr"
@@ -23,6 +31,23 @@ _EXTRA: list[Path] = []  # folders of extra catalogues, see extra_catalogues()
 
 class PromptError(KeyError):
     pass
+
+
+#: (language, key) → text: the texts of the site whose call is being answered
+Texts = Mapping[tuple[str, str], str]
+NONE: Texts = MappingProxyType({})
+_OVERRIDES: ContextVar[Texts] = ContextVar("prompt_overrides", default=NONE)
+
+
+@contextmanager
+def overridden(texts: Texts) -> Iterator[None]:
+    """:meth:`Catalogue.text` reads ``texts`` first while the block runs (in this
+    thread or task only: each webhook its own site's)."""
+    token = _OVERRIDES.set(texts)
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 @dataclass(frozen=True)
@@ -38,10 +63,9 @@ class Catalogue:
 
     def text(self, key: str, **params: Any) -> str:
         """The prompt ``key`` with its placeholders filled (all must be given)."""
-        try:
-            template = self.prompts[key]
-        except KeyError:
-            raise PromptError(f"prompt {key!r} is missing in {self.code}") from None
+        template = _OVERRIDES.get().get((self.code, key)) or self.prompts.get(key)
+        if template is None:
+            raise PromptError(f"prompt {key!r} is missing in {self.code}")
         needed = placeholders(template)
         missing = needed - set(params)
         if missing:
@@ -150,3 +174,57 @@ def check_catalogues(codes: list[str] | None = None) -> list[str]:
         for key in cat.prompts.keys() - reference.prompts.keys():
             problems.append(f"{code}: {key} is not in the reference catalogue")
     return problems
+
+
+# -- a site's own text for a prompt -----------------------------------------------------------
+OVERRIDE_MAX = 1000  # characters of an override (the longest default is under 200)
+MARKUP = frozenset("<>")  # <Say> reads text: SSML or HTML tags would be read out or refused
+
+
+@dataclass(frozen=True)
+class OverrideProblem:
+    """Why a text cannot replace a prompt: ``code`` names the rule (``empty``,
+    ``too_long``, ``markup``, ``control``, ``braces``, ``field``, ``missing``,
+    ``unknown``); ``names``: the placeholders or characters at fault."""
+
+    code: str
+    names: tuple[str, ...] = ()
+
+
+def normal_override(text: str) -> str:
+    """The text as it is kept: line breaks and runs of spaces made one space."""
+    return " ".join(text.split())
+
+
+def check_override(code: str, key: str, text: str) -> OverrideProblem | None:
+    """The first rule ``text`` (:func:`normal_override`) breaks as the site's prompt
+    ``key`` in language ``code``, or None. Raises :class:`PromptError` for a language
+    or a key the catalogues do not have."""
+    default = catalogue(code).prompts.get(key)
+    if default is None:
+        raise PromptError(f"prompt {key!r} is missing in {code}")
+    if not text.strip():
+        return OverrideProblem("empty")
+    if len(text) > OVERRIDE_MAX:
+        return OverrideProblem("too_long", (str(OVERRIDE_MAX),))
+    markup = sorted(MARKUP & set(text))
+    if markup:
+        return OverrideProblem("markup", tuple(markup))
+    control = sorted({c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Cn", "Co")})
+    if control:  # not valid in XML, or nothing a voice can say
+        return OverrideProblem("control", tuple(f"U+{ord(c):04X}" for c in control))
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError:  # a brace left open or closed alone
+        return OverrideProblem("braces")
+    for literal, name, spec, conversion in fields:
+        if "{" in literal or "}" in literal:  # "{{": a brace read out
+            return OverrideProblem("braces")
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            return OverrideProblem("field", ("{" + (name or "") + "}",))
+    used, needed = placeholders(text), placeholders(default)
+    if needed - used:
+        return OverrideProblem("missing", tuple("{" + n + "}" for n in sorted(needed - used)))
+    if used - needed:
+        return OverrideProblem("unknown", tuple("{" + n + "}" for n in sorted(used - needed)))
+    return None

@@ -162,11 +162,12 @@ def _turn(
             return body
     if counts is not None and counts.kind in turn.over:
         _count_limited(rt, counts.label)
-    if turn.limited:
-        _count_limited(rt, take.label if take else "")
-        reply = rt.ivr.over_limit(turn.state)
-    else:
-        reply = answer(turn)
+    with rt.ivr.site_texts(turn.state.site if turn.state else None):  # the site's wording
+        if turn.limited:
+            _count_limited(rt, take.label if take else "")
+            reply = rt.ivr.over_limit(turn.state)
+        else:
+            reply = answer(turn)
     failpoints.hit("webhook.answered", calls.redis)  # fault tests: killed right here
     body = _render(sid, reply)
     calls.finish(turn, body, reply.state, journal.encode(reply.records))

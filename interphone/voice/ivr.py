@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import redis
@@ -46,6 +47,7 @@ from .reply import Reply, Speech, say, trace
 from .session import CallState
 
 if TYPE_CHECKING:
+    from .prompt_texts import SitePrompts
     from .voicemail import Saved, VoicemailService
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class IvrService:
         connection: redis.Redis,
         settings: Settings,
         notify: Notify | None = None,
+        prompts: SitePrompts | None = None,
     ) -> None:
         self.queue = queue
         self.clock = clock
@@ -85,6 +88,7 @@ class IvrService:
         self.region = settings.default_region
         self.status_failures_before_callback = settings.status_failures_before_callback
         self.notify = notify
+        self.prompts = prompts  # the sites' own texts (the webhook applies them per turn)
         #: the targets ``do(name)`` of :mod:`~interphone.voice.flow`, by name
         self.actions: dict[str, Action] = {
             "language": self._language,
@@ -119,6 +123,17 @@ class IvrService:
             # the database down and no usable snapshot, or no such site configured
             log.error("call %s: no site known (%s)", sid, type(exc).__name__)
             return Reply(speech=[say(REFERENCE, "unavailable")], hangup=True)
+        with self.site_texts(site.code):  # the first turn: its site just found
+            return self._started(sid, site, door is not None, caller, called, channel)
+
+    def site_texts(self, site: str | None) -> AbstractContextManager[None]:
+        """The block says the site's own prompt texts (see :mod:`.prompt_texts`): the
+        webhook runs each turn of a call of that site in it."""
+        return self.prompts.applied(site) if self.prompts is not None else nullcontext()
+
+    def _started(
+        self, sid: str, site: Site, door: bool, caller: str, called: str, channel: str
+    ) -> Reply:
         channel = "intercom" if door else channel
         number = "" if door else self._e164_or_empty(caller)
         state = CallState(

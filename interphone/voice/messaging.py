@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import select
@@ -16,6 +18,9 @@ from ..privacy import InvalidPhoneNumber, mask_phone, to_e164
 from ..prompts import REFERENCE, available, catalogue
 from ..queue.service import SMS_CANCELLATION, QueueService
 from ..redis_text import as_text
+
+if TYPE_CHECKING:
+    from .prompt_texts import SitePrompts
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +40,14 @@ class SmsService:
         connection: redis.Redis,
         *,
         region: str = "FR",
+        prompts: SitePrompts | None = None,
     ) -> None:
         self.queue = queue
         self.sessions = sessions
         self.client = client
         self.redis = connection
         self.region = region
+        self.prompts = prompts  # the sites' own texts, when they have some
 
     def send_to_contact(self, contact_id: int, key: str) -> str | None:
         """Send the prompt ``key`` to a contact's phone, once; returns the message SID.
@@ -68,13 +75,19 @@ class SmsService:
                 return found
         ticket = self.queue.ticket(contact_id)
         lang = contact.language if contact.language in available() else REFERENCE
-        body = catalogue(lang).text(key, reference=contact.reference, position=ticket.position or 1)
+        with self._site_texts(contact.site_id):
+            body = catalogue(lang).text(
+                key, reference=contact.reference, position=ticket.position or 1
+            )
         self.redis.set(mark, SENDING, ex=SENT_TTL_S)
         message = self.client().messages.create(to=contact.phone, from_=sender, body=body)
         failpoints.hit("sms.sent", self.redis)  # fault tests: killed right here
         self.redis.set(mark, str(message.sid), ex=SENT_TTL_S)
         log.info("SMS %s sent to %s for contact %s", key, mask_phone(contact.phone), contact_id)
         return str(message.sid)
+
+    def _site_texts(self, site_id: int | None) -> AbstractContextManager[None]:
+        return self.prompts.applied(site_id) if self.prompts is not None else nullcontext()
 
     def _sent_earlier(self, phone: str, sender: str, reference: str) -> str | None:
         """The SID of a message to ``phone`` from ``sender`` naming ``reference``, among
@@ -100,6 +113,11 @@ class SmsService:
                 ).first()
             )
         lang = latest.language if latest and latest.language in available() else REFERENCE
+        with self._site_texts(latest.site_id if latest else None):
+            return self._reply(contact, lang, body, phone)
+
+    def _reply(self, contact: Contact | None, lang: str, body: str, phone: str) -> str:
+        """The answer to an SMS ``body`` from ``phone``, whose request is ``contact``."""
         cat = catalogue(lang)
         word = (body or "").strip().upper()[:40]
         if not any(word == w for code in available() for w in catalogue(code).cancel_words):
