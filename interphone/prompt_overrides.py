@@ -37,7 +37,9 @@ HISTORY_SHOWN = 200
 
 #: the message of each rule of :func:`~interphone.prompts.check_override`
 MESSAGES = {
-    "empty": N_("Texte vide : effacez la personnalisation pour revenir au texte par défaut."),
+    "empty": N_(
+        "Texte vide : pour revenir au texte par défaut, utilisez « Revenir au texte par défaut »."
+    ),
     "too_long": N_("Texte trop long : %(names)s caractères au plus."),
     "markup": N_("Caractères refusés : %(names)s (pas de balises, le texte est lu tel quel)."),
     "control": N_("Caractères invisibles refusés : %(names)s."),
@@ -74,8 +76,9 @@ class PromptRow:
     changed_at: datetime | None
 
     @property
-    def placeholders(self) -> list[str]:
-        return sorted(placeholders(self.default))
+    def braced(self) -> list[str]:
+        """The default's placeholders, as written in a text: ``{position}``."""
+        return ["{" + name + "}" for name in sorted(placeholders(self.default))]
 
 
 def site_in_scope(sessions: sessionmaker[Session], scope: Scope, code: str) -> Site:

@@ -255,7 +255,7 @@ def test_every_command_group_module_is_registered_on_the_interphone_command() ->
         assert main.commands.get(command.name) is command, command.name
     # the command lines CI and the Procfile call
     assert set(main.commands) == {
-        "bench", "cases", "db", "dev", "journal", "queue",
+        "bench", "cases", "db", "dev", "journal", "prompts", "queue",
         "retention", "simulate", "sites", "users", "worker",
     }  # fmt: skip
     bench = main.commands["bench"]

@@ -10,6 +10,7 @@ from .cases import cases
 from .db import db
 from .dev import dev
 from .journal import journal_group
+from .prompts import prompts_group
 from .queue import queue_group
 from .retention import retention
 from .simulate import simulate
@@ -31,6 +32,7 @@ main.add_command(queue_group)
 main.add_command(worker_command)
 main.add_command(retention)
 main.add_command(journal_group)
+main.add_command(prompts_group)
 main.add_command(bench)
 main.add_command(dev)
 main.add_command(simulate)

@@ -228,3 +228,26 @@ def check_override(code: str, key: str, text: str) -> OverrideProblem | None:
     if used - needed:
         return OverrideProblem("unknown", tuple("{" + n + "}" for n in sorted(used - needed)))
     return None
+
+
+def examples(code: str) -> dict[str, str]:
+    """A value for each placeholder, in language ``code``: what the admin's preview
+    fills a text with (a name with no example is read as itself)."""
+    cat = catalogue(code)
+    sample = date(2027, 3, 12)
+    spoken = cat.spoken_date(sample)
+    return {
+        "position": "3",
+        "minutes": "12",
+        "digit": "1",
+        "last_digits": "4 2",
+        "time": "14:30",
+        "reference": "R 1 2 3 4",
+        "file_number": "7 5 0 1 2 3",
+        "date": spoken,
+        "api_date": spoken,
+        "day": cat.weekday_and_date(sample) if len(cat.weekdays) == 7 else spoken,
+        "month": cat.months[2] if len(cat.months) == 12 else "",
+        "year": "2027",
+        "eta": cat.text("queue_eta", minutes=12) if "queue_eta" in cat.prompts else "",
+    }

@@ -1,4 +1,5 @@
-"""Administration (admin role only): sites, accounts, case data import.
+"""Administration (admin role only): sites, accounts, case data import, the sites'
+own wording of the IVR's prompts.
 
 Handlers parse the form, call a service (:mod:`interphone.sites`,
 :mod:`interphone.accounts`, :mod:`interphone.cases`), then flash and redirect, or show
@@ -22,7 +23,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from ..accounts import (
     MIN_PASSWORD,
@@ -46,7 +47,18 @@ from ..cases import (
 )
 from ..hours import DAYS
 from ..models import ROLES
-from ..prompts import available
+from ..prompt_overrides import (
+    PromptNotFound,
+    PromptTextError,
+    history,
+    languages_of,
+    prompt_row,
+    prompt_rows,
+    reset_prompt,
+    set_prompt,
+    site_in_scope,
+)
+from ..prompts import available, catalogue, examples
 from ..sites import (
     FormError,
     Label,
@@ -59,6 +71,7 @@ from ..sites import (
 )
 from .auth import role_required
 from .context import runtime_of
+from .walls import current_scope
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_REJECTED_SHOWN = 500
@@ -346,3 +359,86 @@ def too_large(exc: RequestEntityTooLarge) -> Any:
         mb=mb,
     )
     return _import_page(error=message, status=413)
+
+
+# -- the sites' own prompts -------------------------------------------------------------
+@bp.get("/sites/<code>/prompts")
+@role_required("admin")
+def prompts(code: str) -> Any:
+    """Every prompt of the site (a language, a search), its default and its own text."""
+    rt, scope = runtime_of(current_app), current_scope()
+    site = site_in_scope(rt.sessions, scope, code)
+    lang, query = request.args.get("lang", "")[:8], request.args.get("q", "")[:100]
+    return render_template(
+        "admin_prompts.html",
+        site=site,
+        rows=prompt_rows(rt.sessions, scope, code, language=lang, query=query),
+        languages=languages_of(site),
+        lang=lang,
+        query=query,
+        changes=history(rt.sessions, scope, code),
+    )
+
+
+def _prompt_page(
+    code: str, lang: str, key: str, *, text: str | None = None, error: FormError | None = None
+) -> str:
+    rt, scope = runtime_of(current_app), current_scope()
+    row = prompt_row(rt.sessions, scope, code, lang, key)
+    return render_template(
+        "admin_prompt.html",
+        site=site_in_scope(rt.sessions, scope, code),
+        row=row,
+        text=row.text or row.default if text is None else text,
+        say_language=catalogue(lang).say_language,
+        examples=examples(lang),
+        changes=history(rt.sessions, scope, code, language=lang, key=key),
+        error=_message(error) if error else None,
+        error_field=error.field if error else None,
+    )
+
+
+def _change(code: str, lang: str, key: str) -> dict[str, Any]:
+    """Which prompt an admin changes, who they are, and whom to tell once it is saved."""
+    rt = runtime_of(current_app)
+    return {
+        "sessions": rt.sessions,
+        "scope": current_scope(),
+        "code": code,
+        "language": lang,
+        "key": key,
+        "actor": _actor(),
+        "changed": rt.prompt_texts.changed,
+    }
+
+
+@bp.route("/sites/<code>/prompts/<lang>/<key>", methods=["GET", "POST"])
+@role_required("admin")
+def prompt_edit(code: str, lang: str, key: str) -> Any:
+    if request.method == "GET":
+        return _prompt_page(code, lang, key)
+    text = request.form.get("text", "")[:5000]
+    try:
+        changed = set_prompt(text=text, **_change(code, lang, key))
+    except PromptTextError as exc:
+        return _prompt_page(code, lang, key, text=text, error=exc), 400
+    flash(
+        _("Texte enregistré : le prochain appel l'entendra.")
+        if changed
+        else _("Aucune modification.")
+    )
+    return redirect(url_for("admin.prompt_edit", code=code, lang=lang, key=key), code=303)
+
+
+@bp.post("/sites/<code>/prompts/<lang>/<key>/reset")
+@role_required("admin")
+def prompt_reset(code: str, lang: str, key: str) -> Any:
+    reset = reset_prompt(**_change(code, lang, key))
+    flash(_("Texte par défaut rétabli.") if reset else _("Ce texte était déjà celui par défaut."))
+    return redirect(url_for("admin.prompt_edit", code=code, lang=lang, key=key), code=303)
+
+
+@bp.errorhandler(PromptNotFound)
+def prompt_not_found(exc: PromptNotFound) -> Any:
+    """No such site (or another one's), language or prompt: the same 404."""
+    return current_app.handle_http_exception(NotFound(_("Texte inconnu.")))
