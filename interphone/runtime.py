@@ -397,6 +397,7 @@ class Runtime:
             public_base_url=self.settings.public_base_url,
             run_job=self.jobs.bridge,
             leg_timeout_s=self.settings.bridge_leg_timeout_s,
+            prompts=self.prompt_texts,
         )
 
     def twilio_client(self) -> TwilioClient:

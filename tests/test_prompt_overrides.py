@@ -4,6 +4,7 @@ versioned, within the admin's sites, and heard on that site's next call only."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -344,6 +345,8 @@ def test_the_admin_edits_a_prompt_and_sees_it_in_the_list_and_the_history(
     assert page.status_code == 200
     text = html.unescape(page.get_data(as_text=True))
     assert 'data-say-language="fr-FR"' in text and "prompts.js" in text
+    examples = re.search(r"data-examples='([^']*)'", page.get_data(as_text=True))
+    assert examples and json.loads(html.unescape(examples.group(1)))["position"] == "3"
     saved = _post(admin, f"{PATH}/fr/greeting", {"text": GREETING})
     assert saved.status_code == 303
     listing = html.unescape(admin.get(f"{PATH}?lang=fr&q=greeting").get_data(as_text=True))
@@ -387,3 +390,24 @@ def test_the_admin_resets_a_prompt_to_its_default(app: Any, voice_runtime: Runti
     assert voice_runtime.prompt_texts.texts(SITE) == {}
     page = html.unescape(admin.get(f"{PATH}/fr/greeting").get_data(as_text=True))
     assert "(texte par défaut)" in page and GREETING in page  # the history keeps it
+
+
+# -- the bridge's legs --------------------------------------------------------------------------
+def test_a_called_back_applicant_and_the_agent_hear_their_sites_words(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    _set(rt, "applicant_greeting", "Hello again from the prefecture: an agent is here.", lang="en")
+    _set(rt, "whisper_unverified", "Dossier non vérifié.")
+    call = devphone.call("+33612345678")
+    call.press("2").press("2").press("1").press("6300000001#").press("01011990").press("2")
+    agent = add_user(
+        rt.sessions, "agent@example.org", PASSWORD, site_code=SITE, languages=["en"],
+        phone="+33699999999",
+    )  # fmt: skip
+    rt.queue.set_presence(agent.id, "available")
+    [offer] = rt.queue.dispatch(SITE)
+    rt.bridge.accept(agent.id, offer.contact_id)
+    assert "Dossier non vérifié." in devphone.answer("+33699999999").transcript()
+    applicant = devphone.answer("+33612345678")
+    assert applicant.transcript().startswith("Hello again from the prefecture: an agent is here.")

@@ -18,10 +18,12 @@ reaches it again (``recover_legs``): a leg that was placed always calls back, an
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +37,9 @@ from ..prompts import REFERENCE, available, catalogue
 from ..queue.exceptions import Conflict
 from ..queue.service import QueueService
 from ..redis_text import as_text
+
+if TYPE_CHECKING:
+    from .prompt_texts import SitePrompts
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,25 @@ UNANSWERED = {
 
 def conference_name(contact_id: int) -> str:
     return f"contact-{contact_id}"
+
+
+Joined = TypeVar("Joined")
+
+
+def _in_site_words(joined: Callable[..., Joined]) -> Callable[..., Joined]:
+    """A leg's webhook says the prompts in the words of the contact's site, if it has
+    its own (:mod:`interphone.voice.prompt_texts`)."""
+
+    @functools.wraps(joined)
+    def wrapper(self: BridgeService, contact_id: int, *args: Any) -> Joined:
+        if self.prompts is None:
+            return joined(self, contact_id, *args)
+        with self.sessions() as s:
+            contact = s.get(Contact, contact_id)
+        with self.prompts.applied(contact.site_id if contact else None):
+            return joined(self, contact_id, *args)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,7 @@ class BridgeService:
         public_base_url: str,
         run_job: Callable[[str, str, int], None],
         leg_timeout_s: float = 90.0,
+        prompts: SitePrompts | None = None,
     ) -> None:
         self.queue = queue
         self.sessions = sessions
@@ -91,6 +116,7 @@ class BridgeService:
         self.base = public_base_url.rstrip("/")
         self.run_job = run_job  # (job name, job id, contact id)
         self.leg_timeout_s = leg_timeout_s
+        self.prompts = prompts  # the sites' own texts, when they have some
 
     def _await_leg(self, contact_id: int) -> None:
         """From now on a leg of this bridge is expected to show signs of life."""
@@ -177,6 +203,7 @@ class BridgeService:
         log.info("contact %s: calling %s", contact_id, mask_phone(contact.phone))
 
     # -- webhooks ----------------------------------------------------------------------
+    @_in_site_words
     def agent_joined(self, contact_id: int) -> AgentLeg:
         """The agent answered: whisper the context; for a callback, now call the applicant."""
         contact, agent, _ = self._load(contact_id)
@@ -246,6 +273,7 @@ class BridgeService:
         log.info("contact %s: the caller hung up before being put through", contact_id)
         return True
 
+    @_in_site_words
     def applicant_joined(self, contact_id: int, answered_by: str) -> ApplicantLeg:
         contact, _, _ = self._load(contact_id)
         self._mark(contact_id, "applicant_seen")
