@@ -39,7 +39,7 @@ class SitePrompts:
         self._by_id: dict[int, Texts] = {}
         self._tried = False  # the first read was tried (on a turn's path; then the thread)
         self._read = False  # a read of the database succeeded in this process
-        self._version: bytes | None = None  # VERSION_KEY at that read
+        self._version: bytes | str | None = None  # VERSION_KEY at that read
         self._reader_pid: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
