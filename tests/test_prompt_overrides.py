@@ -411,3 +411,25 @@ def test_a_called_back_applicant_and_the_agent_hear_their_sites_words(
     assert "Dossier non vérifié." in devphone.answer("+33699999999").transcript()
     applicant = devphone.answer("+33612345678")
     assert applicant.transcript().startswith("Hello again from the prefecture: an agent is here.")
+
+
+def test_a_stored_text_that_no_longer_fits_its_default_is_not_said_and_the_call_goes_on(
+    devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """After an upgrade changed a default's placeholders, the call says the default
+    rather than fail; ``interphone prompts check`` names the stored text."""
+    rt = voice_runtime
+    with rt.sessions() as s, s.begin():
+        s.add(
+            PromptOverride(
+                site_id=_site_id(rt, SITE),
+                language="fr",
+                key="greeting",
+                text="Bonjour {caller_name}.",
+                changed_by=ADMIN,
+            )
+        )
+    rt.prompt_texts.changed()
+    call = devphone.call("+33612345678")
+    assert call.transcript().startswith("Bonjour, vous êtes au service des étrangers")
+    assert check_overrides(rt.sessions) == [f"site {SITE}, fr: greeting: unknown ({{caller_name}})"]

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..models import PromptOverride, Site
-from ..prompts import NONE, Texts, overridden
+from ..prompts import NONE, PromptError, Texts, check_override, overridden
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ class SitePrompts:
             by_id: dict[int, dict[tuple[str, str], str]] = {}
             codes: dict[str, int] = {}
             for site_id, code, language, key, text in rows:
-                by_id.setdefault(site_id, {})[(language, key)] = text
                 codes[code] = site_id
+                if _usable(language, key, text):
+                    by_id.setdefault(site_id, {})[(language, key)] = text
             frozen = {site_id: MappingProxyType(texts) for site_id, texts in by_id.items()}
             self._by_id = dict(frozen)
-            self._by_code = {code: frozen[site_id] for code, site_id in codes.items()}
+            self._by_code = {code: frozen[i] for code, i in codes.items() if i in frozen}
             self._version, self._read = version, True
 
     def changed(self) -> None:
@@ -111,3 +112,17 @@ class SitePrompts:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _usable(language: str, key: str, text: str) -> bool:
+    """A stored text still fits its default (an upgrade may have changed the default's
+    placeholders, or removed the prompt): one that does not is left out, the default
+    said instead, and ``interphone prompts check`` names it."""
+    try:
+        problem = check_override(language, key, text)
+    except PromptError:
+        log.warning("site prompt %s/%s: no such prompt any more; not said", language, key)
+        return False
+    if problem is not None:
+        log.warning("site prompt %s/%s: %s; the default is said", language, key, problem.code)
+    return problem is None
