@@ -107,13 +107,19 @@ def _dummy_hash() -> str:
 
 def end_sessions(sessions: sessionmaker[Session], agent_id: int) -> None:
     """Every session of this account ends, every copy of its cookie included: a session
-    holds the account's ``session_version`` of its sign-in, which this moves on."""
+    holds the account's ``session_version`` of its sign-in, which this moves on. Recorded
+    as ``user.signed_out`` (the agent log's)."""
     with transaction(sessions) as s:
         s.execute(
             update(Agent)
             .where(Agent.id == agent_id)
             .values(session_version=Agent.session_version + 1)
         )
+        site_id = s.scalar(select(Agent.site_id).where(Agent.id == agent_id))
+        if site_id is not None:
+            events.record(
+                s, "user.signed_out", site_id=site_id, agent_id=agent_id, actor=f"agent:{agent_id}"
+            )
 
 
 # -- administration ---------------------------------------------------------------------

@@ -33,6 +33,7 @@ UNSEEN = frozenset(
         "admin.cases_imported",  # no site: cases are read by the IVR, not the screens
         "admin.prompt_changed",  # the IVR reads it (through Redis), no screen shows it
         "user.signed_in",  # signing in changes no presence (agents start offline)
+        "user.signed_out",  # nor does signing out
     }
 )
 

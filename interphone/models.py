@@ -206,14 +206,18 @@ class Event(Base):
     """Append-only log of every state change: the source of statistics and audit."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_site_at", "site_id", "at"),)
+    __table_args__ = (
+        Index("ix_events_site_at", "site_id", "at"),
+        # an agent's events newest first: the agent log's last move (queue/agentlog.py)
+        Index("ix_events_agent_id_id", "agent_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(40))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
-    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     actor: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # set on events recorded through the journal: at most one event per ref

@@ -23,7 +23,7 @@ from .conftest import SITE
     ("what", "first", "last", "refused"),
     [
         ("contacts", "2027-01-01", "someday", "dates"),
-        ("calls", "2027-01-01", "2027-01-02", "contacts or events"),
+        ("calls", "2027-01-01", "2027-01-02", "contacts, events, agent_log"),
         ("events", "2027-01-02", "2027-01-01", "at most a year"),
         ("events", "2027-01-01", "2028-01-03", "at most a year"),
     ],

@@ -1,7 +1,9 @@
-"""A site's contacts or events over a range of days, as CSV for a spreadsheet.
+"""A site's contacts, events or agent log over a range of days, as CSV for a spreadsheet.
 
 Days are the site's own (its time zone), both ends included, a year at most. Phone
-numbers are masked and free text never starts a formula (CSV injection).
+numbers are masked and free text never starts a formula (CSV injection). The agent log
+(:mod:`interphone.queue.agentlog`) has no phone number, file number, birth date nor
+typed text, and its times are the site's, with their offset.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..models import Contact, Event, Site
 from ..privacy import mask_phone
+from ..scope import EVERYWHERE, Scope
+from . import agentlog
+from .exceptions import UnknownSite
 
 MAX_DAYS = 366
-WHAT = ("contacts", "events")
+WHAT = ("contacts", "events", "agent_log")
 CONTACT_COLUMNS = (
     "id",
     "reference",
@@ -34,6 +39,17 @@ CONTACT_COLUMNS = (
     "phone",
 )
 EVENT_COLUMNS = ("id", "at", "kind", "contact_id", "agent_id", "actor")
+AGENT_LOG_COLUMNS = (
+    "at",
+    "site",
+    "agent_id",
+    "agent",
+    "contact",
+    "event",
+    "from_state",
+    "to_state",
+    "reason",
+)
 
 
 class ExportError(ValueError):
@@ -47,7 +63,7 @@ def read_request(what: str, first: str, last: str) -> tuple[str, date, date]:
     except ValueError:
         raise ExportError("from and to must be dates (YYYY-MM-DD)") from None
     if what not in WHAT or end < start or (end - start).days > MAX_DAYS:
-        raise ExportError("what must be contacts or events, over at most a year")
+        raise ExportError(f"what must be one of {', '.join(WHAT)}, over at most a year")
     return what, start, end
 
 
@@ -56,10 +72,19 @@ def filename(site: Site, what: str, first: date, last: date) -> str:
 
 
 def export_csv(
-    sessions: sessionmaker[Session], site: Site, what: str, first: date, last: date
+    sessions: sessionmaker[Session],
+    site: Site,
+    what: str,
+    first: date,
+    last: date,
+    *,
+    scope: Scope = EVERYWHERE,
 ) -> str:
-    """The CSV text of ``what`` (contacts by arrival, or events) of ``site`` from the
-    start of ``first`` to the end of ``last``, in the site's time zone."""
+    """The CSV text of ``what`` (contacts by arrival, events, or the agent log) of
+    ``site`` from the start of ``first`` to the end of ``last``, in the site's time
+    zone. A site outside ``scope`` is unknown."""
+    if not scope.allows(site.id):
+        raise UnknownSite(f"unknown site {site.code!r}", site=site.code)
     zone = ZoneInfo(site.timezone)
     start = datetime.combine(first, time.min, zone)
     end = datetime.combine(last + timedelta(days=1), time.min, zone)
@@ -69,9 +94,12 @@ def export_csv(
         if what == "contacts":
             writer.writerow(CONTACT_COLUMNS)
             writer.writerows(_contact_rows(s, site, start, end, zone))
-        else:
+        elif what == "events":
             writer.writerow(EVENT_COLUMNS)
             writer.writerows(_event_rows(s, site, start, end))
+        else:
+            writer.writerow(AGENT_LOG_COLUMNS)
+            writer.writerows(_agent_log_rows(s, site, start, end, zone))
     return out.getvalue()
 
 
@@ -115,6 +143,25 @@ def _event_rows(s: Session, site: Site, start: datetime, end: datetime) -> list[
     return [
         [e.id, e.at.isoformat(), e.kind, e.contact_id or "", e.agent_id or "", safe(e.actor)]
         for e in events
+    ]
+
+
+def _agent_log_rows(
+    s: Session, site: Site, start: datetime, end: datetime, zone: ZoneInfo
+) -> list[list[object]]:
+    return [
+        [
+            e.at.astimezone(zone).isoformat(timespec="milliseconds"),
+            site.code,
+            e.agent_id or "",
+            safe(e.agent_name),
+            e.contact_reference,
+            e.kind,
+            e.previous,
+            e.state,
+            e.reason,
+        ]
+        for e in agentlog.entries(s, site.id, start, end)
     ]
 
 

@@ -469,21 +469,24 @@ class QueueService:
             agent = self._agent(s, agent_id, scope)
             site = s.get(Site, agent.site_id)
             assert site is not None
-            version, returned, contact_version = self.store.set_presence(
+            change = self.store.set_presence(
                 agent.id, site=site.code, languages=agent.languages, state=state, reason=reason
             )
-            if version > agent.version:
+            returned, contact_version = change.returned, change.contact_version
+            if change.version > agent.version:
                 agent.presence = state
                 agent.presence_reason = reason or None
-                agent.version = version
-            self._event_raw(
-                s,
-                "agent.presence",
-                site_id=site.id,
-                agent_id=agent.id,
-                actor=actor,
-                data={"state": state, "reason": reason},
-            )
+                agent.version = change.version
+            if change.changed:  # the same state again is no move of the log
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    site_id=site.id,
+                    agent_id=agent.id,
+                    actor=actor,
+                    # an agent Redis does not know is staffed nowhere: offline
+                    data=_move(state, change.previous or "offline", reason=reason),
+                )
             if returned is not None:
                 self._set_contact(s, returned, contact_version, state="waiting", agent_id=None)
                 self._event_raw(
@@ -521,7 +524,11 @@ class QueueService:
                             s, o.contact_id, o.contact_version, state="offered", agent_id=o.agent_id
                         )
                         self._event_raw(
-                            s, "offer.made", contact_id=o.contact_id, agent_id=o.agent_id
+                            s,
+                            "offer.made",
+                            contact_id=o.contact_id,
+                            agent_id=o.agent_id,
+                            data=_move("offered", "available"),
                         )
             if result.offer is None:
                 return offers
@@ -555,7 +562,7 @@ class QueueService:
                 contact_id=contact_id,
                 agent_id=agent_id,
                 actor=actor,
-                data={"reassigned": True},
+                data={"reassigned": True, **_move("offered", "available")},
             )
         return offer
 
@@ -563,13 +570,25 @@ class QueueService:
         contact_version, _ = self.store.accept(agent_id, contact_id)
         with transaction(self.sessions) as s:
             self._set_contact(s, contact_id, contact_version, state="on_call", agent_id=agent_id)
-            self._event_raw(s, "offer.accepted", contact_id=contact_id, agent_id=agent_id)
+            self._event_raw(
+                s,
+                "offer.accepted",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data=_move("on_call", "offered"),
+            )
 
     def decline(self, agent_id: int, contact_id: int) -> None:
         contact_version, _ = self.store.decline(agent_id, contact_id)
         with transaction(self.sessions) as s:
             self._set_contact(s, contact_id, contact_version, state="waiting", agent_id=None)
-            self._event_raw(s, "offer.declined", contact_id=contact_id, agent_id=agent_id)
+            self._event_raw(
+                s,
+                "offer.declined",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data=_move("available", "offered"),
+            )
         self.trigger(self._site_of(contact_id))
 
     def finish(self, agent_id: int, contact_id: int, outcome: str, note: str | None = None) -> str:
@@ -617,7 +636,7 @@ class QueueService:
                 data={"outcome": outcome, "attempts": result.attempts},
             )
             self._event_raw(
-                s, "agent.presence", agent_id=agent_id, data={"state": result.agent_state}
+                s, "agent.presence", agent_id=agent_id, data=_move(result.agent_state, "on_call")
             )
         if result.agent_state == "available":
             self.trigger(self._site_of(contact_id))
@@ -691,10 +710,17 @@ class QueueService:
                 data=data,
             )
             if was_on_call and agent_freed:
-                self._event_raw(s, "agent.presence", agent_id=agent, data={"state": "available"})
+                self._event_raw(
+                    s, "agent.presence", agent_id=agent, data=_move("available", "on_call")
+                )
             elif agent is not None and not was_on_call:
                 self._event_raw(
-                    s, "offer.withdrawn", site_id=site_id, contact_id=contact_id, agent_id=agent
+                    s,
+                    "offer.withdrawn",
+                    site_id=site_id,
+                    contact_id=contact_id,
+                    agent_id=agent,
+                    data=_move("available", "offered") if agent_freed else None,
                 )
         if agent is not None:
             self.trigger(site_code)
@@ -768,8 +794,15 @@ class QueueService:
                         self._set_contact(
                             s, r.contact_id, r.contact_version, state="waiting", agent_id=None
                         )
+                        # the agent who missed it is available again, or paused by the
+                        # event below; one who no longer held it did not move
+                        moved = r.agent_version > 0 and r.agent_state == "available"
                         self._event_raw(
-                            s, "offer.expired", contact_id=r.contact_id, agent_id=r.agent_id
+                            s,
+                            "offer.expired",
+                            contact_id=r.contact_id,
+                            agent_id=r.agent_id,
+                            data=_move("available", "offered") if moved else None,
                         )
                         if r.agent_state == "paused" and r.agent_id is not None:
                             counts["paused"] += 1
@@ -786,7 +819,7 @@ class QueueService:
                                 s,
                                 "agent.presence",
                                 agent_id=r.agent_id,
-                                data={"state": "paused", "reason": "missed_offers"},
+                                data=_move("paused", "offered", reason="missed_offers"),
                             )
                     elif r.kind == "wrapped":
                         counts["wrapped"] += 1
@@ -794,7 +827,7 @@ class QueueService:
                             s,
                             "agent.presence",
                             agent_id=r.agent_id,
-                            data={"state": "available", "reason": "wrap_up_end"},
+                            data=_move("available", "wrap_up", reason="wrap_up_end"),
                         )
         return counts
 
@@ -1057,6 +1090,15 @@ class QueueService:
             return int(
                 s.scalar(select(func.count()).select_from(Event).where(Event.kind == kind)) or 0
             )
+
+
+def _move(state: str, previous: str, **more: Any) -> dict[str, Any]:
+    """The data of an event that moves an agent (:mod:`interphone.queue.agentlog`): its
+    new state, the one it left ("" when unknown), and more (a reason)."""
+    data: dict[str, Any] = {"state": state, **more}
+    if previous:
+        data["from"] = previous
+    return data
 
 
 def _reference() -> str:

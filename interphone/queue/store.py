@@ -69,6 +69,22 @@ class Enqueued(NamedTuple):
     free_agents: int  # agents of the site free to take an offer right now
 
 
+class PresenceChange(NamedTuple):
+    """What :meth:`RedisQueue.set_presence` did."""
+
+    version: int  # the agent's version afterwards
+    returned: int | None  # the contact whose offer the agent held, now back in line
+    contact_version: int  # that contact's version (0 without one)
+    previous: str  # the agent's state before ("" for an agent Redis did not know)
+    state: str  # the state asked
+
+    @property
+    def changed(self) -> bool:
+        """False when the agent already was in that state (a new pause always changes:
+        its reason and its start)."""
+        return self.previous != self.state or self.state == "paused"
+
+
 @dataclass(frozen=True)
 class Offer:
     contact_id: int
@@ -239,14 +255,16 @@ class RedisQueue:
     # -- agents ----------------------------------------------------------------------
     def set_presence(
         self, agent_id: int, *, site: str, languages: list[str], state: str, reason: str = ""
-    ) -> tuple[int, int | None, int]:
-        """Returns (agent version, contact returned to the queue or None, its version)."""
+    ) -> PresenceChange:
+        """Set the agent's presence; an offer in hand goes back to its place in line."""
         if state not in SETTABLE_STATES:
             raise InvalidInput(f"presence must be one of {', '.join(SETTABLE_STATES)}")
         langs = ",".join(sorted({lang.strip() for lang in languages if lang.strip()}))
         raw = self._run("presence", agent_id, site, langs, state, reason, self.now_ms())
         returned = as_text(raw[1])
-        return int(raw[0]), (int(returned) if returned else None), int(raw[2])
+        return PresenceChange(
+            int(raw[0]), int(returned) if returned else None, int(raw[2]), as_text(raw[3]), state
+        )
 
     def agent(self, agent_id: int) -> dict[str, str]:
         raw = self.redis.hgetall(f"{self.prefix}agent:{agent_id}")

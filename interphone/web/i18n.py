@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, redirect, request, session
 from flask.typing import ResponseReturnValue
-from flask_babel import Babel
+from flask_babel import Babel, gettext
 from flask_babel import lazy_gettext as _l
 
 from ..queue.exceptions import Conflict, QueueError
@@ -68,6 +68,22 @@ def queue_error_text(exc: QueueError) -> str:
     return exc.message
 
 
+def duration(seconds: int | None) -> str:
+    """A time in a state, as a supervisor reads it in the interface's language: "45 s",
+    "12 min", "1 h 05 min", "2 j 3 h"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 60:
+        return str(gettext("%(seconds)s s", seconds=seconds))
+    if seconds < 3600:
+        return str(gettext("%(minutes)s min", minutes=minutes))
+    if seconds < 86400:
+        text = gettext("%(hours)s h %(minutes)s min", hours=hours, minutes=f"{minutes % 60:02d}")
+        return str(text)
+    return str(gettext("%(days)s j %(hours)s h", days=days, hours=hours % 24))
+
+
 def select_locale() -> str:
     chosen = session.get(SESSION_KEY)
     if chosen in LANGUAGES:
@@ -82,6 +98,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["channel_labels"] = CHANNEL_LABELS
     app.jinja_env.globals["state_labels"] = STATE_LABELS
     app.jinja_env.globals["case_status_labels"] = CASE_STATUS_LABELS
+    app.jinja_env.filters["duration"] = duration
     app.register_blueprint(bp)
 
 

@@ -23,7 +23,9 @@ from werkzeug.exceptions import NotFound
 
 from ..digits import row_id
 from ..models import Agent, Site
+from ..queue import agentlog
 from ..queue import export as exports
+from ..queue.clock import to_ms
 from ..queue.exceptions import QueueError, UnknownAgent, UnknownContact
 from ..queue.stats import HourRow, Statistics, hourly
 from ..sites import list_sites
@@ -90,18 +92,20 @@ def _context() -> dict[str, Any]:
             .where(Agent.site_id == site.id, Agent.active.is_(True))
             .order_by(Agent.name)
         ).all()
+        moves = agentlog.last_moves(s, [agent.id for agent in agents])
     now_ms = rt.store.now_ms()
     roster = []
     for agent in agents:
         live = rt.store.agent(agent.id)
-        since = int(float(live.get("since") or now_ms))
+        move = moves.get(agent.id)  # time in state: since the agent's last move logged
+        moved_ms = None if move is None else to_ms(move.at.timestamp())
         roster.append(
             {
                 "id": agent.id,
                 "name": agent.name,
                 "state": live.get("state", "offline"),
                 "reason": live.get("reason", ""),
-                "for_s": max(0, (now_ms - since) // 1000),
+                "for_s": None if moved_ms is None else max(0, (now_ms - moved_ms) // 1000),
             }
         )
     return {
@@ -189,13 +193,15 @@ def contact_cancel(contact_id: int) -> Any:
 @bp.get("/supervisor/export.csv")
 @role_required(*SUPERVISORS)
 def export() -> Any:
-    """Contacts or events of a date range, as CSV (:mod:`interphone.queue.export`)."""
+    """Contacts, events or the agent log of a date range, as CSV
+    (:mod:`interphone.queue.export`)."""
     site = _site()
     args = request.args
     what, first, last = exports.read_request(
         args.get("what", "contacts"), args.get("from", ""), args.get("to", "")
     )
-    body = exports.export_csv(runtime_of(current_app).sessions, site, what, first, last)
+    sessions = runtime_of(current_app).sessions
+    body = exports.export_csv(sessions, site, what, first, last, scope=current_scope())
     name = exports.filename(site, what, first, last)
     return Response(
         body, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename={name}"}
