@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import metrics
 from .db import transaction
 from .models import Call, Case, Contact, Event, Voicemail
-from .queue.service import OUTCOMES, SYSTEM_REASONS
+from .queue.service import CANCEL_REASONS, OUTCOMES, SYSTEM_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ def _setting(model: Any, values: dict[Any, Any]) -> Callable[[Session, list[int]
     return clear
 
 
-# an outcome is a code of the agent's screen, a reason the system wrote, or a
-# cancellation's reason as a person typed it (cleared)
-_CODES = sorted(set(OUTCOMES) | SYSTEM_REASONS)
+# an outcome is a code of the agent's screen, a reason the system wrote, a cancellation's
+# code, or a cancellation's reason as a person typed it (cleared)
+_CODES = sorted(set(OUTCOMES) | SYSTEM_REASONS | set(CANCEL_REASONS))
 _TYPED_OUTCOME = and_(Contact.outcome.is_not(None), Contact.outcome.not_in(_CODES))
 _REASON = Event.data["reason"].as_string()  # in a cancellation's event
 _TYPED_REASON = and_(_REASON.is_not(None), _REASON.not_in(sorted(SYSTEM_REASONS)))

@@ -125,7 +125,8 @@ def test_purge_clears_the_text_people_typed_with_the_rest_and_so_from_the_export
     runtime: Runtime, queue, clock
 ) -> None:
     """A cancellation's reason is free text (a name, a number...): cleared from the
-    contact and its event, which stay for the figures, and so from the CSV export."""
+    contact and its event, which stay for the figures (with the reason's code), and so
+    from the CSV export."""
     typed = "Mme Dupont, 06 11 22 33 44"
     ticket = queue.request_callback(SITE, phone=phone(4), language="fr")
     queue.cancel(ticket.contact_id, typed, actor="supervisor:1")
@@ -138,7 +139,7 @@ def test_purge_clears_the_text_people_typed_with_the_rest_and_so_from_the_export
         assert (event.contact_id, event.actor, event.data) == (
             ticket.contact_id,
             "supervisor:1",
-            {},
+            {"code": "other"},
         )
     supervisor = _signed_in_supervisor(runtime)
     today = datetime.fromtimestamp(clock.now()).date().isoformat()
@@ -156,14 +157,14 @@ def test_purge_keeps_the_reasons_the_system_wrote_for_the_figures(
     """ "cancelled by SMS reply" is a code the system writes, not text a person typed:
     the figures still tell cancellations by SMS from the others after the purge."""
     ticket = queue.request_callback(SITE, phone=phone(5), language="fr")
-    queue.cancel(ticket.contact_id, SMS_CANCELLATION, actor="sms")
+    queue.cancel(ticket.contact_id, SMS_CANCELLATION, code="sms", actor="sms")
     report = retention.purge(runtime.sessions, _now(clock) + timedelta(days=DAYS + 1), DAYS)
     assert report.counts["contacts"] == 1 and report.counts["events"] == 0
     with runtime.sessions() as s:
         contact = s.get(Contact, ticket.contact_id)
         assert (contact.phone, contact.outcome) == (None, SMS_CANCELLATION)
         event = s.scalar(select(Event).where(Event.kind == "contact.cancelled"))
-        assert event.data == {"reason": SMS_CANCELLATION}
+        assert event.data == {"reason": SMS_CANCELLATION, "code": "sms"}
 
 
 def _signed_in_supervisor(runtime: Runtime):

@@ -55,6 +55,10 @@ OUTCOMES = {
 # keep them when the retention purge clears what people typed
 SMS_CANCELLATION = "cancelled by SMS reply"
 SYSTEM_REASONS = frozenset({SMS_CANCELLATION})
+# why a request is cancelled (a code of the supervisor's list, or the applicant's SMS)
+# -> is a caller still on hold then offered a callback on their number? Not for a
+# duplicate: the caller has another request open already. "other" needs a typed reason.
+CANCEL_REASONS = {"duplicate": False, "closing": True, "other": True, "sms": True}
 LANGUAGE_MAX = 8
 REASON_MAX = 200
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -653,12 +657,43 @@ class QueueService:
         return self._release(contact_id, "abandoned", None, None, on_call=True)
 
     def cancel(
-        self, contact_id: int, reason: str, *, actor: str | None = None, scope: Scope = EVERYWHERE
+        self,
+        contact_id: int,
+        reason: str = "",
+        *,
+        code: str = "other",
+        actor: str | None = None,
+        scope: Scope = EVERYWHERE,
     ) -> bool:
-        """A supervisor of ``scope`` (or the applicant, by SMS) cancels a request."""
-        if not reason or len(reason) > REASON_MAX:
-            raise InvalidInput("a cancellation needs a reason of at most 200 characters")
-        return self._release(contact_id, "cancelled", reason, actor, scope=scope)
+        """A supervisor of ``scope`` (or the applicant, by SMS) cancels a request, for
+        one of :data:`CANCEL_REASONS` (``code``) and a typed ``reason``, which ``other``
+        needs. The contact's outcome is the typed reason, else the code."""
+        reason = (reason or "").strip()
+        if code not in CANCEL_REASONS:
+            raise InvalidInput(
+                f"the reason code must be one of {', '.join(CANCEL_REASONS)}",
+                reason="CANCEL_REASON",
+            )
+        if (code == "other" and not reason) or len(reason) > REASON_MAX:
+            raise InvalidInput(
+                "a cancellation needs a reason of at most 200 characters", reason="CANCEL_REASON"
+            )
+        return self._release(contact_id, "cancelled", reason or None, actor, scope=scope, code=code)
+
+    def cancellation(self, contact_id: int) -> str | None:
+        """The code of the contact's cancellation (:data:`CANCEL_REASONS`), None when it
+        was not cancelled; one cancelled before codes existed is ``other``."""
+        with self.sessions() as s:
+            data = s.scalar(
+                select(Event.data)
+                .where(Event.contact_id == contact_id, Event.kind == "contact.cancelled")
+                .order_by(Event.id.desc())
+                .limit(1)
+            )
+        if data is None:
+            return None
+        code = str(data.get("code") or "other")
+        return code if code in CANCEL_REASONS else "other"
 
     def _release(
         self,
@@ -669,8 +704,10 @@ class QueueService:
         *,
         on_call: bool = False,
         scope: Scope = EVERYWHERE,
+        code: str | None = None,
     ) -> bool:
-        """Close a contact still open. True when this call closed it: in Redis, or in the
+        """Close a contact still open; its outcome is ``reason``, else ``code`` (a
+        cancellation's, also on its event). True when this call closed it: in Redis, or in the
         database alone when Redis no longer held it. False when it was closed already
         (a repeated status callback, a release that lost a race): nothing done twice."""
         current, site_id, site_code = self._state_and_site(contact_id)
@@ -683,7 +720,7 @@ class QueueService:
         was_on_call = previous == "on_call"
         closing = dict(
             state=state,
-            outcome=reason,
+            outcome=reason or code,
             closed_at=self._now(),
             active_phone=None,
             active_file=None,
@@ -698,6 +735,8 @@ class QueueService:
             # else Redis had let it go but the row is still open: an earlier attempt
             # failed after Redis (the database down), or Redis lost the contact
             data: dict[str, Any] = {"reason": reason} if reason else {}
+            if code is not None:
+                data["code"] = code
             if was_on_call:  # the agent had accepted: named on the event, and freed
                 data["before_bridge"] = True
             self._event_raw(

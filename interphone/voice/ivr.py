@@ -35,7 +35,7 @@ from ..privacy import InvalidPhoneNumber, last_digits, normalize_file_number, to
 from ..prompts import REFERENCE, available, catalogue
 from ..queue.clock import Clock, from_ms, to_ms
 from ..queue.exceptions import QueueError
-from ..queue.service import QueueService, Ticket
+from ..queue.service import CANCEL_REASONS, QueueService, Ticket
 from . import announce
 from .deferred import Deferred
 from .directory import SiteDirectory
@@ -245,15 +245,23 @@ class IvrService:
 
     def _cancelled(self, state: CallState) -> Reply:
         """The service (a supervisor) closed the request of a caller on hold: they hear
-        so, in words that do not repeat the reason typed for the staff. A caller whose
+        why, in the service's words for the reason's code (``queue_cancelled_<code>``;
+        ``other``: that the service closed it), never the text typed for the staff. When
+        the reason allows it (:data:`CANCEL_REASONS`: not a duplicate), a caller whose
         number is known is offered a callback on it (step ``cancelled``: 1; any other
         key or silence ends the call); the door, a browser and a withheld number have
         none to offer and hear goodbye. The callback is an ordinary request: a number
         that has one open already hears that one's place."""
+        try:
+            code = self.queue.cancellation(state.contact_id) or "other"
+        except SQLAlchemyError:  # the database is down: the general words, and the offer
+            log.warning("cancellation of call %s: database unavailable", state.sid)
+            code = "other"
         state.contact_id = 0  # closed: hanging up now abandons nothing
         trace(state, "queue_cancelled")
-        closed = [say(state.lang, "queue_cancelled")]
-        if not state.caller:
+        prompt = "queue_cancelled" if code == "other" else f"queue_cancelled_{code}"
+        closed = [say(state.lang, prompt)]
+        if not state.caller or not CANCEL_REASONS[code]:
             return Reply(speech=[*closed, say(state.lang, "goodbye")], hangup=True)
         return self._enter(state, "cancelled", closed)
 

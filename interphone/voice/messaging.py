@@ -124,6 +124,6 @@ class SmsService:
             return cat.text("sms_help")
         if contact is None:
             return cat.text("sms_nothing")
-        self.queue.cancel(contact.id, SMS_CANCELLATION, actor="sms")
+        self.queue.cancel(contact.id, SMS_CANCELLATION, code="sms", actor="sms")
         log.info("callback %s cancelled by SMS from %s", contact.id, mask_phone(phone))
         return cat.text("sms_cancelled", reference=contact.reference)

@@ -57,15 +57,20 @@ CONFLICTS = {
     "AGENT_NOT_FREE": _l("Cet agent n'est pas disponible."),
     "UNKNOWN": _l("Contact inconnu."),
 }
+# the queue's refusals of what a form sent, by the reason they give
+INVALID = {
+    "CANCEL_REASON": _l(
+        "Annulation : choisissez un motif de la liste, et précisez « Autre motif » "
+        "(200 caractères au plus)."
+    ),
+}
 
 
 def queue_error_text(exc: QueueError) -> str:
     """A queue refusal in the interface's language (its English message otherwise)."""
-    if isinstance(exc, Conflict):
-        known = CONFLICTS.get(str(exc.details.get("reason", "")))
-        if known is not None:
-            return str(known)
-    return exc.message
+    texts = CONFLICTS if isinstance(exc, Conflict) else INVALID
+    known = texts.get(str(exc.details.get("reason", "")))
+    return exc.message if known is None else str(known)
 
 
 def duration(seconds: int | None) -> str:

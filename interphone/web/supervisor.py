@@ -39,6 +39,12 @@ bp = Blueprint("supervisor", __name__)
 SUPERVISORS = ("supervisor", "admin")
 # a contact or agent of another site is answered as one that does not exist: a 404
 NOT_FOUND = {UnknownContact: _l("Contact inconnu."), UnknownAgent: _l("Agent inconnu.")}
+# the cancel form's reasons (queue.service.CANCEL_REASONS but the applicant's SMS)
+CANCEL_LABELS = {
+    "other": _l("Autre motif (à préciser) — rappel proposé"),
+    "duplicate": _l("Doublon — pas de proposition de rappel"),
+    "closing": _l("Fermeture du service — rappel proposé"),
+}
 
 
 def _site() -> Site:
@@ -115,6 +121,7 @@ def _context() -> dict[str, Any]:
         "waiting": rt.queue.list_waiting(site.code, limit=100, scope=current_scope()),
         "hours": _working_hours(hourly(rt.sessions, rt.clock, site.code)),
         "speech_modes": rt.hearing.modes(list(site.languages or [])),
+        "cancel_reasons": CANCEL_LABELS,
     }
 
 
@@ -183,7 +190,8 @@ def contact_reassign(contact_id: int) -> Any:
 def contact_cancel(contact_id: int) -> Any:
     runtime_of(current_app).queue.cancel(
         contact_id,
-        request.form.get("reason", "").strip(),
+        request.form.get("reason", ""),
+        code=request.form.get("code", "other"),
         actor=_actor(),
         scope=current_scope(),
     )
