@@ -1,8 +1,9 @@
 """Property-based test: random interleavings of everything that can happen to the queue.
 
 After every step: no contact lost, none offered to two agents, no agent with two offers,
-SQL agrees with Redis, the line is in (class, arrival) order, and each offer went to a
-contact that no earlier waiting contact could have taken from that agent.
+SQL agrees with Redis, the line is in (class, arrival) order, each offer went to a
+contact that no earlier waiting contact could have taken from that agent, and the agent
+log has every move of every agent.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hypothesis.stateful import (
 from sqlalchemy import delete, select
 
 from interphone.models import Contact, Event
+from interphone.queue import agentlog
 from interphone.queue.clock import ManualClock
 from interphone.queue.exceptions import Conflict
 from interphone.queue.service import OUTCOMES, QueueService
@@ -163,7 +165,7 @@ def test_random_interleavings_keep_the_queue_invariants(
             speakers = [a for a in idle if chosen["lang"] in langs[a]]
             pool = speakers or list(idle)
             assert idle[offer.agent_id] == min(idle[a] for a in pool)
-            # keep the service's SQL record in step, as QueueService.dispatch does
+            # keep the service's SQL record and log in step, as QueueService.dispatch does
             from interphone.db import transaction
 
             with transaction(queue.sessions) as s:
@@ -173,6 +175,13 @@ def test_random_interleavings_keep_the_queue_invariants(
                     offer.contact_version,
                     state="offered",
                     agent_id=offer.agent_id,
+                )
+                queue._event_raw(
+                    s,
+                    "offer.made",
+                    contact_id=offer.contact_id,
+                    agent_id=offer.agent_id,
+                    data={"state": "offered", "from": "available"},
                 )
 
         @rule()
@@ -211,6 +220,26 @@ def test_random_interleavings_keep_the_queue_invariants(
                 agent = queue.store.agent(aid)
                 if agent.get("state") in ("offered", "on_call"):
                     assert holders[str(aid)] == 1, f"agent {aid} has no contact"
+
+        @invariant()
+        def the_agent_log_follows_every_agent(self) -> None:
+            """Each agent's last move in the log is its state in Redis, and each move
+            leaves the state the one before took: no move is missing from the log."""
+            with queue.sessions() as s:
+                last = agentlog.last_moves(s, agent_ids)
+                moves = s.execute(
+                    select(Event.agent_id, Event.data)
+                    .where(Event.agent_id.in_(agent_ids), Event.kind.in_(agentlog.KINDS))
+                    .order_by(Event.id)
+                ).all()
+            for aid in agent_ids:
+                assert last[aid].state == queue.store.agent(aid).get("state"), aid
+            taken: dict[int, str] = {}
+            for aid, data in moves:
+                if "state" in data:
+                    if aid in taken:
+                        assert data.get("from") == taken[aid], (aid, data, taken[aid])
+                    taken[aid] = data["state"]
 
         @invariant()
         def line_in_class_then_arrival_order(self) -> None:
