@@ -135,6 +135,30 @@ def test_a_contact_that_leaves_frees_its_agent_in_the_log(
     ]
 
 
+def test_after_a_rebuild_each_agents_last_move_is_the_state_redis_was_given(
+    queue: QueueService, make_agent, runtime: Runtime, redis_client
+) -> None:
+    talking, offered, paused = make_agent(["fr"]), make_agent(["fr"]), make_agent(["fr"])
+    queue.set_presence(paused.id, "paused", "training")
+    first = queue.enqueue_live(SITE, language="fr").contact_id
+    queue.enqueue_live(SITE, language="fr")
+    queue.dispatch(SITE)
+    queue.accept(talking.id, first)
+    redis_client.flushdb()
+    queue.rebuild()
+    with runtime.sessions() as s:
+        moves = agentlog.last_moves(s, [talking.id, offered.id, paused.id])
+    assert {aid: m.state for aid, m in moves.items()} == {
+        aid: queue.store.agent(aid)["state"] for aid in (talking.id, offered.id, paused.id)
+    }
+    assert [moves[a].state for a in (talking.id, offered.id, paused.id)] == [
+        "on_call",
+        "available",
+        "paused",
+    ]
+    assert _log(runtime, paused.id)[-1] == ("agent.presence", "paused", "paused", "training")
+
+
 def test_signing_out_is_in_the_log(queue: QueueService, make_agent, runtime: Runtime) -> None:
     agent = make_agent(["fr"], available=False)
     end_sessions(runtime.sessions, agent.id)

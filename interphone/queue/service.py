@@ -934,7 +934,8 @@ class QueueService:
         """Restore Redis from SQL after data loss, in the same order as before.
 
         Contacts that were offered go back to waiting at their place; contacts on a call
-        stay on that call; agents get back the presence they last set.
+        stay on that call; agents get back the presence they last set. Each agent's
+        state is a move of the agent log (``rebuilt``).
         """
         self.store.clear()
         counts = {"contacts": 0, "agents": 0, "on_call": 0}
@@ -944,6 +945,7 @@ class QueueService:
                 select(Contact).where(Contact.state.in_(ACTIVE_CONTACT_STATES)).order_by(Contact.id)
             ).all()
             agents = s.scalars(select(Agent).where(Agent.active.is_(True))).all()
+            restored: dict[int, tuple[int, str, str]] = {}  # agent: site id, state, reason
             for agent in agents:
                 if agent.presence in ("available", "paused", "offline"):
                     state = agent.presence
@@ -956,6 +958,7 @@ class QueueService:
                     state=state,
                     reason=agent.presence_reason or "",
                 )
+                restored[agent.id] = (agent.site_id, state, agent.presence_reason or "")
                 counts["agents"] += 1
             for c in rows:
                 self.store.enqueue(
@@ -970,10 +973,19 @@ class QueueService:
                 )
                 if c.state == "on_call" and c.agent_id is not None:
                     self.store.restore_call(c.id, c.agent_id)
+                    restored[c.agent_id] = (c.site_id, "on_call", "")
                     counts["on_call"] += 1
                 elif c.state == "offered":
                     c.state, c.agent_id = "waiting", None
                 counts["contacts"] += 1
+            for aid, (site_id, state, reason) in restored.items():
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    site_id=site_id,
+                    agent_id=aid,
+                    data=_move(state, "", reason=reason, rebuilt=True),
+                )
             self._event_raw(s, "queue.rebuilt", data=counts)
         for site in sorted(set(sites.values())):
             self.trigger(site)
