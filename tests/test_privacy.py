@@ -66,6 +66,8 @@ def test_no_route_takes_a_phone_number_in_its_url(app) -> None:
                 "filename",
                 "file_number",
                 "code",  # a site code
+                "lang",  # a prompt catalogue's language code
+                "key",  # a prompt's key in the catalogues
             }, (
                 rule,
                 argument,
