@@ -1,13 +1,16 @@
 """A live caller who hangs up after an agent accepted them.
 
-Before being put through (the redirect into the conference not reached yet), nobody
-will ever speak to them: the contact is abandoned, the agent freed and their leg hung
-up. Once put through, the agent ends the call with an outcome, as for any call.
+Before being put through (the caller and the agent not both in the conference yet),
+nobody will ever speak to them: the contact is abandoned, their leg hung up, and the
+agent freed without an outcome once that leg has ended (never offered while it is
+live); their screen says the caller hung up. Once put through, the agent ends the call
+with an outcome, as for any call.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,6 +22,7 @@ from interphone.accounts import add_user
 from interphone.devtools.devphone import rest
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.models import Agent, Contact, Event
+from interphone.queue.store import member
 from interphone.runtime import Runtime
 from interphone.voice.bridge import LEGS, PENDING
 
@@ -63,11 +67,18 @@ def _abandoned_events(rt: Runtime, contact_id: int) -> list[Event]:
         )
 
 
-def _assert_abandoned_and_agent_free(rt: Runtime, agent: Agent, contact_id: int) -> None:
+def _assert_abandoned_and_agent_free(
+    rt: Runtime, agent: Agent, contact_id: int, leg_ends: Callable[[], object]
+) -> None:
+    """``leg_ends``: what makes the agent's leg, hung up by the app, end on the phone."""
     with rt.sessions() as s:
         contact = s.get(Contact, contact_id)
         assert (contact.state, contact.agent_id) == ("abandoned", agent.id)
     assert rt.store.contact(contact_id) == {}  # out of the line in Redis too
+    assert rt.store.agent(agent.id)["gone"] == member(contact_id)  # their screen says so
+    assert rt.store.agent(agent.id)["state"] == "on_call"  # their leg is still live
+    assert agent.id not in rt.store.available_agents(SITE)
+    leg_ends()
     assert rt.store.agent(agent.id)["state"] == "available"
     assert rt.store.agent(agent.id)["call"] == ""
     assert rt.redis.zscore(PENDING, str(contact_id)) is None  # nothing left to recover
@@ -83,8 +94,11 @@ def test_caller_hanging_up_while_the_agent_rings_is_abandoned_not_left_on_call(
     agent, contact_id = _accepted(rt)
     assert len(devphone.ringing(AGENT_PHONE)) == 1
     caller.hang_up()  # before the redirect into the conference was followed
-    _assert_abandoned_and_agent_free(rt, agent, contact_id)
-    assert devphone.ringing(AGENT_PHONE) == []  # the agent's phone stops ringing
+    ringing: list[object] = []
+    _assert_abandoned_and_agent_free(
+        rt, agent, contact_id, lambda: ringing.extend(devphone.ringing(AGENT_PHONE))
+    )
+    assert ringing == []  # the agent's phone stops ringing
     legs = rt.redis.hgetall(LEGS + str(contact_id))
     assert legs.get(b"agent_ended") == b"1"  # its status came back: canceled
     assert rt.bridge.recover_legs() == 0
@@ -99,8 +113,7 @@ def test_caller_hanging_up_while_the_agent_waits_in_the_conference_frees_the_age
     agent_leg = devphone.answer(AGENT_PHONE)
     assert agent_leg.conference
     caller.hang_up()
-    _assert_abandoned_and_agent_free(rt, agent, contact_id)
-    agent_leg.poll()
+    _assert_abandoned_and_agent_free(rt, agent, contact_id, agent_leg.poll)
     assert agent_leg.status == "completed"  # not left alone with the hold music
 
 
@@ -116,6 +129,7 @@ def test_repeated_status_callback_of_a_caller_gone_before_bridge_abandons_once(
         {"CallSid": caller.sid, "CallStatus": "completed", "AccountSid": "AC" + "0" * 32},
     )
     assert len(_abandoned_events(rt, contact_id)) == 1
+    devphone.ringing(AGENT_PHONE)  # the agent's leg, hung up by the app, ends
     assert rt.store.agent(agent.id)["state"] == "available"
 
 
@@ -177,8 +191,7 @@ def test_caller_whose_final_status_was_lost_is_abandoned_by_the_bridge_recovery(
     rest.mark_ended(rt.redis, caller.sid)  # over at Twilio; nothing told the app
     rt.redis.zadd(PENDING, {str(contact_id): 0})  # the leg timeout has passed
     assert rt.bridge.recover_legs() == 1
-    _assert_abandoned_and_agent_free(rt, agent, contact_id)
-    agent_leg.poll()
+    _assert_abandoned_and_agent_free(rt, agent, contact_id, agent_leg.poll)
     assert agent_leg.status == "completed"
 
 
@@ -200,7 +213,7 @@ def test_caller_gone_before_bridge_while_the_database_is_down_is_abandoned_later
         unreachable.dispose()
     assert rt.ivr.deferred.pending() == 1
     assert rt.ivr.deferred.apply(notify=rt.jobs.notify) == 1
-    _assert_abandoned_and_agent_free(rt, agent, contact_id)
+    _assert_abandoned_and_agent_free(rt, agent, contact_id, lambda: devphone.ringing(AGENT_PHONE))
 
 
 class _RefusingRedirects(rest.DevPhoneHttpClient):

@@ -49,6 +49,10 @@ KINDS: tuple[str, ...] = (
     "contact.cancelled",
     "callback.retry",
     "callback.unreachable",
+    # an agent's leg: put through (not a move), ended (a move: wrap-up, the outcome due,
+    # or free)
+    "agent.bridged",
+    "agent.leg_ended",
 )
 
 # a reason the export writes as it is: a code of the system or of a screen's list

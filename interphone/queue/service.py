@@ -639,12 +639,64 @@ class QueueService:
                 agent_id=agent_id,
                 data={"outcome": outcome, "attempts": result.attempts},
             )
-            self._event_raw(
-                s, "agent.presence", agent_id=agent_id, data=_move(result.agent_state, "on_call")
-            )
+            if result.agent_state != result.agent_before:  # else kept on the call
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    agent_id=agent_id,
+                    data=_move(result.agent_state, result.agent_before or "on_call"),
+                )
         if result.agent_state == "available":
             self.trigger(self._site_of(contact_id))
         return result.state
+
+    # -- the agent's leg: the agent is on a call until it ends ---------------------------
+    def leg_placed(self, agent_id: int, contact_id: int) -> bool:
+        """The agent's leg for this call is about to be placed. False when it is not to
+        be (the call was finished or given back meanwhile, or another leg of the agent
+        is live); recorded already (a job run again) counts as True."""
+        try:
+            self.store.leg_placed(agent_id, contact_id)
+        except Conflict as exc:
+            log.info("contact %s: agent %s leg not placed (%s)", contact_id, agent_id, exc.reason)
+            return False
+        return True
+
+    def leg_bridged(self, agent_id: int, contact_id: int, call_sid: str) -> bool:
+        """The agent's leg answered and is put through: ``agent.bridged``, once per leg."""
+        if not self.store.leg_bridged(agent_id, contact_id, call_sid):
+            return False
+        with transaction(self.sessions) as s:
+            self._event_raw(s, "agent.bridged", contact_id=contact_id, agent_id=agent_id)
+        return True
+
+    def leg_ended(self, agent_id: int, contact_id: int, call_sid: str = "") -> str:
+        """The agent's leg ended (its final status, or it left the conference): once
+        only, ``agent.leg_ended``. Returns the agent's state then ("" when nothing
+        changed): ``wrap_up`` or ``available`` when the outcome was given during the
+        call, ``outcome_due`` when not yet, ``available`` when the caller had left
+        before being put through."""
+        end = self.store.leg_ended(
+            agent_id, contact_id, call_sid, wrap_up_s=self.settings.wrap_up_s
+        )
+        if not end.what:
+            return ""
+        if end.what == "outcome_due":
+            data: dict[str, Any] | None = _move("wrap_up", end.agent_before, reason="outcome_due")
+        elif end.what == "kept":
+            data = None  # not a move: the agent's state stays
+        else:
+            data = _move(end.what, end.agent_before)
+        with transaction(self.sessions) as s:
+            self._event_raw(
+                s, "agent.leg_ended", contact_id=contact_id, agent_id=agent_id, data=data
+            )
+        if end.what == "available":
+            self.trigger(self._agent_site(agent_id))
+        return end.what
+
+    def _agent_site(self, agent_id: int) -> str:
+        return self.store.agent(agent_id).get("site", "")
 
     def abandon(self, contact_id: int) -> bool:
         """The caller hung up while waiting. True if this closed the contact."""
@@ -716,7 +768,17 @@ class QueueService:
         if current not in ACTIVE_CONTACT_STATES:
             return False  # already closed: nothing is done twice
         released = self.store.release(contact_id, state, on_call=on_call)
-        previous, agent, version, agent_freed = released or ("", None, 0, 0)
+        previous, agent, version, agent_version, agent_state, agent_before = released or (
+            "",
+            None,
+            0,
+            0,
+            "",
+            "",
+        )
+        agent_freed = bool(agent_version)
+        # an agent whose leg is still live stays on the call: freed when it ends
+        # (leg_ended), their screen saying the caller hung up ('gone')
         was_on_call = previous == "on_call"
         closing = dict(
             state=state,
@@ -748,9 +810,12 @@ class QueueService:
                 actor=actor,
                 data=data,
             )
-            if was_on_call and agent_freed:
+            if was_on_call and agent_state == "available":
                 self._event_raw(
-                    s, "agent.presence", agent_id=agent, data=_move("available", "on_call")
+                    s,
+                    "agent.presence",
+                    agent_id=agent,
+                    data=_move("available", agent_before or "on_call"),
                 )
             elif agent is not None and not was_on_call:
                 self._event_raw(

@@ -8,7 +8,10 @@ Keys (all under ``ip:``):
 
 - ``contact:<cid>`` hash: site, kind, lang, cls, arrived, score, state, agent, attempts,
   not_before, deadline, v (version, bumped by every change)
-- ``agent:<aid>`` hash: site, langs, state, since, offer, missed, reason, v
+- ``agent:<aid>`` hash: site, langs, state, since, offer, call, missed, reason, v, and the
+  agent's live leg: leg (the contact it is for), leg_sid (its CallSid once known),
+  bridged (the contact, once put through); done (a contact whose outcome was given while
+  its leg was live), gone (the contact whose caller hung up before being put through)
 - ``site:<site>:waiting`` zset of ready contacts, score = class * 10^13 + arrival ms
 - ``site:<site>:delayed`` zset of callbacks held back by a retry delay, score = not-before ms
 - ``site:<site>:avail`` and ``site:<site>:avail:<lang>`` zsets of free agents, score = idle since
@@ -49,6 +52,9 @@ _SCRIPTS = (
     "reprioritize",
     "convert",
     "restore_call",
+    "leg_placed",
+    "leg_bridged",
+    "leg_ended",
 )
 
 
@@ -117,8 +123,27 @@ class Finish:
     attempts: int
     contact_version: int
     agent_version: int
-    agent_state: str
+    agent_state: str  # "on_call": the agent's leg is live, the wrap-up waits for its end
     retry_at_ms: int
+    agent_before: str = ""
+
+
+class Release(NamedTuple):
+    previous: str  # the contact's state before
+    agent_id: int | None  # the agent who held it (offer or call)
+    contact_version: int
+    agent_version: int  # 0 when the agent was not changed
+    agent_state: str  # the agent's state after ("" when not changed)
+    agent_before: str  # the agent's state before ("" when not changed)
+
+
+class LegEnd(NamedTuple):
+    # the agent's move: "outcome_due" (in wrap_up, no timer), "wrap_up", "available";
+    # "kept" (the leg cleared, the state unchanged); "" when nothing changed (a
+    # repeated, late or foreign end)
+    what: str
+    agent_version: int
+    agent_before: str
 
 
 @dataclass(frozen=True)
@@ -226,19 +251,23 @@ class RedisQueue:
         raw = self.redis.hgetall(f"{self.prefix}contact:{member(contact_id)}")
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
-    def release(
-        self, contact_id: int, new_state: str, *, on_call: bool = False
-    ) -> tuple[str, int | None, int, int] | None:
-        """Remove a contact for good. Returns (previous state, agent freed, versions).
-        A contact on a call is refused (``ON_CALL``) unless ``on_call``: its agent is
-        then freed too."""
+    def release(self, contact_id: int, new_state: str, *, on_call: bool = False) -> Release | None:
+        """Remove a contact for good. A contact on a call is refused (``ON_CALL``) unless
+        ``on_call``: its agent is then freed too (once their live leg ends, if any)."""
         raw = self._run(
             "release", member(contact_id), new_state, self.now_ms(), "1" if on_call else "0"
         )
         if raw is None:
             return None
         agent = as_text(raw[1])
-        return as_text(raw[0]), (int(agent) if agent else None), int(raw[2]), int(raw[3])
+        return Release(
+            as_text(raw[0]),
+            int(agent) if agent else None,
+            int(raw[2]),
+            int(raw[3]),
+            as_text(raw[4]),
+            as_text(raw[5]),
+        )
 
     def reprioritize(self, contact_id: int, priority_class: int, arrived_ms: int) -> int | None:
         score = score_for(priority_class, arrived_ms)
@@ -347,7 +376,26 @@ class RedisQueue:
             int(raw[3]),
             as_text(raw[4]),
             int(as_text(raw[5])),
+            as_text(raw[6]),
         )
+
+    # -- the agent's leg -------------------------------------------------------------
+    def leg_placed(self, agent_id: int, contact_id: int) -> int:
+        """Record the agent's leg for this call before it is placed (0: recorded already)."""
+        return int(self._run("leg_placed", agent_id, member(contact_id)))
+
+    def leg_bridged(self, agent_id: int, contact_id: int, call_sid: str) -> int:
+        """The agent's leg answered and is put through; 0 when nothing changed."""
+        return int(self._run("leg_bridged", agent_id, member(contact_id), call_sid))
+
+    def leg_ended(
+        self, agent_id: int, contact_id: int, call_sid: str, *, wrap_up_s: float
+    ) -> LegEnd:
+        now = self.now_ms()
+        raw = self._run(
+            "leg_ended", agent_id, member(contact_id), call_sid, now, now + int(wrap_up_s * 1000)
+        )
+        return LegEnd(as_text(raw[0]), int(raw[1]), as_text(raw[2]))
 
     def sweep(self, missed_limit: int) -> list[SweepRecord]:
         raw = [as_text(x) for x in self._run("sweep", self.now_ms(), missed_limit)]
@@ -405,6 +453,8 @@ _CONFLICTS = {
     "NO_OFFER": "this offer is no longer open (it expired or was taken back)",
     "NOT_ON_CALL": "this agent is not on a call with this contact",
     "ON_CALL": "the agent is on a call; finish it first",
+    "OUTCOME_DUE": "the call has ended; give its outcome first",
+    "OTHER_LEG": "the agent is still on another call",
     "NOT_WAITING": "the contact is not waiting in line",
     "OTHER_SITE": "the agent works for another site",
     "AGENT_NOT_FREE": "the agent is not available",

@@ -14,6 +14,15 @@ applicant's leg answered or ended). A side that gave no sign of life within
 ``BRIDGE_LEG_TIMEOUT_S`` — longer than a phone rings — was never reached, so the sweep
 reaches it again (``recover_legs``): a leg that was placed always calls back, answered
 (join) or not (its final status), so a leg placed is never placed twice.
+
+The agent is *on a call* from the moment their leg is recorded (before it is placed)
+until it ends: its final status (``/voice/leg``), or its leaving the conference (the
+conference's participant events, ``/voice/conference``), whichever comes first; the
+queue (``QueueService.leg_*``) keeps them out of the pool meanwhile. The conference ends
+when the agent leaves it (``endConferenceOnExit``); an agent who answered but hung up
+before entering it leaves nobody waiting there either: the other side is sent the
+goodbye. Only the agent's CallSid counts: any other participant (a supervisor listening,
+the caller, the applicant) is not the agent's leg.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
 
 from .. import failpoints
 from ..models import Agent, Case, Contact, Site
@@ -89,6 +99,12 @@ class AgentLeg:
 
 
 @dataclass(frozen=True)
+class CallerLeg:
+    lang: str
+    conference: str
+
+
+@dataclass(frozen=True)
 class ApplicantLeg:
     greeting: str
     lang: str
@@ -122,12 +138,15 @@ class BridgeService:
         """From now on a leg of this bridge is expected to show signs of life."""
         self.redis.zadd(PENDING, {str(contact_id): time.time() * 1000})
 
-    def _mark(self, contact_id: int, what: str) -> None:
+    def _mark(self, contact_id: int, what: str, value: str = "1") -> None:
         """``agent_seen`` / ``caller_seen`` / ``applicant_seen``: that side is there;
-        ``agent_ended`` / ``applicant_ended``: that leg's final status came."""
+        ``agent_ended`` / ``applicant_ended``: that leg's final status came;
+        ``agent_sid``: the agent's CallSid (from their answer); ``agent_in`` /
+        ``agent_left``: the agent's participant joined / left the conference;
+        ``conference_ended``: the conference's end came."""
         key = LEGS + str(contact_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, what, "1")
+        pipe.hset(key, what, value)
         pipe.expire(key, 4 * 3600)
         pipe.execute()
 
@@ -146,7 +165,10 @@ class BridgeService:
         key = LEGS + str(contact_id)
         if not self.redis.hsetnx(key, "agent_leg", "placing"):
             return  # this job already ran: never a second agent leg
+        self.redis.hset(key, "agent", str(agent.id))
         self.redis.expire(key, 4 * 3600)
+        if not self.queue.leg_placed(agent.id, contact_id):
+            return  # finished or given back meanwhile, or the agent is on another call
         self._await_leg(contact_id)
         failpoints.hit("bridge.agent_leg.recorded", self.redis)
         to = agent.phone or f"client:{agent.client_identity}"
@@ -154,7 +176,8 @@ class BridgeService:
             to=to,
             from_=_sender(site),
             url=f"{self.base}/voice/agent/join?c={contact_id}",
-            status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=agent",
+            # the agent named: a callback back in line forgets them (and this bridge)
+            status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=agent&a={agent.id}",
             status_callback_event=["completed"],
             timeout=RING_TIMEOUT_S,
         )
@@ -204,14 +227,18 @@ class BridgeService:
 
     # -- webhooks ----------------------------------------------------------------------
     @_in_site_words
-    def agent_joined(self, contact_id: int) -> AgentLeg:
-        """The agent answered: whisper the context; for a callback, now call the applicant."""
+    def agent_joined(self, contact_id: int, call_sid: str = "") -> AgentLeg:
+        """The agent answered (their leg ``call_sid``): whisper the context; for a
+        callback, now call the applicant. A caller gone meanwhile: the agent hears so."""
         contact, agent, _ = self._load(contact_id)
         self._mark(contact_id, "agent_seen")
+        if call_sid:
+            self._mark(contact_id, "agent_sid", call_sid)
         lang = REFERENCE
         cat = catalogue(lang)
-        if contact.state != "on_call":  # the caller left while the agent's phone rang
+        if contact.state != "on_call" or agent is None:  # the caller left meanwhile
             return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
+        self.queue.leg_bridged(agent.id, contact_id, call_sid)
         with self.sessions() as s:
             case = (  # a file number its caller did not prove is not read out
                 s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
@@ -247,19 +274,25 @@ class BridgeService:
             self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
         return AgentLeg(whisper, lang, conference_name(contact_id))
 
-    def caller_joined(self, contact_id: int) -> None:
+    def caller_joined(self, contact_id: int) -> CallerLeg:
         """The live caller reached the conference."""
         self._mark(contact_id, "caller_seen")
+        contact, _, _ = self._load(contact_id)
+        lang = contact.language if contact.language in available() else REFERENCE
+        return CallerLeg(lang, conference_name(contact_id))
 
     def caller_hung_up(self, contact_id: int) -> bool:
         """A live caller's call ended while an agent had accepted them. Put through
-        already (``caller_seen``): the call goes on to its end, where the agent gives an
-        outcome; returns False. Not put through: nobody will speak to them, so the
-        contact is abandoned, the agent freed, their leg hung up if it was placed, and
-        nothing is left to recover; returns True."""
+        already (both in the conference: ``caller_seen`` and ``agent_seen``): the call
+        goes on to its end, where the agent gives an outcome; returns False. Not put
+        through (the agent had not answered yet, even with the caller already in the
+        conference): nobody will speak to them, so the contact is abandoned, the agent
+        freed (once their leg has ended, which is hung up if it was placed; an agent
+        answering meanwhile hears that the caller hung up), and nothing is left to
+        recover; returns True."""
         key = LEGS + str(contact_id)
         legs = {as_text(k): as_text(v) for k, v in self.redis.hgetall(key).items()}
-        if "caller_seen" in legs:
+        if "caller_seen" in legs and "agent_seen" in legs:
             return False
         if not self.queue.abandon_before_bridge(contact_id):
             return False  # closed already: a repeated status callback
@@ -285,11 +318,93 @@ class BridgeService:
             catalogue(lang).text("applicant_greeting"), lang, conference_name(contact_id)
         )
 
-    def leg_ended(self, contact_id: int, leg: str, status: str) -> None:
-        """A leg's final status: an applicant who did not answer goes back in line."""
+    def leg_ended(
+        self,
+        contact_id: int,
+        leg: str,
+        status: str,
+        call_sid: str = "",
+        agent_id: int | None = None,
+    ) -> None:
+        """A leg's final status: an applicant who did not answer goes back in line; the
+        agent's leg (of ``agent_id``) ending ends the agent's call
+        (:meth:`QueueService.leg_ended`)."""
         self._mark(contact_id, f"{leg}_ended")
         if leg == "applicant" and status in UNANSWERED:
             self._unanswered(contact_id, UNANSWERED[status])
+        elif leg == "agent":
+            legs = self._legs(contact_id)
+            if agent_id is not None:
+                legs["agent"] = str(agent_id)
+            self._agent_out(contact_id, legs, call_sid)
+            if "agent_seen" in legs and "agent_in" not in legs and "kept" not in legs:
+                # answered, but never entered the conference: nothing ends it for the
+                # side waiting there (endConferenceOnExit acts only on leaving it)
+                self._send_goodbye(contact_id, legs)
+
+    def conference_event(self, contact_id: int, event: str, call_sid: str) -> None:
+        """The conference's status callback. Only the agent's participant (their
+        CallSid, known from their answer) moves the agent: joining puts them through,
+        leaving ends their leg; the conference's end ends it too, once they were in.
+        Repeated, late or reordered events change nothing twice (the queue's scripts
+        act once per leg)."""
+        legs = self._legs(contact_id)
+        agent_sid = legs.get("agent_sid", "")
+        if event == "conference-end":
+            self._mark(contact_id, "conference_ended")
+            if "agent_in" in legs:
+                self._agent_out(contact_id, legs, agent_sid)
+            return
+        if not call_sid or call_sid != agent_sid:
+            return  # the caller, the applicant, a supervisor: not the agent's leg
+        agent_id = self._agent_of(contact_id, legs)
+        if event == "participant-join" and agent_id is not None:
+            self._mark(contact_id, "agent_in")
+            self.queue.leg_bridged(agent_id, contact_id, call_sid)
+        elif event == "participant-leave":
+            self._mark(contact_id, "agent_left")
+            self._agent_out(contact_id, legs, call_sid)
+
+    def _legs(self, contact_id: int) -> dict[str, str]:
+        raw = self.redis.hgetall(LEGS + str(contact_id))
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+
+    def _agent_of(self, contact_id: int, legs: dict[str, str]) -> int | None:
+        """The agent whose leg this bridge placed (the contact's row forgets them once
+        a callback goes back in line)."""
+        if legs.get("agent", "").isdigit():
+            return int(legs["agent"])
+        try:
+            _, agent, _ = self._load(contact_id)
+        except Conflict:
+            return None
+        return agent.id if agent is not None else None
+
+    def _agent_out(self, contact_id: int, legs: dict[str, str], call_sid: str) -> None:
+        agent_id = self._agent_of(contact_id, legs)
+        if agent_id is not None:
+            self.queue.leg_ended(agent_id, contact_id, call_sid)
+
+    def _send_goodbye(self, contact_id: int, legs: dict[str, str]) -> None:
+        """The caller or applicant left waiting in a conference their agent never
+        entered hears the goodbye and is hung up."""
+        try:
+            contact, _, _ = self._load(contact_id)
+        except Conflict:
+            return
+        sid = contact.call_sid if contact.kind == "live" else legs.get("applicant_leg", "")
+        if not sid or not sid.startswith("CA"):
+            return
+        lang = contact.language if contact.language in available() else REFERENCE
+        cat = catalogue(lang)
+        response = VoiceResponse()
+        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
+        response.hangup()
+        try:
+            self.client().calls(sid).update(twiml=str(response))
+        except TwilioRestException as exc:
+            if exc.code not in CALL_GONE:
+                log.warning("contact %s: the other side not sent the goodbye", contact_id)
 
     def _unanswered(self, contact_id: int, outcome: str) -> None:
         _, agent, _ = self._load(contact_id)

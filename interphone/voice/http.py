@@ -23,7 +23,6 @@ from ..metrics import recorder_for
 from ..prompts import REFERENCE, catalogue
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
-from .bridge import conference_name
 from .flow import DOOR_HOLD, DOOR_STEPS
 from .hearing import LOCAL, Heard
 from .reply import Reply
@@ -327,14 +326,31 @@ def _queue_refused(exc: QueueError) -> Response:
     return _goodbye()
 
 
-def _conference(response: VoiceResponse, name: str, *, agent: bool) -> None:
+CONFERENCE_PATH = "/voice/conference"  # the conference's status callback
+CONFERENCE_EVENTS = "start end join leave"
+
+
+def _conference(
+    response: VoiceResponse, name: str, contact_id: int, *, agent: bool, lang: str = ""
+) -> None:
+    """Into the contact's conference. It ends when the agent leaves it; the caller or
+    the applicant then hears a short goodbye (their TwiML goes on after the <Dial>).
+    Every participant names the status callback: Twilio takes the conference's from
+    the participant that creates it, whoever comes first."""
+    base = _runtime().settings.public_base_url.rstrip("/")
     dial = response.dial()
     dial.conference(
         name,
         start_conference_on_enter=agent,
         end_conference_on_exit=agent,
         beep=False,
+        status_callback=f"{base}{request.script_root}{CONFERENCE_PATH}?c={contact_id}",
+        status_callback_event=CONFERENCE_EVENTS,
     )
+    if not agent:
+        cat = catalogue(lang or REFERENCE)
+        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
+        response.hangup()
 
 
 @bp.post("/voice/bridge")
@@ -344,9 +360,9 @@ def bridge_caller() -> Response:
     contact_id = _contact_id()
     if contact_id is None:
         return _goodbye()
-    _runtime().bridge.caller_joined(contact_id)
+    leg = _runtime().bridge.caller_joined(contact_id)
     response = VoiceResponse()
-    _conference(response, conference_name(contact_id), agent=False)
+    _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
     return _xml(str(response))
 
 
@@ -356,14 +372,14 @@ def agent_join() -> Response:
     contact_id = _contact_id()
     if contact_id is None:
         return _goodbye()
-    leg = _runtime().bridge.agent_joined(contact_id)
+    leg = _runtime().bridge.agent_joined(contact_id, _call_sid() or "")
     response = VoiceResponse()
     cat = catalogue(leg.whisper_lang)
     response.say(leg.whisper, voice=cat.voice, language=cat.say_language)
     if leg.hang_up:
         response.hangup()
     else:
-        _conference(response, leg.conference, agent=True)
+        _conference(response, leg.conference, contact_id, agent=True)
     return _xml(str(response))
 
 
@@ -380,7 +396,7 @@ def applicant_join() -> Response:
         return _xml(str(response))
     cat = catalogue(leg.lang)
     response.say(leg.greeting, voice=cat.voice, language=cat.say_language)
-    _conference(response, leg.conference, agent=False)
+    _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
     return _xml(str(response))
 
 
@@ -391,5 +407,22 @@ def leg_status() -> Response:
     leg = request.args.get("leg", "")
     if contact_id is None or leg not in ("agent", "applicant"):
         return _bad_request()
-    _runtime().bridge.leg_ended(contact_id, leg, _field("CallStatus"))
+    agent_id = row_id(request.args.get("a", ""))
+    _runtime().bridge.leg_ended(contact_id, leg, _field("CallStatus"), _call_sid() or "", agent_id)
+    return Response(status=204)
+
+
+CONFERENCE_EVENT = re.compile(r"(conference|participant)-[a-z-]{1,20}")
+
+
+@bp.post(CONFERENCE_PATH)
+@twilio_signed
+def conference_status() -> Response:
+    """The conference's status callback (``statusCallbackEvent``): the agent's
+    participant joining or leaving, the conference ending."""
+    contact_id = _contact_id()
+    event = _field("StatusCallbackEvent")
+    if contact_id is None or not CONFERENCE_EVENT.fullmatch(event):
+        return _bad_request()
+    _runtime().bridge.conference_event(contact_id, event, _call_sid() or "")
     return Response(status=204)

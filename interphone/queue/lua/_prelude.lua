@@ -26,10 +26,11 @@ local function agent_leave_pool(aid)
 end
 -- back_of_line: the agent joins the idle order behind every free agent (after a decline
 -- or a missed offer), so that the next offer goes to somebody else.
+-- The agent's live leg ('leg', 'leg_sid', 'bridged') is left alone: only its end clears it.
 local function agent_set(aid, state, now, reason, back_of_line)
   agent_leave_pool(aid)
   redis.call('HSET', akey(aid), 'state', state, 'since', fmt(now), 'offer', '', 'call', '',
-    'reason', reason or '')
+    'done', '', 'reason', reason or '')
   local a = redis.call('HMGET', akey(aid), 'site', 'langs')
   if state == 'offline' or state == 'paused' then
     redis.call('SREM', skey(a[1], 'staffed'), aid)
@@ -54,7 +55,7 @@ local function make_offer(site, cid, aid, now, deadline)
   redis.call('HSET', ckey(cid), 'state', 'offered', 'agent', aid, 'deadline', fmt(deadline))
   local cv = bump(ckey(cid))
   agent_leave_pool(aid)
-  redis.call('HSET', akey(aid), 'state', 'offered', 'since', fmt(now), 'offer', cid)
+  redis.call('HSET', akey(aid), 'state', 'offered', 'since', fmt(now), 'offer', cid, 'gone', '')
   return {cv, bump(akey(aid))}
 end
 -- Put a contact back at its own place: same score, so the same position as before.
@@ -71,6 +72,16 @@ local function contact_unindex(cid)
   redis.call('ZREM', skey(site, 'waiting'), cid)
   redis.call('ZREM', skey(site, 'delayed'), cid)
   redis.call('ZREM', P .. 'offers', cid)
+end
+-- The agent's wrap-up after a call whose leg has ended and whose outcome is given:
+-- timed until wrap_until, or straight back to the pool. Returns {agent_state, agent_v}.
+local function agent_after_call(aid, now, wrap_until)
+  if wrap_until > now then
+    local av = agent_set(aid, 'wrap_up', now)
+    redis.call('ZADD', P .. 'wrapups', wrap_until, aid)
+    return {'wrap_up', av}
+  end
+  return {'available', agent_set(aid, 'available', now)}
 end
 -- True when agent aid holds the open offer of contact cid.
 local function holds_offer(aid, cid)

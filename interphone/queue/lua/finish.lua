@@ -1,8 +1,10 @@
 -- ARGV: aid cid now_ms wrap_until_ms result retry_at_ms max_attempts
 -- Ends the call of agent aid with contact cid. result 'completed' closes the contact;
 -- 'retry' (callback not answered) puts it back at its place, not before retry_at_ms,
--- or marks it 'unreachable' after max_attempts. The agent goes to wrap-up.
--- Returns {contact_state, attempts, contact_v, agent_v, agent_state, retry_at_ms}.
+-- or marks it 'unreachable' after max_attempts. The agent goes to wrap-up, or stays on
+-- the call while their leg is live (the wrap-up then starts when it ends).
+-- Returns {contact_state, attempts, contact_v, agent_v, agent_state, retry_at_ms,
+-- agent_state_before}.
 local aid, cid, now, wrap_until = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local result, retry_at, max_attempts = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local c = redis.call('HMGET', ckey(cid), 'state', 'agent', 'site', 'attempts')
@@ -29,12 +31,14 @@ if state ~= 'waiting' then
   end
 end
 local av, astate
-if wrap_until > now then
-  av = agent_set(aid, 'wrap_up', now)
-  redis.call('ZADD', P .. 'wrapups', wrap_until, aid)
-  astate = 'wrap_up'
+local before = redis.call('HGET', akey(aid), 'state') or ''
+if redis.call('HGET', akey(aid), 'leg') == cid then
+  -- the agent's leg is still live: the outcome is kept, the agent stays on the call and
+  -- the wrap-up starts when the leg ends (leg_ended.lua)
+  redis.call('HSET', akey(aid), 'call', '', 'done', cid)
+  av, astate = bump(akey(aid)), 'on_call'
 else
-  av = agent_set(aid, 'available', now)
-  astate = 'available'
+  local after = agent_after_call(aid, now, wrap_until)
+  astate, av = after[1], after[2]
 end
-return {state, attempts, cv, av, astate, fmt(retry_at)}
+return {state, attempts, cv, av, astate, fmt(retry_at), before}
