@@ -658,7 +658,12 @@ class QueueService:
         try:
             self.store.leg_placed(agent_id, contact_id)
         except Conflict as exc:
-            log.info("contact %s: agent %s leg not placed (%s)", contact_id, agent_id, exc.reason)
+            log.info(
+                "contact %s: agent %s leg not placed (%s)",
+                contact_id,
+                agent_id,
+                exc.details.get("reason"),
+            )
             return False
         return True
 

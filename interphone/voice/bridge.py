@@ -102,6 +102,7 @@ class AgentLeg:
 class CallerLeg:
     lang: str
     conference: str
+    hang_up: bool = False  # their agent has come and gone: nobody to meet any more
 
 
 @dataclass(frozen=True)
@@ -275,11 +276,20 @@ class BridgeService:
         return AgentLeg(whisper, lang, conference_name(contact_id))
 
     def caller_joined(self, contact_id: int) -> CallerLeg:
-        """The live caller reached the conference."""
+        """The live caller reached the conference (their redirect followed). Their agent
+        answered and has hung up already: the conference is over, they hear the goodbye
+        rather than wait in an empty one."""
         self._mark(contact_id, "caller_seen")
         contact, _, _ = self._load(contact_id)
         lang = contact.language if contact.language in available() else REFERENCE
-        return CallerLeg(lang, conference_name(contact_id))
+        return CallerLeg(
+            lang, conference_name(contact_id), self._agent_gone(self._legs(contact_id))
+        )
+
+    @staticmethod
+    def _agent_gone(legs: dict[str, str]) -> bool:
+        """The agent answered, and their leg has ended or left the conference."""
+        return "agent_seen" in legs and bool(legs.keys() & {"agent_ended", "agent_left"})
 
     def caller_hung_up(self, contact_id: int) -> bool:
         """A live caller's call ended while an agent had accepted them. Put through
@@ -356,7 +366,12 @@ class BridgeService:
                 self._agent_out(contact_id, legs, agent_sid)
             return
         if not call_sid or call_sid != agent_sid:
-            return  # the caller, the applicant, a supervisor: not the agent's leg
+            # the caller, the applicant, a supervisor: not the agent's leg. The caller or
+            # the applicant coming in after the agent left (a redirect that crossed the
+            # agent's hang-up) would wait alone: they are sent the goodbye.
+            if event == "participant-join" and self._agent_gone(legs) and "kept" not in legs:
+                self._send_goodbye(contact_id, legs)
+            return
         agent_id = self._agent_of(contact_id, legs)
         if event == "participant-join" and agent_id is not None:
             self._mark(contact_id, "agent_in")

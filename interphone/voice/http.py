@@ -362,7 +362,12 @@ def bridge_caller() -> Response:
         return _goodbye()
     leg = _runtime().bridge.caller_joined(contact_id)
     response = VoiceResponse()
-    _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
+    if leg.hang_up:
+        cat = catalogue(leg.lang)
+        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
+        response.hangup()
+    else:
+        _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
     return _xml(str(response))
 
 
