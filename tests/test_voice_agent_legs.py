@@ -171,6 +171,7 @@ def test_agent_hanging_up_ends_the_applicants_call_with_a_goodbye(
     assert applicant.status == "completed"  # not left "En communication" alone
     assert applicant.conference is None
     assert applicant.transcript().rstrip().endswith("The call has ended. Thank you, goodbye.")
+    assert applicant.transcript().count("The call has ended") == 1  # said once
     assert _agent_state(rt, screen) == "wrap_up"
 
 
