@@ -22,9 +22,11 @@ from sqlalchemy import func, select
 from interphone.accounts import add_user
 from interphone.devtools.devphone.phone import DevPhone, SimCall, TwimlError
 from interphone.models import Contact, Event
+from interphone.prompt_overrides import set_prompt
 from interphone.queue.clock import ManualClock
 from interphone.queue.store import member
 from interphone.runtime import Runtime
+from interphone.scope import EVERYWHERE
 
 from .conftest import SITE
 
@@ -298,3 +300,25 @@ def test_malformed_conference_callback_is_refused_not_a_500(devphone: DevPhone) 
     for path, event in (("/voice/conference?c=1", "x" * 300), ("/voice/conference?c=x", "")):
         with pytest.raises(TwimlError, match="answered 400"):
             devphone.post(path, {"StatusCallbackEvent": event, **ACCOUNT})
+
+
+def test_the_goodbye_after_the_conference_is_in_the_sites_own_words(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    rt = voice_runtime
+    words = "Thank you for calling the préfecture of Puy-de-Dôme. Goodbye."
+    set_prompt(
+        rt.sessions,
+        EVERYWHERE,
+        SITE,
+        "en",
+        "bridge_goodbye",
+        words,
+        actor="admin@example.org",
+        changed=rt.prompt_texts.changed,
+    )
+    caller, agent_leg, _ = _bridged_live_call(devphone, rt, screen)
+    agent_leg.hang_up()
+    caller.poll()
+    assert caller.status == "completed"
+    assert caller.transcript().rstrip().endswith(words)

@@ -102,6 +102,7 @@ class AgentLeg:
 class CallerLeg:
     lang: str
     conference: str
+    goodbye: str  # said after their <Dial> (or instead, with hang_up)
     hang_up: bool = False  # their agent has come and gone: nobody to meet any more
 
 
@@ -111,6 +112,7 @@ class ApplicantLeg:
     lang: str
     conference: str
     hang_up: bool = False
+    goodbye: str = ""  # said after their <Dial>
 
 
 class BridgeService:
@@ -275,6 +277,7 @@ class BridgeService:
             self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
         return AgentLeg(whisper, lang, conference_name(contact_id))
 
+    @_in_site_words
     def caller_joined(self, contact_id: int) -> CallerLeg:
         """The live caller reached the conference (their redirect followed). Their agent
         answered and has hung up already: the conference is over, they hear the goodbye
@@ -283,7 +286,10 @@ class BridgeService:
         contact, _, _ = self._load(contact_id)
         lang = contact.language if contact.language in available() else REFERENCE
         return CallerLeg(
-            lang, conference_name(contact_id), self._agent_gone(self._legs(contact_id))
+            lang,
+            conference_name(contact_id),
+            catalogue(lang).text("bridge_goodbye"),
+            self._agent_gone(self._legs(contact_id)),
         )
 
     @staticmethod
@@ -324,8 +330,12 @@ class BridgeService:
         if answered_by.startswith("machine") or answered_by == "fax":
             self._unanswered(contact_id, "voicemail")
             return ApplicantLeg("", lang, conference_name(contact_id), hang_up=True)
+        cat = catalogue(lang)
         return ApplicantLeg(
-            catalogue(lang).text("applicant_greeting"), lang, conference_name(contact_id)
+            cat.text("applicant_greeting"),
+            lang,
+            conference_name(contact_id),
+            goodbye=cat.text("bridge_goodbye"),
         )
 
     def leg_ended(
@@ -412,8 +422,13 @@ class BridgeService:
             return
         lang = contact.language if contact.language in available() else REFERENCE
         cat = catalogue(lang)
+        if self.prompts is None:
+            goodbye = cat.text("bridge_goodbye")
+        else:
+            with self.prompts.applied(contact.site_id):  # the site's own words
+                goodbye = cat.text("bridge_goodbye")
         response = VoiceResponse()
-        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
+        response.say(goodbye, voice=cat.voice, language=cat.say_language)
         response.hangup()
         try:
             self.client().calls(sid).update(twiml=str(response))

@@ -330,13 +330,11 @@ CONFERENCE_PATH = "/voice/conference"  # the conference's status callback
 CONFERENCE_EVENTS = "start end join leave"
 
 
-def _conference(
-    response: VoiceResponse, name: str, contact_id: int, *, agent: bool, lang: str = ""
-) -> None:
-    """Into the contact's conference. It ends when the agent leaves it; the caller or
-    the applicant then hears a short goodbye (their TwiML goes on after the <Dial>).
-    Every participant names the status callback: Twilio takes the conference's from
-    the participant that creates it, whoever comes first."""
+def _conference(response: VoiceResponse, name: str, contact_id: int, *, agent: bool) -> None:
+    """Into the contact's conference. It ends when the agent leaves it; the caller's and
+    the applicant's TwiML then go on after the <Dial> (a goodbye). Every participant
+    names the status callback: Twilio takes the conference's from the participant that
+    creates it, whoever comes first."""
     base = _runtime().settings.public_base_url.rstrip("/")
     dial = response.dial()
     dial.conference(
@@ -347,10 +345,12 @@ def _conference(
         status_callback=f"{base}{request.script_root}{CONFERENCE_PATH}?c={contact_id}",
         status_callback_event=CONFERENCE_EVENTS,
     )
-    if not agent:
-        cat = catalogue(lang or REFERENCE)
-        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
-        response.hangup()
+
+
+def _goodbye_then_hang_up(response: VoiceResponse, goodbye: str, lang: str) -> None:
+    cat = catalogue(lang)
+    response.say(goodbye, voice=cat.voice, language=cat.say_language)
+    response.hangup()
 
 
 @bp.post("/voice/bridge")
@@ -362,12 +362,9 @@ def bridge_caller() -> Response:
         return _goodbye()
     leg = _runtime().bridge.caller_joined(contact_id)
     response = VoiceResponse()
-    if leg.hang_up:
-        cat = catalogue(leg.lang)
-        response.say(cat.text("bridge_goodbye"), voice=cat.voice, language=cat.say_language)
-        response.hangup()
-    else:
-        _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
+    if not leg.hang_up:
+        _conference(response, leg.conference, contact_id, agent=False)
+    _goodbye_then_hang_up(response, leg.goodbye, leg.lang)
     return _xml(str(response))
 
 
@@ -401,7 +398,8 @@ def applicant_join() -> Response:
         return _xml(str(response))
     cat = catalogue(leg.lang)
     response.say(leg.greeting, voice=cat.voice, language=cat.say_language)
-    _conference(response, leg.conference, contact_id, agent=False, lang=leg.lang)
+    _conference(response, leg.conference, contact_id, agent=False)
+    _goodbye_then_hang_up(response, leg.goodbye, leg.lang)
     return _xml(str(response))
 
 
