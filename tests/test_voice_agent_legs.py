@@ -151,7 +151,8 @@ def test_agent_hanging_up_before_terminer_stays_unavailable_until_the_outcome(
     rt.queue.sweep()
     assert _agent_state(rt, screen) == "wrap_up"  # no timer runs without the outcome
     page = _press(screen, "/agent/presence", state="available")
-    assert "indiquez son résultat" in page and _agent_state(rt, screen) == "wrap_up"
+    assert "L&#39;appel est terminé : indiquez d&#39;abord son résultat." in page  # refused
+    assert _agent_state(rt, screen) == "wrap_up"
     _press(screen, f"/agent/call/{contact_id}/finish", outcome="resolved")
     assert _agent_state(rt, screen) == "wrap_up"
     clock.advance(rt.settings.queue.wrap_up_s + 1)
