@@ -9,6 +9,7 @@ from collections.abc import Callable
 from playwright.sync_api import Page, expect
 
 from interphone.accounts import add_user
+from interphone.devtools.devphone.phone import DevPhone
 from interphone.runtime import Runtime
 
 from .conftest import SITE
@@ -56,6 +57,7 @@ def test_agent_works_a_whole_call_by_keyboard_alone(
     server: str,  # noqa: F811
     open_page: Callable[..., Page],  # noqa: F811
     voice_runtime: Runtime,
+    devphone: DevPhone,
 ) -> None:
     rt = voice_runtime
     agent = add_user(rt.sessions, "a@example.org", PASSWORD, site_code=SITE, phone="+33600000001")
@@ -85,6 +87,9 @@ def test_agent_works_a_whole_call_by_keyboard_alone(
     assert page.evaluate("document.activeElement.id") == "note"
     _tab_to(page, "#finish")
     page.keyboard.press("Enter")
+    # the outcome is kept while the agent's handset still rings; its end starts the wrap-up
+    expect(page.locator("#outcome-kept")).to_be_visible()
+    devphone.refuse("+33600000001", "no-answer")
     expect(page.locator("#state")).to_have_attribute("data-state", "wrap_up")
 
 

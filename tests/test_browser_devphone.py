@@ -122,7 +122,13 @@ def test_callback_from_the_dev_phone_to_a_bridged_call(
     desk.screenshot(path=str(SCREENSHOTS / "agent-screen.png"), full_page=True)
     desk.get_by_label("Résultat").select_option("resolved")
     desk.get_by_role("button", name="Terminer").click()
+    # the outcome is kept; the agent is on the call until they hang up
+    expect(desk.locator("#outcome-kept")).to_be_visible()
+    expect(desk.locator("#state")).to_have_attribute("data-state", "on_call")
+    agent.get_by_role("button", name="Raccrocher").click()
     expect(desk.locator("#state")).to_have_attribute("data-state", "wrap_up")
+    # the conference ends with the agent: the applicant hears a goodbye, not silence
+    expect(applicant.locator("[data-log]")).to_contain_text("The call has ended")
 
 
 def test_status_of_a_case_typed_key_by_key_on_the_dev_phone(
