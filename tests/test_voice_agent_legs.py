@@ -27,6 +27,7 @@ from interphone.queue.clock import ManualClock
 from interphone.queue.store import member
 from interphone.runtime import Runtime
 from interphone.scope import EVERYWHERE
+from interphone.voice.bridge import AGENT_LEGS
 
 from .conftest import SITE
 
@@ -323,3 +324,35 @@ def test_the_goodbye_after_the_conference_is_in_the_sites_own_words(
     caller.poll()
     assert caller.status == "completed"
     assert caller.transcript().rstrip().endswith(words)
+
+
+def test_an_agents_leg_whose_end_never_reached_the_app_is_found_ended_by_the_sweep(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    """Its final status and the conference's events all lost (a web process killed):
+    the sweep asks Twilio whether the leg is still in the conference."""
+    rt = voice_runtime
+    _, agent_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    _press(screen, f"/agent/call/{contact_id}/finish", outcome="resolved")
+    rt.redis.zadd(AGENT_LEGS, {str(contact_id): 0})  # due for a check
+    assert rt.bridge.recover_legs() == 0  # still in the conference: checked again later
+    assert _agent_state(rt, screen) == "on_call"
+    assert (rt.redis.zscore(AGENT_LEGS, str(contact_id)) or 0) > 0
+    lost: list[str] = []
+    transport = devphone.transport
+
+    def losing(path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        if path.startswith(("/voice/leg", "/voice/conference")):
+            lost.append(path)
+            return 204, ""
+        return transport(path, form, headers)
+
+    devphone.transport = losing
+    agent_leg.hang_up()
+    devphone.transport = transport
+    assert lost and _agent_state(rt, screen) == "on_call"
+    rt.redis.zadd(AGENT_LEGS, {str(contact_id): 0})
+    assert rt.bridge.recover_legs() == 1
+    assert _agent_state(rt, screen) == "wrap_up"
+    assert rt.redis.zscore(AGENT_LEGS, str(contact_id)) is None
+    assert rt.bridge.recover_legs() == 0  # once

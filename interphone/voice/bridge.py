@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 LEGS = "ip:bridge:"
 PENDING = "ip:bridge:pending"  # contact ids whose next leg is awaited, by waiting since (ms)
+# contact ids whose agent's leg answered and has not ended yet, by when to ask Twilio
+# whether it is still in the conference (its end's webhooks may all have been lost)
+AGENT_LEGS = "ip:bridge:agent_legs"
 RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its status)
 # Twilio's answers to redirecting a call that has ended: "call is not in-progress"
 # (400, code 21220), or no such call any more (404, code 20404)
@@ -242,6 +245,7 @@ class BridgeService:
         if contact.state != "on_call" or agent is None:  # the caller left meanwhile
             return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
         self.queue.leg_bridged(agent.id, contact_id, call_sid)
+        self._check_leg_later(contact_id)
         with self.sessions() as s:
             case = (  # a file number its caller did not prove is not read out
                 s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
@@ -409,6 +413,11 @@ class BridgeService:
         agent_id = self._agent_of(contact_id, legs)
         if agent_id is not None:
             self.queue.leg_ended(agent_id, contact_id, call_sid)
+        self.redis.zrem(AGENT_LEGS, str(contact_id))
+
+    def _check_leg_later(self, contact_id: int) -> None:
+        due = time.time() * 1000 + self.leg_timeout_s * 1000
+        self.redis.zadd(AGENT_LEGS, {str(contact_id): due})
 
     def _send_goodbye(self, contact_id: int, legs: dict[str, str]) -> None:
         """The caller or applicant left waiting in a conference their agent never
@@ -458,7 +467,7 @@ class BridgeService:
         sides were reached again."""
         cutoff = time.time() * 1000 - self.leg_timeout_s * 1000
         due: list[bytes] = list(self.redis.zrangebyscore(PENDING, 0, cutoff))  # type: ignore[arg-type]
-        done = 0
+        done = self._recover_agent_legs()
         for raw in due:
             if not self.redis.zrem(PENDING, raw):
                 continue  # another sweep took it
@@ -470,6 +479,51 @@ class BridgeService:
                 log.warning("contact %s: bridge not recovered yet", contact_id, exc_info=True)
                 self._await_leg(contact_id)
         return done
+
+    def _recover_agent_legs(self) -> int:
+        """An agent's leg put through whose end never reached the app (its final status
+        and the conference's events all lost: a web process killed) would keep the
+        agent on the call for ever: every ``BRIDGE_LEG_TIMEOUT_S`` Twilio is asked
+        whether it is still in the conference; once it is not, it has ended. Returns
+        how many such ends were found."""
+        now = time.time() * 1000
+        due: list[bytes] = list(self.redis.zrangebyscore(AGENT_LEGS, 0, now))  # type: ignore[arg-type]
+        ended = 0
+        for raw in due:
+            contact_id = int(raw)
+            legs = self._legs(contact_id)
+            sid, agent_id = legs.get("agent_sid", ""), self._agent_of(contact_id, legs)
+            if agent_id is None or not sid:
+                self.redis.zrem(AGENT_LEGS, raw)
+                continue
+            try:
+                live = self._in_conference(contact_id, sid)
+            except Exception:  # Twilio unreachable, say: asked again later
+                log.warning("contact %s: agent's leg not checked", contact_id, exc_info=True)
+                live = True
+            if live:
+                self._check_leg_later(contact_id)
+                continue
+            log.warning("contact %s: the agent's leg ended unannounced", contact_id)
+            self._agent_out(contact_id, legs, sid)
+            ended += 1
+        return ended
+
+    def _in_conference(self, contact_id: int, call_sid: str) -> bool:
+        """Whether the call ``call_sid`` is a participant of the contact's conference."""
+        client = self.client()
+        found = client.conferences.list(
+            friendly_name=conference_name(contact_id), status="in-progress", limit=1
+        )
+        if not found:
+            return False
+        try:
+            client.conferences(found[0].sid).participants(call_sid).fetch()
+        except TwilioRestException as exc:
+            if exc.code == 20404:  # not (or no longer) a participant
+                return False
+            raise
+        return True
 
     def _recover(self, contact_id: int) -> bool:
         self.queue.resync(contact_id)  # an accept whose SQL write failed is written now
