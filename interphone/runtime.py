@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .voice.prompt_texts import SitePrompts
     from .voice.session import CallStore
     from .voice.speech.models import ModelRegistry
+    from .voice.supervise import SupervisionService
     from .voice.voicemail import VoicemailService
     from .web.feeds import FeedHub
 
@@ -398,6 +399,19 @@ class Runtime:
             run_job=self.jobs.bridge,
             leg_timeout_s=self.settings.bridge_leg_timeout_s,
             prompts=self.prompt_texts,
+        )
+
+    @cached_property
+    def supervision(self) -> SupervisionService:
+        """A supervisor listening to, coaching or barging into an agent's call."""
+        from .voice.supervise import SupervisionService
+
+        return SupervisionService(
+            self.sessions,
+            self.store,
+            self.redis,
+            self.twilio_client,
+            public_base_url=self.settings.public_base_url,
         )
 
     def twilio_client(self) -> TwilioClient:

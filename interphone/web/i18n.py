@@ -36,6 +36,11 @@ STATE_LABELS = {
     "on_call": _l("en communication"),
     "wrap_up": _l("après-appel"),
 }
+LISTEN_LABELS = {  # what a supervisor listening in is doing (interphone.voice.supervise)
+    "monitor": _l("Vous écoutez (micro coupé)."),
+    "coach": _l("Vous conseillez l'agent : lui seul vous entend."),
+    "barge": _l("Vous intervenez : l'agent et l'appelant vous entendent."),
+}
 CASE_STATUS_LABELS = {
     "filed": _l("déposé"),
     "incomplete": _l("incomplet"),
@@ -58,6 +63,15 @@ CONFLICTS = {
     "OTHER_SITE": _l("Cet agent travaille pour un autre site."),
     "AGENT_NOT_FREE": _l("Cet agent n'est pas disponible."),
     "UNKNOWN": _l("Contact inconnu."),
+    # a supervisor listening in (interphone.voice.supervise)
+    "AGENT_NOT_ON_CALL": _l("Cet agent n'est pas en communication : rien à écouter."),
+    "NO_HANDSET": _l(
+        "Aucun téléphone n'est enregistré sur votre compte : demandez à un administrateur"
+        " d'y ajouter votre numéro."
+    ),
+    "CALL_ENDED": _l("L'appel s'est terminé entre-temps."),
+    "NOT_LISTENING": _l("Vous n'écoutez pas l'appel de cet agent."),
+    "OWN_CALL": _l("Vous ne pouvez pas écouter votre propre appel."),
 }
 # the queue's refusals of what a form sent, by the reason they give
 INVALID = {
@@ -65,6 +79,7 @@ INVALID = {
         "Annulation : choisissez un motif de la liste, et précisez « Autre motif » "
         "(200 caractères au plus)."
     ),
+    "UNKNOWN_MODE": _l("Mode d'écoute inconnu."),  # a supervisor listening in
 }
 
 
@@ -104,6 +119,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["ui_lang"] = select_locale
     app.jinja_env.globals["channel_labels"] = CHANNEL_LABELS
     app.jinja_env.globals["state_labels"] = STATE_LABELS
+    app.jinja_env.globals["listen_labels"] = LISTEN_LABELS
     app.jinja_env.globals["case_status_labels"] = CASE_STATUS_LABELS
     app.jinja_env.filters["duration"] = duration
     app.register_blueprint(bp)

@@ -116,6 +116,7 @@ def _context() -> dict[str, Any]:
         )
     return {
         "site": site,
+        "listening": rt.supervision.listening(current_user.agent_id),
         "figures": stats.figures(site.code),
         "roster": roster,
         "waiting": rt.queue.list_waiting(site.code, limit=100, scope=current_scope()),
@@ -159,6 +160,27 @@ def agent_presence(agent_id: int) -> Any:
         request.form.get("reason", "supervisor")[:64],
         actor=_actor(),
         scope=current_scope(),
+    )
+    return _back()
+
+
+@bp.post("/supervisor/agents/<int:agent_id>/listen")
+@role_required(*SUPERVISORS)
+def agent_listen(agent_id: int) -> Any:
+    """Join the agent's call muted (monitor), heard by the agent (coach) or by both
+    (barge), or switch to that mode (:mod:`interphone.voice.supervise`)."""
+    mode = request.form.get("mode", "")[:16]
+    runtime_of(current_app).supervision.listen(
+        current_user.agent_id, agent_id, mode, scope=current_scope()
+    )
+    return _back()
+
+
+@bp.post("/supervisor/agents/<int:agent_id>/leave")
+@role_required(*SUPERVISORS)
+def agent_leave(agent_id: int) -> Any:
+    runtime_of(current_app).supervision.leave(
+        current_user.agent_id, agent_id, scope=current_scope()
     )
     return _back()
 
