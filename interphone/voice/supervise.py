@@ -39,7 +39,7 @@ from twilio.rest import Client
 
 from .. import events
 from ..db import transaction
-from ..digits import row_id
+from ..digits import small_int
 from ..models import Agent, Site
 from ..queue.exceptions import Conflict, InvalidInput, UnknownAgent
 from ..queue.store import RedisQueue
@@ -168,8 +168,8 @@ class SupervisionService:
     def _agents_call(self, agent: Agent) -> tuple[int, str]:
         """The contact the agent is talking to and the agent's leg: answered, not ended."""
         live = self.store.agent(agent.id)
-        contact_id = row_id(live.get("call", ""))
-        if live.get("state") != "on_call" or contact_id is None:
+        contact_id = small_int(live.get("call", ""), 12)  # zero-padded in the agent's hash
+        if live.get("state") != "on_call" or not contact_id:
             raise Conflict("the agent is not on a call", reason="AGENT_NOT_ON_CALL")
         legs = {
             as_text(k): as_text(v) for k, v in self.redis.hgetall(LEGS + str(contact_id)).items()
