@@ -179,16 +179,24 @@ def test_bench_queue_prints_one_json_object_with_the_figures(cli: CliRunner, run
 def test_dev_seed_is_idempotent_and_gives_a_demo_agent_a_phone_to_ring(
     cli: CliRunner, runtime: Runtime
 ) -> None:
-    from interphone.cli.dev import DEMO_AGENT, DEMO_AGENT_PHONE
+    from interphone.cli.dev import (
+        DEMO_AGENT,
+        DEMO_AGENT_PHONE,
+        DEMO_SUPERVISOR,
+        DEMO_SUPERVISOR_PHONE,
+    )
 
     for _ in range(2):
         result = cli.invoke(main, ["dev", "seed"])
         assert result.exit_code == 0, result.output
     assert "/dev/phone" in result.output and DEMO_AGENT in result.output
+    assert DEMO_SUPERVISOR in result.output
     with runtime.sessions() as s:
         agent = s.scalar(select(Agent).where(Agent.email == DEMO_AGENT))
         assert agent.phone == DEMO_AGENT_PHONE
-        assert s.scalar(select(func.count()).select_from(Agent)) == 1
+        supervisor = s.scalar(select(Agent).where(Agent.email == DEMO_SUPERVISOR))
+        assert (supervisor.role, supervisor.phone) == ("supervisor", DEMO_SUPERVISOR_PHONE)
+        assert s.scalar(select(func.count()).select_from(Agent)) == 2
 
 
 def test_dev_seed_refuses_production_and_creates_no_demo_supervisor(

@@ -21,6 +21,9 @@ DEMO_AGENT = "agent@demo.interphone.local"
 DEMO_PASSWORD = "demo-password-2026"
 DEMO_LINE = "+33473000000"  # the demo préfecture's number
 DEMO_AGENT_PHONE = "+33600000001"  # rings on the dev phone's agent handset
+# listens to the demo agent's calls from the dashboard; rings on the supervisor's handset
+DEMO_SUPERVISOR = "chef@demo.interphone.local"
+DEMO_SUPERVISOR_PHONE = "+33600000002"
 
 
 @dev.command("seed")
@@ -50,20 +53,25 @@ def dev_seed(ctx: click.Context) -> None:
     )
     records = demo_records(40, seed=63)
     import_records(rt.sessions, records, rt.settings.birthdate_key, ImportReport())
-    with rt.sessions() as s:
-        exists = s.scalar(select(Agent.id).where(Agent.email == DEMO_AGENT)) is not None
-    if not exists:
-        add_user(
-            rt.sessions,
-            DEMO_AGENT,
-            DEMO_PASSWORD,
-            role="supervisor",
-            name="Agent démo",
-            site_code=rt.settings.default_site,
-            languages=["fr", "en", "ar"],
-            phone=DEMO_AGENT_PHONE,
-        )
+    for email, name, phone in (
+        (DEMO_AGENT, "Agent démo", DEMO_AGENT_PHONE),
+        (DEMO_SUPERVISOR, "Superviseur démo", DEMO_SUPERVISOR_PHONE),
+    ):
+        with rt.sessions() as s:
+            exists = s.scalar(select(Agent.id).where(Agent.email == email)) is not None
+        if not exists:
+            add_user(
+                rt.sessions,
+                email,
+                DEMO_PASSWORD,
+                role="supervisor",
+                name=name,
+                site_code=rt.settings.default_site,
+                languages=["fr", "en", "ar"],
+                phone=phone,
+            )
     click.echo(f"sign in at /login as {DEMO_AGENT} / {DEMO_PASSWORD}")
+    click.echo(f"listen to the agent's calls as {DEMO_SUPERVISOR} (same password)")
     click.echo(f"ring the line ({DEMO_LINE}) from the dev phone: /dev/phone")
     click.echo("demo cases to try (file number, birth date DDMMYYYY, status):")
     for r in records[:5]:

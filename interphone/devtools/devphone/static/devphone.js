@@ -1,5 +1,5 @@
 "use strict";
-// The dev phone's page (templates/devphone.html): three phones talking to /dev/phone/api.
+// The dev phone's page (templates/devphone.html): its phones talking to /dev/phone/api.
 const voices = {};
 function speak(text, lang) {
   if (!window.speechSynthesis) return;
