@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 LISTENING = "ip:supervise:"  # + supervisor id: the supervisor's leg in a conference
 LOCK = "ip:supervise:lock:"  # + supervisor id: one action of a supervisor at a time
 TTL_S = 4 * 3600
-NOT_FOUND = 20404  # Twilio: no such conference, participant or call
+# Twilio's answers for a conference or participant that is gone: no such resource
+# (20404), "Conference does not exist or is completed" (16022), "Unexpected conference
+# status" (16099)
+GONE = (20404, 16022, 16099)
 SID = re.compile(r"CA[0-9a-f]{32}")  # a call's SID, matched whole
 
 
@@ -191,7 +194,7 @@ class SupervisionService:
             else:
                 participant.update(muted=wanted.muted, coaching=False)
         except TwilioRestException as exc:
-            if exc.status != 404 and exc.code != NOT_FOUND:
+            if not _gone(exc):
                 raise
             log.info("supervisor leg %s: gone from its conference", current.call_sid)
             return False
@@ -231,7 +234,7 @@ class SupervisionService:
                 timeout=RING_TIMEOUT_S,
             )
         except TwilioRestException as exc:
-            if exc.status != 404 and exc.code != NOT_FOUND:
+            if not _gone(exc):
                 raise
             raise Conflict("the call has ended", reason="CALL_ENDED") from None
         return Listening(
@@ -288,3 +291,7 @@ class SupervisionService:
                 actor=f"supervisor:{supervisor_id}",
                 data={"supervisor_id": supervisor_id, **data},
             )
+
+
+def _gone(exc: TwilioRestException) -> bool:
+    return exc.status == 404 or exc.code in GONE

@@ -1,0 +1,214 @@
+"""A supervisor listens in on the dev phone, end to end: the handset rings, joins the
+agent's conference, and who hears whom follows monitor, coach and barge; leaving, or
+the call ending, leaves the call as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from interphone.devtools.devphone.phone import DevPhone, SimCall
+from interphone.devtools.devphone.rest import placed_calls
+from interphone.runtime import Runtime
+from interphone.voice.bridge import conference_name
+
+from .test_supervise import SUPERVISOR_PHONE, _agent, _events, _on_a_call, _post, _signed_in
+
+
+def _page(client: Any, answer: Any) -> str:
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
+    return str(client.get(answer.headers["Location"]).get_data(as_text=True))
+
+
+def _listen(client: Any, agent_id: int, mode: str) -> str:
+    return _page(client, _post(client, f"/supervisor/agents/{agent_id}/listen", mode=mode))
+
+
+def test_a_supervisor_monitors_then_coaches_then_barges_and_each_is_heard_as_it_should(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    page = _listen(chief, agent.id, "monitor")
+    assert 'class="flash"' not in page
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    room = conference_name(contact_id)
+    assert devphone.in_conference(room) == {caller.sid, agent_leg.sid, supervisor.sid}
+    placed = len(placed_calls(rt.redis))
+
+    def hearing() -> dict[str, set[str]]:
+        names = {caller.sid: "caller", agent_leg.sid: "agent", supervisor.sid: "supervisor"}
+        return {name: {names[s] for s in devphone.hears(sid)} for sid, name in names.items()}
+
+    # monitor: the supervisor hears both sides, nobody hears the supervisor
+    assert hearing() == {
+        "caller": {"agent"},
+        "agent": {"caller"},
+        "supervisor": {"caller", "agent"},
+    }
+    page = _listen(chief, agent.id, "coach")
+    assert "Vous conseillez l&#39;agent : lui seul vous entend." in page
+    assert hearing() == {
+        "caller": {"agent"},
+        "agent": {"caller", "supervisor"},
+        "supervisor": {"caller", "agent"},
+    }
+    page = _listen(chief, agent.id, "barge")
+    assert "Vous intervenez : l&#39;agent et l&#39;appelant vous entendent." in page
+    assert hearing() == {
+        "caller": {"agent", "supervisor"},
+        "agent": {"caller", "supervisor"},
+        "supervisor": {"caller", "agent"},
+    }
+    page = _listen(chief, agent.id, "monitor")
+    assert "Vous écoutez (micro coupé)." in page
+    assert hearing()["caller"] == {"agent"} and hearing()["agent"] == {"caller"}
+    assert len(placed_calls(rt.redis)) == placed  # a switch rings nothing again
+
+    events = _events(rt)
+    assert [e.kind for e in events] == [
+        "supervisor.monitor",
+        "supervisor.coach",
+        "supervisor.barge",
+        "supervisor.monitor",
+    ]
+    assert {(e.actor, e.agent_id, e.contact_id) for e in events} == {
+        (f"supervisor:{chief.agent_id}", agent.id, contact_id)
+    }
+    assert all(e.data["call_sid"] == supervisor.sid for e in events)
+
+
+def test_leaving_ends_the_supervisors_call_and_the_call_goes_on(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    _listen(chief, agent.id, "barge")
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    page = _page(chief, _post(chief, f"/supervisor/agents/{agent.id}/leave"))
+    assert 'class="flash"' not in page and "Quitter l&#39;appel" not in page
+    supervisor.poll()
+    caller.poll()
+    agent_leg.poll()
+    assert supervisor.status == "completed"
+    assert devphone.in_conference(conference_name(contact_id)) == {caller.sid, agent_leg.sid}
+    assert devphone.hears(caller.sid) == {agent_leg.sid}
+    assert rt.store.agent(agent.id)["state"] == "on_call"
+    assert rt.supervision.listening(chief.agent_id) is None
+    kinds = [(e.kind, e.data.get("by")) for e in _events(rt)]
+    assert kinds == [("supervisor.barge", None), ("supervisor.left", "supervisor")]
+
+
+def test_given_the_supervisor_hangs_up_then_the_supervision_ends_and_a_new_one_rings_again(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    _listen(chief, agent.id, "monitor")
+    devphone.answer(SUPERVISOR_PHONE).hang_up()
+    assert rt.supervision.listening(chief.agent_id) is None
+    assert [(e.kind, e.data.get("by")) for e in _events(rt)][-1] == (
+        "supervisor.left",
+        "call_ended",
+    )
+    _listen(chief, agent.id, "coach")
+    again = devphone.answer(SUPERVISOR_PHONE)
+    assert devphone.hears(agent_leg.sid) == {caller.sid, again.sid}
+    assert devphone.hears(caller.sid) == {agent_leg.sid}
+
+
+def test_given_the_agent_hangs_up_then_the_supervisors_call_ends_with_the_conference(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    _, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    _listen(chief, agent.id, "monitor")
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    agent_leg.hang_up()
+    supervisor.poll()
+    assert supervisor.status == "completed"
+    assert rt.supervision.listening(chief.agent_id) is None
+    left = _events(rt)[-1]
+    assert (left.kind, left.data["by"]) == ("supervisor.left", "call_ended")
+    page = _listen(chief, agent.id, "monitor")
+    assert "Cet agent n&#39;est pas en communication : rien à écouter." in page
+    assert devphone.ringing(SUPERVISOR_PHONE) == []
+
+
+def test_given_the_call_ended_meanwhile_then_listening_in_is_refused_and_nothing_rings(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """The conference is over, but the agent's leg has not told the app yet."""
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, _, _ = _on_a_call(devphone, rt, agent)
+    client = rt.twilio_client()
+    [conference] = client.conferences.list(
+        friendly_name=conference_name(contact_id), status="in-progress"
+    )
+    client.conferences(conference.sid).update(status="completed")
+    page = _listen(chief, agent.id, "barge")
+    assert "L&#39;appel s&#39;est terminé entre-temps." in page
+    assert devphone.ringing(SUPERVISOR_PHONE) == [] and _events(rt) == []
+
+
+def test_given_the_supervisor_does_not_answer_then_the_supervision_ends(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    _on_a_call(devphone, rt, agent)
+    _listen(chief, agent.id, "monitor")
+    devphone.refuse(SUPERVISOR_PHONE, "no-answer")
+    assert rt.supervision.listening(chief.agent_id) is None
+    left = _events(rt)[-1]
+    assert (left.kind, left.data["by"], left.data["status"]) == (
+        "supervisor.left",
+        "call_ended",
+        "no-answer",
+    )
+
+
+def test_listening_to_another_agent_first_leaves_the_current_call(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    from interphone.accounts import add_user
+
+    from .conftest import SITE
+    from .test_supervise import PASSWORD
+
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    first = _agent(rt)
+    _, caller, first_leg = _on_a_call(devphone, rt, first)
+    _listen(chief, first.id, "monitor")
+    supervisor: SimCall = devphone.answer(SUPERVISOR_PHONE)
+    second = add_user(rt.sessions, "b@example.org", PASSWORD, site_code=SITE, phone="+33699999997")
+    rt.queue.set_presence(second.id, "available")
+    other = devphone.call("+33612345670")
+    other.press("1").press("3")
+    [offer] = rt.queue.dispatch("prefecture")
+    rt.bridge.accept(second.id, offer.contact_id)
+    second_leg = devphone.answer("+33699999997")
+    other.poll()
+    _listen(chief, second.id, "monitor")
+    supervisor.poll()
+    assert supervisor.status == "completed"
+    assert devphone.hears(first_leg.sid) == {caller.sid}
+    again = devphone.answer(SUPERVISOR_PHONE)
+    assert devphone.hears(again.sid) == {second_leg.sid, other.sid}
+    kinds = [(e.kind, e.agent_id) for e in _events(rt)]
+    assert kinds == [
+        ("supervisor.monitor", first.id),
+        ("supervisor.left", first.id),
+        ("supervisor.monitor", second.id),
+    ]
