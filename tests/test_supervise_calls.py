@@ -4,6 +4,7 @@ the call ending, leaves the call as it was."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from interphone.devtools.devphone.phone import DevPhone, SimCall
@@ -16,7 +17,7 @@ from .test_supervise import SUPERVISOR_PHONE, _agent, _events, _on_a_call, _post
 
 def _page(client: Any, answer: Any) -> str:
     assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
-    return str(client.get(answer.headers["Location"]).get_data(as_text=True))
+    return html.unescape(client.get(answer.headers["Location"]).get_data(as_text=True))
 
 
 def _listen(client: Any, agent_id: int, mode: str) -> str:
@@ -48,14 +49,14 @@ def test_a_supervisor_monitors_then_coaches_then_barges_and_each_is_heard_as_it_
         "supervisor": {"caller", "agent"},
     }
     page = _listen(chief, agent.id, "coach")
-    assert "Vous conseillez l&#39;agent : lui seul vous entend." in page
+    assert "Vous conseillez l'agent : lui seul vous entend." in page
     assert hearing() == {
         "caller": {"agent"},
         "agent": {"caller", "supervisor"},
         "supervisor": {"caller", "agent"},
     }
     page = _listen(chief, agent.id, "barge")
-    assert "Vous intervenez : l&#39;agent et l&#39;appelant vous entendent." in page
+    assert "Vous intervenez : l'agent et l'appelant vous entendent." in page
     assert hearing() == {
         "caller": {"agent", "supervisor"},
         "agent": {"caller", "supervisor"},
@@ -89,7 +90,7 @@ def test_leaving_ends_the_supervisors_call_and_the_call_goes_on(
     _listen(chief, agent.id, "barge")
     supervisor = devphone.answer(SUPERVISOR_PHONE)
     page = _page(chief, _post(chief, f"/supervisor/agents/{agent.id}/leave"))
-    assert 'class="flash"' not in page and "Quitter l&#39;appel" not in page
+    assert 'class="flash"' not in page and "Quitter l'appel" not in page
     supervisor.poll()
     caller.poll()
     agent_leg.poll()
@@ -138,7 +139,7 @@ def test_given_the_agent_hangs_up_then_the_supervisors_call_ends_with_the_confer
     left = _events(rt)[-1]
     assert (left.kind, left.data["by"]) == ("supervisor.left", "call_ended")
     page = _listen(chief, agent.id, "monitor")
-    assert "Cet agent n&#39;est pas en communication : rien à écouter." in page
+    assert "Cet agent n'est pas en communication : rien à écouter." in page
     assert devphone.ringing(SUPERVISOR_PHONE) == []
 
 
@@ -156,7 +157,7 @@ def test_given_the_call_ended_meanwhile_then_listening_in_is_refused_and_nothing
     )
     client.conferences(conference.sid).update(status="completed")
     page = _listen(chief, agent.id, "barge")
-    assert "L&#39;appel s&#39;est terminé entre-temps." in page
+    assert "L'appel s'est terminé entre-temps." in page
     assert devphone.ringing(SUPERVISOR_PHONE) == [] and _events(rt) == []
 
 
