@@ -36,6 +36,7 @@ def test_a_supervisor_monitors_then_coaches_then_barges_and_each_is_heard_as_it_
     supervisor = devphone.answer(SUPERVISOR_PHONE)
     room = conference_name(contact_id)
     assert devphone.in_conference(room) == {caller.sid, agent_leg.sid, supervisor.sid}
+    assert supervisor.conference == room  # the dev phone's page says "En communication"
     placed = len(placed_calls(rt.redis))
 
     def hearing() -> dict[str, set[str]]:
@@ -213,3 +214,43 @@ def test_listening_to_another_agent_first_leaves_the_current_call(
         ("supervisor.left", first.id),
         ("supervisor.monitor", second.id),
     ]
+
+
+def test_the_dev_phone_page_has_a_supervisor_handset_that_answers_and_hangs_up(
+    app: Any, voice_runtime: Runtime
+) -> None:
+    from .conftest import SITE
+    from .test_supervise import AGENT_PHONE
+
+    rt = voice_runtime
+    page = app.test_client()
+    html = page.get("/dev/phone").get_data(as_text=True)
+    assert "<h2>Superviseur</h2>" in html and 'value="+33600000002"' in html
+
+    def act(number: str, action: str, keys: str = "") -> dict[str, Any]:
+        answer = page.post(
+            "/dev/phone/api/act", json={"number": number, "action": action, "keys": keys}
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return dict(answer.get_json())
+
+    def state(number: str) -> dict[str, Any]:
+        return dict(page.post("/dev/phone/api/state", json={"number": number}).get_json())
+
+    chief = _signed_in(app, rt, "chef@example.org", phone="+33600000002")
+    agent = _agent(rt)
+    act("+33612345678", "ring")
+    act("+33612345678", "keys", "1")
+    act("+33612345678", "keys", "3")
+    [offer] = rt.queue.dispatch(SITE)
+    rt.bridge.accept(agent.id, offer.contact_id)
+    act(AGENT_PHONE, "answer")
+    _listen(chief, agent.id, "barge")
+    assert state("+33600000002")["ringing"]
+    view = act("+33600000002", "answer")
+    assert view["call"]["conference"] == f"contact-{offer.contact_id}"
+    assert rt.supervision.listening(chief.agent_id) is not None
+    view = act("+33600000002", "hangup")
+    assert view["call"]["status"] == "completed"
+    assert rt.supervision.listening(chief.agent_id) is None
+    assert state("+33612345678")["call"]["conference"] == f"contact-{offer.contact_id}"
