@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from interphone.accounts import add_user
 from interphone.runtime import Runtime
@@ -95,5 +95,6 @@ def test_a_supervisor_monitors_then_coaches_then_barges_and_the_dev_phone_shows_
     assert rt.store.agent(agent.id)["state"] == "on_call"
 
 
-def _hears(panel):  # type: ignore[no-untyped-def]
+def _hears(panel: Locator) -> Locator:
+    """The handset's "who I hear" line on the dev phone's page."""
     return panel.locator("[data-hears]")
