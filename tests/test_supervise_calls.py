@@ -226,6 +226,8 @@ def test_the_dev_phone_page_has_a_supervisor_handset_that_answers_and_hangs_up(
     page = app.test_client()
     html = page.get("/dev/phone").get_data(as_text=True)
     assert "<h2>Superviseur</h2>" in html and 'value="+33600000002"' in html
+    # the page's script fills each handset's "entend : …" line: the supervisor's has one
+    assert html.count("data-phone") == html.count("data-hears") == 4
 
     def act(number: str, action: str, keys: str = "") -> dict[str, Any]:
         answer = page.post(
@@ -245,12 +247,23 @@ def test_the_dev_phone_page_has_a_supervisor_handset_that_answers_and_hangs_up(
     [offer] = rt.queue.dispatch(SITE)
     rt.bridge.accept(agent.id, offer.contact_id)
     act(AGENT_PHONE, "answer")
+    page_view = _listen(chief, agent.id, "barge")  # the caller is still on the way
+    assert "L'appelant n'a pas encore rejoint l'agent : réessayez dans un instant." in page_view
+    assert state("+33600000002")["ringing"] == []
+    assert state("+33612345678")["call"]["conference"]  # the page's poll: the caller is in
     _listen(chief, agent.id, "barge")
     assert state("+33600000002")["ringing"]
     view = act("+33600000002", "answer")
     assert view["call"]["conference"] == f"contact-{offer.contact_id}"
+    # barge: the page shows that the supervisor hears both, and both hear the supervisor
+    assert view["call"]["hears"] == sorted([AGENT_PHONE, "+33612345678"])
+    assert state("+33612345678")["call"]["hears"] == sorted([AGENT_PHONE, "+33600000002"])
+    _listen(chief, agent.id, "coach")
+    assert state("+33612345678")["call"]["hears"] == [AGENT_PHONE]
+    assert state(AGENT_PHONE)["call"]["hears"] == ["+33600000002", "+33612345678"]
     assert rt.supervision.listening(chief.agent_id) is not None
     view = act("+33600000002", "hangup")
     assert view["call"]["status"] == "completed"
     assert rt.supervision.listening(chief.agent_id) is None
     assert state("+33612345678")["call"]["conference"] == f"contact-{offer.contact_id}"
+    assert state("+33612345678")["call"]["hears"] == [AGENT_PHONE]

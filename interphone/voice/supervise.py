@@ -209,10 +209,13 @@ class SupervisionService:
         if not handset:
             raise Conflict("the supervisor has no handset", reason="NO_HANDSET")
         client = self.client()
-        running = client.conferences.list(
-            friendly_name=conference_name(contact_id), status="in-progress", limit=1
-        )
+        name = conference_name(contact_id)
+        running = client.conferences.list(friendly_name=name, status="in-progress", limit=1)
         if not running:
+            # the agent alone in it (the caller on the way, a callback's applicant's phone
+            # ringing): Twilio has not started it, and a coach needs it started
+            if client.conferences.list(friendly_name=name, status="init", limit=1):
+                raise Conflict("the call has not started", reason="CALL_NOT_STARTED")
             raise Conflict("the call has ended", reason="CALL_ENDED")
         conference = running[0]
         with self.sessions() as s:

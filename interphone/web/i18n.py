@@ -70,6 +70,9 @@ CONFLICTS = {
         " d'y ajouter votre numéro."
     ),
     "CALL_ENDED": _l("L'appel s'est terminé entre-temps."),
+    "CALL_NOT_STARTED": _l(
+        "L'appelant n'a pas encore rejoint l'agent : réessayez dans un instant."
+    ),
     "NOT_LISTENING": _l("Vous n'écoutez pas l'appel de cet agent."),
     "OWN_CALL": _l("Vous ne pouvez pas écouter votre propre appel."),
 }
