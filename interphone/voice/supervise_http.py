@@ -1,15 +1,22 @@
-"""The supervisor's leg's webhook: its final status (:mod:`interphone.voice.supervise`)."""
+"""The supervisor's leg's webhook: its final status (:mod:`interphone.voice.supervise`).
+
+A route of the ``voice`` blueprint, as every Twilio webhook is (signature checked, no
+CSRF, no session, NUL characters left to the fields, the call's SID in the logs); the
+web app imports this module before registering that blueprint."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+import re
+
+from flask import Response, current_app, request
 
 from ..digits import row_id
 from ..runtime import Runtime
+from .http import bp
 from .signature import twilio_signed
 from .supervise import SID
 
-bp = Blueprint("voice_supervise", __name__)
+STATUS = re.compile(r"[^a-z-]")
 
 
 @bp.post("/voice/supervisor/leg")
@@ -21,5 +28,6 @@ def supervisor_leg() -> Response:
     if supervisor_id is None or not SID.fullmatch(call_sid):
         return Response("missing or malformed CallSid", status=400, mimetype="text/plain")
     rt: Runtime = current_app.extensions["interphone"]
-    rt.supervision.leg_ended(supervisor_id, call_sid, request.form.get("CallStatus", "")[:20])
+    status = STATUS.sub("", request.form.get("CallStatus", ""))[:20]  # Twilio's: a-z and -
+    rt.supervision.leg_ended(supervisor_id, call_sid, status)
     return Response(status=204)

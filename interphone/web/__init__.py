@@ -15,7 +15,7 @@ from ..digits import SQL_INT_MAX
 from ..queue.exceptions import QueueError
 from ..runtime import Runtime
 from ..voice import http as voice_http
-from ..voice import supervise_http
+from ..voice import supervise_http  # noqa: F401  (adds its route to the voice blueprint)
 from . import (
     admin,
     agent,
@@ -81,8 +81,6 @@ def create_app(
     csrf.exempt(api.bp)  # bearer tokens, no cookies
     app.register_blueprint(voice_http.bp)
     csrf.exempt(voice_http.bp)  # Twilio signs its requests instead
-    app.register_blueprint(supervise_http.bp)
-    csrf.exempt(supervise_http.bp)  # Twilio-signed too
     if runtime.twilio_stand_in is not None:  # the dev phone's pages (development only)
         runtime.twilio_stand_in.init_app(app)
     _register_errors(app)
