@@ -267,3 +267,37 @@ def test_the_dev_phone_page_has_a_supervisor_handset_that_answers_and_hangs_up(
     assert rt.supervision.listening(chief.agent_id) is None
     assert state("+33612345678")["call"]["conference"] == f"contact-{offer.contact_id}"
     assert state("+33612345678")["call"]["hears"] == [AGENT_PHONE]
+
+
+def test_given_the_supervisors_leg_left_without_its_status_then_a_switch_rings_again(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """The leg kept in Redis has left the conference but its final status never came:
+    Twilio answers 404 to the switch, so that supervision is ended and the handset rung."""
+    from sqlalchemy import delete
+
+    from interphone.models import Event
+    from interphone.voice.supervise import LISTENING
+
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    _, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    _listen(chief, agent.id, "monitor")
+    first = devphone.answer(SUPERVISOR_PHONE)
+    key = LISTENING + str(chief.agent_id)
+    kept = rt.redis.hgetall(key)
+    first.hang_up()
+    rt.redis.hset(key, mapping=kept)  # as if that hang-up's status had never come
+    with rt.sessions.begin() as s:
+        s.execute(delete(Event).where(Event.kind == "supervisor.left"))
+    page = _listen(chief, agent.id, "barge")
+    assert 'class="flash"' not in page
+    again = devphone.answer(SUPERVISOR_PHONE)
+    assert devphone.hears(caller.sid) == {agent_leg.sid, again.sid}
+    kinds = [(e.kind, e.data.get("by"), e.data.get("call_sid")) for e in _events(rt)]
+    assert kinds == [
+        ("supervisor.monitor", None, first.sid),
+        ("supervisor.left", "call_ended", first.sid),
+        ("supervisor.barge", None, again.sid),
+    ]
