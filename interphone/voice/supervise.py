@@ -169,16 +169,22 @@ class SupervisionService:
         return supervisor, agent
 
     def _agents_call(self, agent: Agent) -> tuple[int, str]:
-        """The contact the agent is talking to and the agent's leg: answered, not ended."""
+        """The contact the agent is talking to and the agent's leg: put through, not
+        ended. The agent's hash names the contact of the call (``call``; once the queue
+        follows the agent's leg, ``bridged`` and the leg's ``leg_sid`` while it is live,
+        an outcome given during the call clearing ``call``); the bridge's hash
+        ``ip:bridge:<cid>`` names the leg and whether it answered and ended."""
         live = self.store.agent(agent.id)
-        contact_id = small_int(live.get("call", ""), 12)  # zero-padded in the agent's hash
+        bridged = live.get("bridged", "")
+        contact_id = small_int(bridged or live.get("call", ""), 12)  # zero-padded
         if live.get("state") != "on_call" or not contact_id:
             raise Conflict("the agent is not on a call", reason="AGENT_NOT_ON_CALL")
         legs = {
             as_text(k): as_text(v) for k, v in self.redis.hgetall(LEGS + str(contact_id)).items()
         }
-        agent_leg = legs.get("agent_leg", "")
-        if not agent_leg.startswith("CA") or "agent_seen" not in legs or "agent_ended" in legs:
+        agent_leg = live.get("leg_sid") or legs.get("agent_leg", "")
+        put_through = bool(bridged) or ("agent_seen" in legs and "agent_ended" not in legs)
+        if not SID.fullmatch(agent_leg) or not put_through:
             raise Conflict("the agent's phone is not in the call", reason="AGENT_NOT_ON_CALL")
         return contact_id, agent_leg
 
