@@ -301,3 +301,33 @@ def test_given_the_supervisors_leg_left_without_its_status_then_a_switch_rings_a
         ("supervisor.left", "call_ended", first.sid),
         ("supervisor.barge", None, again.sid),
     ]
+
+
+def test_listening_in_is_in_the_agent_log_and_leaves_the_agents_time_in_state(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    from datetime import timedelta
+
+    from interphone.models import Agent
+    from interphone.queue import agentlog
+    from interphone.queue.clock import from_ms
+
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    _on_a_call(devphone, rt, agent)
+    with rt.sessions() as s:
+        before = agentlog.last_moves(s, [agent.id])[agent.id]
+    _listen(chief, agent.id, "coach")
+    devphone.answer(SUPERVISOR_PHONE)
+    _page(chief, _post(chief, f"/supervisor/agents/{agent.id}/leave"))
+    with rt.sessions() as s:
+        assert agentlog.last_moves(s, [agent.id])[agent.id] == before  # still "on_call"
+        site_id = s.get(Agent, agent.id).site_id
+        now = from_ms(rt.store.now_ms())
+        day = timedelta(days=1)
+        log = list(agentlog.entries(s, site_id, now - day, now + day))
+    mine = [(e.kind, e.agent_id, e.state) for e in log if e.kind.startswith("supervisor.")]
+    assert mine == [("supervisor.coach", agent.id, ""), ("supervisor.left", agent.id, "")]
+    assert before.state == "on_call"
+    assert {e.at for e in log if e.kind.startswith("supervisor.")} == {now}  # the clock's

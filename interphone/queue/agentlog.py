@@ -53,6 +53,11 @@ KINDS: tuple[str, ...] = (
     # or free)
     "agent.bridged",
     "agent.leg_ended",
+    # a supervisor listening to the agent's call (no move of the agent's own state)
+    "supervisor.monitor",
+    "supervisor.coach",
+    "supervisor.barge",
+    "supervisor.left",
 )
 
 # a reason the export writes as it is: a code of the system or of a screen's list

@@ -41,6 +41,7 @@ from .. import events
 from ..db import transaction
 from ..digits import small_int
 from ..models import Agent, Site
+from ..queue.clock import from_ms
 from ..queue.exceptions import Conflict, InvalidInput, UnknownAgent
 from ..queue.store import RedisQueue
 from ..redis_text import as_text
@@ -299,6 +300,7 @@ class SupervisionService:
                 agent_id=listening.agent_id,
                 actor=f"supervisor:{supervisor_id}",
                 data={"supervisor_id": supervisor_id, **data},
+                at=from_ms(self.store.now_ms()),  # the queue's clock, as its events
             )
 
 
