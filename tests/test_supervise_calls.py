@@ -331,3 +331,24 @@ def test_listening_in_is_in_the_agent_log_and_leaves_the_agents_time_in_state(
     assert mine == [("supervisor.coach", agent.id, ""), ("supervisor.left", agent.id, "")]
     assert before.state == "on_call"
     assert {e.at for e in log if e.kind.startswith("supervisor.")} == {now}  # the clock's
+
+
+def test_given_the_agent_gave_the_outcome_during_the_call_then_it_can_still_be_listened_to(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    """Terminer during the call keeps the agent on it until their leg ends (the agent's
+    hash then names the call by its leg, no longer by ``call``): still supervisable."""
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    rt.queue.finish(agent.id, contact_id, "resolved")
+    assert rt.store.agent(agent.id)["state"] == "on_call"
+    page = _listen(chief, agent.id, "monitor")
+    assert 'class="flash"' not in page
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    assert devphone.hears(supervisor.sid) == {caller.sid, agent_leg.sid}
+    agent_leg.hang_up()
+    supervisor.poll()
+    assert supervisor.status == "completed"
+    assert rt.supervision.listening(chief.agent_id) is None
