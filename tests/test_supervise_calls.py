@@ -5,7 +5,12 @@ the call ending, leaves the call as it was."""
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
+
+import requests
+from twilio.http import HttpClient
+from twilio.rest import Client
 
 from interphone.devtools.devphone.phone import DevPhone, SimCall
 from interphone.devtools.devphone.rest import placed_calls
@@ -352,3 +357,36 @@ def test_given_the_agent_gave_the_outcome_during_the_call_then_it_can_still_be_l
     supervisor.poll()
     assert supervisor.status == "completed"
     assert rt.supervision.listening(chief.agent_id) is None
+
+
+class _Unreachable(HttpClient):
+    """Twilio's API as a network without it answers: every request fails to connect."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise requests.ConnectionError("connection refused")
+
+
+def test_given_twilio_unreachable_then_listening_in_says_so_and_changes_nothing(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    working = rt.supervision.client
+    unreachable = _Unreachable(logging.getLogger(__name__), False)
+    rt.supervision.client = lambda: Client("AC" + "0" * 32, "token", http_client=unreachable)
+    answer = _post(chief, f"/supervisor/agents/{agent.id}/listen", mode="monitor")
+    assert answer.status_code == 302  # back to the dashboard, not a 500
+    page = _page(chief, answer)
+    assert "Le service téléphonique ne répond pas : réessayez dans un instant." in page
+    assert rt.supervision.listening(chief.agent_id) is None
+    assert _events(rt) == []
+    rt.supervision.client = working  # Twilio back: the same click works
+    _listen(chief, agent.id, "monitor")
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    assert devphone.in_conference(conference_name(contact_id)) == {
+        caller.sid,
+        agent_leg.sid,
+        supervisor.sid,
+    }

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from .. import events
@@ -123,7 +124,10 @@ class SupervisionService:
         """Join ``agent_id``'s call in ``mode``, or switch to it when already there."""
         if mode not in MODES:
             raise InvalidInput("unknown supervision mode", reason="UNKNOWN_MODE")
-        with self.redis.lock(LOCK + str(supervisor_id), timeout=60, blocking_timeout=10):
+        with (
+            self.redis.lock(LOCK + str(supervisor_id), timeout=60, blocking_timeout=10),
+            _telephony(),
+        ):
             supervisor, agent = self._people(supervisor_id, agent_id, scope)
             contact_id, agent_leg = self._agents_call(agent)
             current = self.listening(supervisor_id)
@@ -138,7 +142,10 @@ class SupervisionService:
 
     def leave(self, supervisor_id: int, agent_id: int, *, scope: Scope) -> None:
         """Leave ``agent_id``'s call: the supervisor's own call ends, the call goes on."""
-        with self.redis.lock(LOCK + str(supervisor_id), timeout=60, blocking_timeout=10):
+        with (
+            self.redis.lock(LOCK + str(supervisor_id), timeout=60, blocking_timeout=10),
+            _telephony(),
+        ):
             self._people(supervisor_id, agent_id, scope)
             current = self.listening(supervisor_id)
             if current is None or current.agent_id != agent_id:
@@ -302,6 +309,17 @@ class SupervisionService:
                 data={"supervisor_id": supervisor_id, **data},
                 at=from_ms(self.store.now_ms()),  # the queue's clock, as its events
             )
+
+
+@contextmanager
+def _telephony() -> Iterator[None]:
+    """Twilio refusing for a reason of its own, or not answering at all (the network,
+    an outage): the supervisor is told to try again, what was kept stays as it was."""
+    try:
+        yield
+    except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
+        log.warning("supervision: Twilio did not do it (%s)", type(exc).__name__)
+        raise Conflict("Twilio did not answer", reason="TELEPHONY_UNAVAILABLE") from None
 
 
 def _gone(exc: TwilioRestException) -> bool:

@@ -75,6 +75,9 @@ CONFLICTS = {
     ),
     "NOT_LISTENING": _l("Vous n'écoutez pas l'appel de cet agent."),
     "OWN_CALL": _l("Vous ne pouvez pas écouter votre propre appel."),
+    "TELEPHONY_UNAVAILABLE": _l(
+        "Le service téléphonique ne répond pas : réessayez dans un instant."
+    ),
 }
 # the queue's refusals of what a form sent, by the reason they give
 INVALID = {
