@@ -14,7 +14,7 @@ from datetime import date, datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Agent, Case, Contact, Voicemail
+from .models import Agent, Case, Contact, Event, Voicemail
 from .privacy import mask_phone
 from .queue.clock import from_ms
 from .voice.session import CallStore
@@ -30,6 +30,15 @@ class Earlier:
     outcome: str | None
     note: str | None
     agent: str | None
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """An earlier agent of this very contact who handed it back to the queue."""
+
+    at: datetime
+    agent: str | None
+    note: str
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class ContactCard:
     ivr_path: list[str] = field(default_factory=list)
     earlier: list[Earlier] = field(default_factory=list)
     voicemails: list[VoicemailView] = field(default_factory=list)
+    handbacks: list[HandBack] = field(default_factory=list)
 
 
 def contact_card(
@@ -66,6 +76,7 @@ def contact_card(
             else None
         )
         earlier = _earlier(s, contact)
+        handbacks = _handbacks(s, contact.id)
         voicemails = [
             VoicemailView.of(v)
             for v in s.scalars(
@@ -92,6 +103,7 @@ def contact_card(
         ivr_path=[p for p in path.split(",") if p],
         earlier=earlier,
         voicemails=voicemails,
+        handbacks=handbacks,
     )
 
 
@@ -114,3 +126,14 @@ def _earlier(s: Session, contact: Contact) -> list[Earlier]:
         .limit(HISTORY)
     ).all()
     return [Earlier(from_ms(c.arrived_ms), c.kind, c.outcome, c.note, name) for c, name in rows]
+
+
+def _handbacks(s: Session, contact_id: int) -> list[HandBack]:
+    """Who handed this contact back to the queue, when, with which note, oldest first."""
+    rows = s.execute(
+        select(Event.at, Event.data, Agent.name)
+        .outerjoin(Agent, Agent.id == Event.agent_id)
+        .where(Event.contact_id == contact_id, Event.kind == "contact.transferred")
+        .order_by(Event.id)
+    ).all()
+    return [HandBack(at, name, str((data or {}).get("note") or "")) for at, data, name in rows]

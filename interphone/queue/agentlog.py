@@ -47,6 +47,8 @@ KINDS: tuple[str, ...] = (
     "contact.completed",
     "contact.abandoned",
     "contact.cancelled",
+    # handed back to the queue (data.kind "queue") by the agent on the call, with a note
+    "contact.transferred",
     "callback.retry",
     "callback.unreachable",
     # an agent's leg: put through (not a move), ended (a move: wrap-up, the outcome due,

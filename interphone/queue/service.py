@@ -40,6 +40,7 @@ from .store import NORMAL, URGENT, Offer, RedisQueue
 
 log = logging.getLogger(__name__)
 
+TRANSFER_NOTE_MAX = 500  # characters of the note a hand-back leaves the next agent
 OUTCOMES = {
     # outcome code -> does the callback go back in line for another attempt?
     "resolved": False,
@@ -649,6 +650,47 @@ class QueueService:
         if result.agent_state == "available":
             self.trigger(self._site_of(contact_id))
         return result.state
+
+    def hand_back(self, agent_id: int, contact_id: int, note: str) -> None:
+        """The agent on the call hands the contact back to the queue at its own place
+        (its score: its arrival and priority), with a note for the next agent
+        (required, at most :data:`TRANSFER_NOTE_MAX` characters): ``contact.transferred``
+        (kind ``queue``). The agent's outcome is ``transferred``; they stay on the call
+        until their leg ends, then wrap up. A callback stays a callback, called again
+        by the next agent. Only the agent on the call may: anyone else is refused
+        (``NOT_ON_CALL``)."""
+        note = (note or "").strip()
+        if not note or len(note) > TRANSFER_NOTE_MAX:
+            raise InvalidInput(
+                f"a hand-back needs a note of at most {TRANSFER_NOTE_MAX} characters",
+                reason="TRANSFER_NOTE",
+            )
+        q = self.settings
+        result = self.store.finish(
+            agent_id,
+            contact_id,
+            retry=False,
+            wrap_up_s=q.wrap_up_s,
+            retry_delay_s=0,
+            max_attempts=1,
+            requeue=True,
+        )
+        with transaction(self.sessions) as s:
+            self._set_contact(s, contact_id, result.contact_version, state="waiting", agent_id=None)
+            self._event_raw(
+                s,
+                "contact.transferred",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data={"kind": "queue", "note": note, "outcome": "transferred"},
+            )
+            if result.agent_state != result.agent_before:  # else kept on the call
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    agent_id=agent_id,
+                    data=_move(result.agent_state, result.agent_before or "on_call"),
+                )
 
     # -- the agent's leg: the agent is on a call until it ends ---------------------------
     def leg_placed(self, agent_id: int, contact_id: int) -> bool:

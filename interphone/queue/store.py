@@ -357,7 +357,9 @@ class RedisQueue:
         wrap_up_s: float,
         retry_delay_s: float,
         max_attempts: int,
+        requeue: bool = False,
     ) -> Finish:
+        """End the agent's call; ``requeue``: the contact goes back at its own place."""
         now = self.now_ms()
         raw = self._run(
             "finish",
@@ -365,7 +367,7 @@ class RedisQueue:
             member(contact_id),
             now,
             now + int(wrap_up_s * 1000),
-            "retry" if retry else "completed",
+            "requeue" if requeue else "retry" if retry else "completed",
             now + int(retry_delay_s * 1000),
             max_attempts,
         )

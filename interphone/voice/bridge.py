@@ -160,8 +160,70 @@ class BridgeService:
         """The agent accepted the offer: record it, then connect the two sides."""
         self._await_leg(contact_id)  # first: a lost job, or a failed SQL write, is noticed
         self.queue.accept(agent_id, contact_id)
-        attempt = self.queue.store.contact(contact_id).get("attempts", "0")
-        self.run_job("connect", f"connect-{contact_id}-{attempt}", contact_id)
+        self.run_job("connect", f"connect-{contact_id}-{self._round(contact_id)}", contact_id)
+
+    def _round(self, contact_id: int) -> str:
+        """Which bridge of the contact this is: its attempt (a callback's) and how many
+        times it was handed back to the queue, so that each bridge's jobs run once."""
+        held = self.queue.store.contact(contact_id)
+        return f"{held.get('attempts', '0')}-{held.get('handbacks', '0')}"
+
+    def hand_back(self, agent_id: int, contact_id: int, note: str) -> None:
+        """The agent hands the caller back to the queue at their place, with a note
+        (:meth:`QueueService.hand_back`). The conference is kept for the caller while the
+        agent leaves it (their participant's ``endConferenceOnExit`` switched off first);
+        a live caller is redirected to the hold loop, where they hear their place; a
+        callback applicant hears the goodbye and is called again by the next agent (the
+        contact back in line as a callback). The agent's leg is hung up: their wrap-up
+        starts then, without another outcome. The bridge's marks are cleared for the
+        next agent's; the old legs' late webhooks are told apart by their CallSid."""
+        self.queue.hand_back(agent_id, contact_id, note)
+        legs = self._legs(contact_id)
+        self._mark(contact_id, "kept")  # nobody is sent the goodbye for the agent leaving
+        agent_sid = legs.get("agent_sid") or legs.get("agent_leg", "")
+        if agent_sid.startswith("CA"):
+            self._keep_conference(contact_id, agent_sid)
+        contact, _, _ = self._load(contact_id)
+        if contact.kind == "live" and contact.call_sid:
+            self._to_hold(contact_id, contact.call_sid)
+        else:
+            self._send_goodbye(contact_id, legs)
+        if agent_sid.startswith("CA"):
+            try:
+                self.client().calls(agent_sid).update(status="completed")
+            except TwilioRestException as exc:
+                if exc.code not in CALL_GONE:
+                    raise
+        self._agent_out(contact_id, {**legs, "agent": str(agent_id)}, agent_sid)
+        self.redis.delete(LEGS + str(contact_id))
+        self.redis.zrem(PENDING, str(contact_id))
+        self.queue.trigger(self.queue._site_of(contact_id))
+
+    def _keep_conference(self, contact_id: int, agent_sid: str) -> None:
+        """The agent's participant no longer ends the conference when it leaves."""
+        client = self.client()
+        found = client.conferences.list(
+            friendly_name=conference_name(contact_id), status="in-progress", limit=1
+        )
+        if not found:
+            return
+        try:
+            client.conferences(found[0].sid).participants(agent_sid).update(
+                end_conference_on_exit=False
+            )
+        except TwilioRestException as exc:
+            if exc.code != 20404:  # not (or no longer) in the conference
+                raise
+
+    def _to_hold(self, contact_id: int, call_sid: str) -> None:
+        """A live caller back to the hold loop (``/voice/queue``)."""
+        try:
+            self.client().calls(call_sid).update(url=f"{self.base}/voice/queue", method="POST")
+        except TwilioRestException as exc:
+            if exc.code not in CALL_GONE:
+                raise
+            log.info("contact %s: the caller's call has ended (%s)", contact_id, exc.code)
+            self.queue.abandon(contact_id)
 
     # -- jobs --------------------------------------------------------------------------
     def connect(self, contact_id: int) -> None:
@@ -276,7 +338,7 @@ class BridgeService:
             reason=cat.text(f"reason.{reason}"),
         )
         if contact.kind == "callback":
-            attempt = contact.attempts
+            attempt = self._round(contact_id)
             self._await_leg(contact_id)
             self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
         return AgentLeg(whisper, lang, conference_name(contact_id))
@@ -352,7 +414,14 @@ class BridgeService:
     ) -> None:
         """A leg's final status: an applicant who did not answer goes back in line; the
         agent's leg (of ``agent_id``) ending ends the agent's call
-        (:meth:`QueueService.leg_ended`)."""
+        (:meth:`QueueService.leg_ended`). A leg of an earlier bridge of the contact (its
+        agent's, or its applicant's, before a hand-back) leaves this bridge's marks alone."""
+        legs = self._legs(contact_id)
+        ours = {legs.get(f"{leg}_leg", ""), legs.get(f"{leg}_sid", "")}
+        if call_sid and call_sid not in ours and legs.get(f"{leg}_leg") != "placing":
+            if leg == "agent" and agent_id is not None:
+                self.queue.leg_ended(agent_id, contact_id, call_sid)  # once per leg
+            return
         self._mark(contact_id, f"{leg}_ended")
         if leg == "applicant" and status in UNANSWERED:
             self._unanswered(contact_id, UNANSWERED[status])

@@ -258,6 +258,14 @@ def finish(contact_id: int) -> Any:
     return redirect(url_for("agent.screen"))
 
 
+@bp.post("/agent/call/<int:contact_id>/hand-back")
+@login_required
+def hand_back(contact_id: int) -> Any:
+    """Back to the queue at the caller's place, with a note for the next agent."""
+    runtime_of(current_app).bridge.hand_back(_agent_id(), contact_id, request.form.get("note", ""))
+    return redirect(url_for("agent.screen"))
+
+
 @bp.get("/agent/voicemail/<int:voicemail_id>/audio")
 @role_required(*LISTENERS)
 def voicemail_audio(voicemail_id: int) -> Any:

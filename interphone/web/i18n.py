@@ -81,6 +81,9 @@ CONFLICTS = {
 }
 # the queue's refusals of what a form sent, by the reason they give
 INVALID = {
+    "TRANSFER_NOTE": _l(
+        "Retour en file : écrivez une note pour l'agent suivant (500 caractères au plus)."
+    ),
     "CANCEL_REASON": _l(
         "Annulation : choisissez un motif de la liste, et précisez « Autre motif » "
         "(200 caractères au plus)."

@@ -1,0 +1,155 @@
+"""Transfers (issue 20, item 3): the agent on a call hands the caller back to the queue
+at their own place with a note, end to end through the dev phone and the agent screen.
+
+- The caller leaves the conference for the hold loop (the conference is kept for them
+  while the agent leaves it), hears their place, and is ahead of anyone who came later.
+- The agent's leg ends; their wrap-up starts without another outcome.
+- The next free agent is offered the contact, and their card shows the note and who
+  handed it back.
+"""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from interphone.accounts import add_user
+from interphone.devtools.devphone.phone import DevPhone
+from interphone.models import Contact, Event
+from interphone.queue.clock import ManualClock
+from interphone.runtime import Runtime
+
+from . import test_voice_agent_legs as legs
+from .conftest import SITE
+from .test_voice_agent_legs import (
+    AGENT_PHONE,
+    SECOND_CALLER,
+    _accept_offer,
+    _agent_state,
+    _bridged_live_call,
+    _press,
+    _token,
+    _waiting_caller,
+)
+
+screen = legs.screen  # the first agent's screen, signed in and available (a fixture)
+
+SECOND_EMAIL, SECOND_PHONE = "second@example.org", "+33688888888"
+NOTE = "Demande un rendez-vous pour un titre de séjour, parle anglais."
+
+
+@pytest.fixture
+def second_screen(app, voice_runtime: Runtime) -> FlaskClient:
+    """Another agent of the same site, signed in, not yet available."""
+    agent = add_user(
+        voice_runtime.sessions,
+        SECOND_EMAIL,
+        "long enough password",
+        site_code=SITE,
+        languages=["fr", "en"],
+        phone=SECOND_PHONE,
+        name="Agent Deux",
+    )
+    client = app.test_client()
+    token = _token(client.get("/login").get_data(as_text=True))
+    client.post(
+        "/login",
+        data={"email": SECOND_EMAIL, "password": "long enough password", "csrf_token": token},
+    )
+    client.agent_id = agent.id  # type: ignore[attr-defined]
+    return client
+
+
+def test_given_an_agent_on_a_call_when_they_hand_it_back_then_the_caller_waits_at_their_place(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, clock: ManualClock
+) -> None:
+    rt = voice_runtime
+    caller, agent_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    heard = caller.transcript().count("You are number 1 in line")
+    clock.advance(60)
+    later = _waiting_caller(devphone, SECOND_CALLER)  # came after: behind them
+    page = _press(screen, f"/agent/call/{contact_id}/hand-back", note=NOTE)
+    assert "En communication : contact n°" not in page
+    caller.poll()  # the redirect followed
+    # the caller left the conference for the hold loop, still on the line
+    assert caller.status == "in-progress"
+    assert caller.conference is None
+    assert caller.waiting_for == "/voice/queue"
+    assert rt.queue.place(contact_id).position == 1  # ahead of the later caller
+    # they hear their place again, not the goodbye
+    assert caller.transcript().count("You are number 1 in line") == heard + 1
+    assert "goodbye" not in caller.transcript()
+    assert later.status == "in-progress"
+    # the agent's leg ended; the wrap-up runs without another outcome
+    agent_leg.poll()
+    assert agent_leg.status == "completed"
+    assert _agent_state(rt, screen) == "wrap_up"
+    with rt.sessions() as s:
+        contact = s.get(Contact, contact_id)
+        assert (contact.state, contact.agent_id, contact.outcome) == ("waiting", None, None)
+        event = s.scalars(select(Event).where(Event.kind == "contact.transferred")).one()
+        assert event.agent_id == screen.agent_id  # type: ignore[attr-defined]
+        assert event.data["kind"] == "queue" and event.data["note"] == NOTE
+
+
+def test_a_handed_back_caller_is_offered_to_the_next_agent_whose_card_shows_the_note(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+    clock: ManualClock,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    _press(screen, f"/agent/call/{contact_id}/hand-back", note=NOTE)
+    caller.poll()
+    first_leg.poll()
+    assert caller.waiting_for == "/voice/queue"
+    _press(second_screen, "/agent/presence", state="available")
+    assert _accept_offer(rt, second_screen) == contact_id
+    second_leg = devphone.answer(SECOND_PHONE)
+    caller.poll()
+    assert caller.conference and second_leg.conference == caller.conference
+    assert rt.store.agent(second_screen.agent_id)["state"] == "on_call"  # type: ignore[attr-defined]
+    page = second_screen.get("/agent").get_data(as_text=True)
+    assert 'id="handbacks"' in page
+    assert NOTE in page
+    with rt.sessions() as s:
+        first_agent = s.scalar(select(Event.agent_id).where(Event.kind == "contact.transferred"))
+    assert first_agent == screen.agent_id  # type: ignore[attr-defined]
+    # the first agent, wrapped up, is not the one the caller went to
+    assert devphone.ringing(AGENT_PHONE) == []
+    # the second agent ends the call as usual: the caller hears the goodbye
+    second_leg.hang_up()
+    caller.poll()
+    assert caller.status == "completed"
+
+
+def test_a_hand_back_without_a_note_is_refused_and_the_call_goes_on(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    rt = voice_runtime
+    caller, agent_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    page = _press(screen, f"/agent/call/{contact_id}/hand-back", note="   ")
+    assert "écrivez une note pour l&#39;agent suivant" in page
+    assert caller.conference and agent_leg.status == "in-progress"
+    assert _agent_state(rt, screen) == "on_call"
+    page = _press(screen, f"/agent/call/{contact_id}/hand-back", note="x" * 501)
+    assert "500 caractères au plus" in page
+    assert rt.store.contact(contact_id)["state"] == "on_call"
+
+
+def test_only_the_agent_on_the_call_can_hand_it_back(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, _, contact_id = _bridged_live_call(devphone, rt, screen)
+    _press(second_screen, f"/agent/call/{contact_id}/hand-back", note=NOTE)
+    assert rt.store.contact(contact_id)["state"] == "on_call"
+    assert caller.conference
+    with rt.sessions() as s:
+        assert s.scalars(select(Event).where(Event.kind == "contact.transferred")).all() == []
