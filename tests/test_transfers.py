@@ -153,3 +153,34 @@ def test_only_the_agent_on_the_call_can_hand_it_back(
     assert caller.conference
     with rt.sessions() as s:
         assert s.scalars(select(Event).where(Event.kind == "contact.transferred")).all() == []
+
+
+def test_a_handed_back_callback_applicant_hears_the_goodbye_and_is_called_again_by_the_next_agent(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    legs._callback(devphone)
+    contact_id = _accept_offer(rt, screen)
+    first_leg = devphone.answer(AGENT_PHONE)
+    applicant = devphone.answer(legs.CALLER)
+    assert applicant.conference and applicant.conference == first_leg.conference
+    _press(screen, f"/agent/call/{contact_id}/hand-back", note=NOTE)
+    applicant.poll()
+    first_leg.poll()
+    assert applicant.status == "completed"  # not left alone in the conference
+    assert applicant.transcript().rstrip().endswith("The call has ended. Thank you, goodbye.")
+    assert first_leg.status == "completed"
+    with rt.sessions() as s:
+        contact = s.get(Contact, contact_id)
+        assert (contact.kind, contact.state, contact.attempts) == ("callback", "waiting", 0)
+    # the next agent calls them again: a new bridge, its own jobs
+    _press(second_screen, "/agent/presence", state="available")
+    assert _accept_offer(rt, second_screen) == contact_id
+    second_leg = devphone.answer(SECOND_PHONE)
+    again = devphone.answer(legs.CALLER)
+    assert again.sid != applicant.sid
+    assert again.conference and again.conference == second_leg.conference
+    assert NOTE in second_screen.get("/agent").get_data(as_text=True)
