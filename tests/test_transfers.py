@@ -19,6 +19,7 @@ from interphone.devtools.devphone.phone import DevPhone
 from interphone.models import Contact, Event
 from interphone.queue.clock import ManualClock
 from interphone.runtime import Runtime
+from interphone.sites import ensure_site
 
 from . import test_voice_agent_legs as legs
 from .conftest import SITE
@@ -184,3 +185,120 @@ def test_a_handed_back_callback_applicant_hears_the_goodbye_and_is_called_again_
     assert again.sid != applicant.sid
     assert again.conference and again.conference == second_leg.conference
     assert NOTE in second_screen.get("/agent").get_data(as_text=True)
+
+
+# -- cold transfer to another available agent of the site ------------------------------------
+def _available(rt: Runtime, client: FlaskClient) -> None:
+    _press(client, "/agent/presence", state="available")
+    assert _agent_state(rt, client) == "available"
+
+
+def test_given_a_cold_transfer_the_receiving_agent_is_reserved_and_the_caller_waits_on_hold(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    _available(rt, second_screen)
+    second_id = second_screen.agent_id  # type: ignore[attr-defined]
+    page = screen.get("/agent").get_data(as_text=True)
+    assert f'<option value="{second_id}">Agent Deux</option>' in page
+    _press(screen, f"/agent/call/{contact_id}/transfer", to=str(second_id))
+    # reserved at once: another caller waiting is not offered to them
+    _waiting_caller(devphone, SECOND_CALLER)
+    rt.queue.sweep()
+    assert rt.store.agent(second_id)["state"] == "on_call"
+    assert rt.store.agent(second_id)["offer"] == ""
+    # the first agent leaves at once, the conference kept for the caller, on hold
+    first_leg.poll()
+    caller.poll()
+    assert first_leg.status == "completed"
+    assert caller.status == "in-progress" and caller.conference == f"contact-{contact_id}"
+    assert devphone.in_conference(caller.conference) == {caller.sid}
+    assert devphone.hears(caller.sid) == set()  # on hold: the hold music, nobody else
+    assert _agent_state(rt, screen) == "wrap_up"  # no other outcome asked for
+    # the second agent answers: the caller is off hold and talks to them
+    second_leg = devphone.answer(SECOND_PHONE)
+    caller.poll()
+    assert second_leg.conference == caller.conference
+    assert devphone.hears(caller.sid) == {second_leg.sid}
+    assert devphone.hears(second_leg.sid) == {caller.sid}
+    assert 'endConferenceOnExit="true"' in second_leg.documents[-1]
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).agent_id == second_id
+        event = s.scalars(select(Event).where(Event.kind == "contact.transferred")).one()
+        assert event.data == {"kind": "agent", "to": second_id, "outcome": "transferred"}
+    page = second_screen.get("/agent").get_data(as_text=True)
+    assert f"En communication : contact n° {contact_id}" in page
+    # the second agent hangs up: the conference ends, the caller hears the goodbye
+    second_leg.hang_up()
+    caller.poll()
+    assert caller.status == "completed"
+    assert caller.transcript().rstrip().endswith("The call has ended. Thank you, goodbye.")
+
+
+def test_a_transfer_the_receiving_agent_does_not_answer_puts_the_caller_back_at_their_place(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+    clock: ManualClock,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    clock.advance(60)
+    _waiting_caller(devphone, SECOND_CALLER)  # came later: behind them
+    _available(rt, second_screen)
+    second_id = second_screen.agent_id  # type: ignore[attr-defined]
+    _press(screen, f"/agent/call/{contact_id}/transfer", to=str(second_id))
+    first_leg.poll()
+    devphone.refuse(SECOND_PHONE)
+    caller.poll()
+    assert caller.status == "in-progress"
+    assert caller.conference is None  # not left alone in the conference
+    assert caller.waiting_for == "/voice/queue"
+    assert rt.queue.place(contact_id).position == 1
+    with rt.sessions() as s:
+        contact = s.get(Contact, contact_id)
+        assert (contact.state, contact.agent_id) == ("waiting", None)
+        kinds = [
+            e.data["kind"]
+            for e in s.scalars(select(Event).where(Event.kind == "contact.transferred"))
+        ]
+    assert kinds == ["agent", "unanswered"]
+    assert rt.store.agent(second_id)["leg"] == ""
+    assert rt.store.agent(second_id)["state"] != "on_call"
+
+
+def test_a_transfer_to_an_agent_who_is_not_available_is_refused_and_the_call_goes_on(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    second_id = second_screen.agent_id  # type: ignore[attr-defined]
+    page = _press(screen, f"/agent/call/{contact_id}/transfer", to=str(second_id))
+    assert "Cet agent n&#39;est pas disponible." in page
+    assert first_leg.status == "in-progress" and caller.conference
+    assert rt.store.contact(contact_id)["agent"] == str(screen.agent_id)  # type: ignore[attr-defined]
+
+
+def test_a_transfer_to_an_agent_of_another_site_is_unknown(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    rt = voice_runtime
+    ensure_site(rt.sessions, "autre", "Autre préfecture", phone_numbers=["+33473000001"])
+    other = add_user(rt.sessions, "other@example.org", "long enough password", site_code="autre")
+    rt.queue.set_presence(other.id, "available")
+    _, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    token = _token(screen.get("/agent").get_data(as_text=True))
+    response = screen.post(
+        f"/agent/call/{contact_id}/transfer", data={"csrf_token": token, "to": str(other.id)}
+    )
+    assert response.status_code == 404
+    assert rt.store.agent(other.id)["state"] == "available"
+    assert first_leg.status == "in-progress"

@@ -651,16 +651,17 @@ class QueueService:
             self.trigger(self._site_of(contact_id))
         return result.state
 
-    def hand_back(self, agent_id: int, contact_id: int, note: str) -> None:
+    def hand_back(self, agent_id: int, contact_id: int, note: str, *, kind: str = "queue") -> None:
         """The agent on the call hands the contact back to the queue at its own place
         (its score: its arrival and priority), with a note for the next agent
         (required, at most :data:`TRANSFER_NOTE_MAX` characters): ``contact.transferred``
         (kind ``queue``). The agent's outcome is ``transferred``; they stay on the call
         until their leg ends, then wrap up. A callback stays a callback, called again
         by the next agent. Only the agent on the call may: anyone else is refused
-        (``NOT_ON_CALL``)."""
+        (``NOT_ON_CALL``). Kind ``unanswered``: the agent a transfer went to did not
+        answer, the contact goes back the same way, without a note."""
         note = (note or "").strip()
-        if not note or len(note) > TRANSFER_NOTE_MAX:
+        if kind == "queue" and not note or len(note) > TRANSFER_NOTE_MAX:
             raise InvalidInput(
                 f"a hand-back needs a note of at most {TRANSFER_NOTE_MAX} characters",
                 reason="TRANSFER_NOTE",
@@ -682,7 +683,7 @@ class QueueService:
                 "contact.transferred",
                 contact_id=contact_id,
                 agent_id=agent_id,
-                data={"kind": "queue", "note": note, "outcome": "transferred"},
+                data={"kind": kind, "note": note, "outcome": "transferred"},
             )
             if result.agent_state != result.agent_before:  # else kept on the call
                 self._event_raw(
@@ -691,6 +692,63 @@ class QueueService:
                     agent_id=agent_id,
                     data=_move(result.agent_state, result.agent_before or "on_call"),
                 )
+
+    def transfer(
+        self, agent_id: int, contact_id: int, to_agent: int, *, scope: Scope = EVERYWHERE
+    ) -> None:
+        """The agent on the call hands it to another agent of the contact's site (and of
+        ``scope``: any other is unknown, a 404), who must be available and is reserved
+        for it at once (on the call, never offered anything else). The first agent's
+        outcome is ``transferred``: they wrap up once their leg ends.
+        ``contact.transferred`` (kind ``agent``, data ``to``)."""
+        with self.sessions() as s:
+            target = self._agent(s, to_agent, scope)
+            contact = s.get(Contact, contact_id)
+            if contact is None or contact.site_id != target.site_id:
+                raise UnknownAgent(f"unknown agent {to_agent}", agent_id=to_agent)
+        result = self.store.transfer(
+            agent_id, contact_id, to_agent, wrap_up_s=self.settings.wrap_up_s
+        )
+        with transaction(self.sessions) as s:
+            self._set_contact(s, contact_id, result.contact_version, agent_id=to_agent)
+            self._event_raw(
+                s,
+                "contact.transferred",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data={"kind": "agent", "to": to_agent, "outcome": "transferred"},
+            )
+            self._event_raw(
+                s,
+                "agent.presence",
+                agent_id=to_agent,
+                data=_move("on_call", "available", reason="transfer"),
+            )
+            if result.agent_state != result.agent_before:  # else kept on the call
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    agent_id=agent_id,
+                    data=_move(result.agent_state, result.agent_before or "on_call"),
+                )
+
+    def transfer_targets(self, agent_id: int) -> list[tuple[int, str]]:
+        """The agents a call of ``agent_id`` can be transferred to: the available
+        agents of their site, by name."""
+        with self.sessions() as s:
+            me = s.get(Agent, agent_id)
+            if me is None:
+                return []
+            rows = s.execute(
+                select(Agent.id, Agent.name)
+                .where(Agent.site_id == me.site_id, Agent.active.is_(True), Agent.id != agent_id)
+                .order_by(Agent.name)
+            ).all()
+        return [
+            (int(aid), str(name))
+            for aid, name in rows
+            if self.store.agent(int(aid)).get("state") == "available"
+        ]
 
     # -- the agent's leg: the agent is on a call until it ends ---------------------------
     def leg_placed(self, agent_id: int, contact_id: int) -> bool:

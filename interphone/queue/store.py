@@ -55,6 +55,7 @@ _SCRIPTS = (
     "leg_placed",
     "leg_bridged",
     "leg_ended",
+    "transfer",
 )
 
 
@@ -380,6 +381,16 @@ class RedisQueue:
             int(as_text(raw[5])),
             as_text(raw[6]),
         )
+
+    def transfer(
+        self, agent_id: int, contact_id: int, to_agent: int, *, wrap_up_s: float
+    ) -> Finish:
+        """Agent ``agent_id`` hands their call to ``to_agent``, who is reserved for it."""
+        now = self.now_ms()
+        raw = self._run(
+            "transfer", agent_id, member(contact_id), to_agent, now, now + int(wrap_up_s * 1000)
+        )
+        return Finish("on_call", 0, int(raw[0]), int(raw[1]), as_text(raw[2]), 0, as_text(raw[3]))
 
     # -- the agent's leg -------------------------------------------------------------
     def leg_placed(self, agent_id: int, contact_id: int) -> int:

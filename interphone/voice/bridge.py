@@ -47,6 +47,7 @@ from ..prompts import REFERENCE, available, catalogue
 from ..queue.exceptions import Conflict
 from ..queue.service import QueueService
 from ..redis_text import as_text
+from ..scope import EVERYWHERE, Scope
 
 if TYPE_CHECKING:
     from .prompt_texts import SitePrompts
@@ -58,6 +59,8 @@ PENDING = "ip:bridge:pending"  # contact ids whose next leg is awaited, by waiti
 # contact ids whose agent's leg answered and has not ended yet, by when to ask Twilio
 # whether it is still in the conference (its end's webhooks may all have been lost)
 AGENT_LEGS = "ip:bridge:agent_legs"
+# a bridge's marks of its agent's leg, cleared when a transfer awaits another agent's
+AGENT_MARKS = ("agent_leg", "agent_seen", "agent_sid", "agent_in", "agent_left", "agent_ended")
 RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its status)
 # Twilio's answers to redirecting a call that has ended: "call is not in-progress"
 # (400, code 21220), or no such call any more (404, code 20404)
@@ -189,15 +192,90 @@ class BridgeService:
         else:
             self._send_goodbye(contact_id, legs)
         if agent_sid.startswith("CA"):
-            try:
-                self.client().calls(agent_sid).update(status="completed")
-            except TwilioRestException as exc:
-                if exc.code not in CALL_GONE:
-                    raise
+            self._hang_up(agent_sid)
         self._agent_out(contact_id, {**legs, "agent": str(agent_id)}, agent_sid)
+        self._forget(contact_id)
+
+    def _forget(self, contact_id: int) -> None:
+        """The bridge is over (the contact back in line): its marks go, and the site's
+        free agents are offered the contact again."""
         self.redis.delete(LEGS + str(contact_id))
         self.redis.zrem(PENDING, str(contact_id))
         self.queue.trigger(self.queue._site_of(contact_id))
+
+    def transfer(
+        self, agent_id: int, contact_id: int, to_agent: int, *, scope: Scope = EVERYWHERE
+    ) -> None:
+        """Cold transfer: the call goes to another available agent of the site
+        (:meth:`QueueService.transfer`, who is reserved for it). The caller stays in the
+        conference, on hold (the hold music) while the first agent leaves at once (their
+        participant's ``endConferenceOnExit`` switched off first) and the second agent's
+        leg rings (``endConferenceOnExit`` on it as on any agent's). The caller is taken
+        off hold when that agent joins; should they not answer, the contact goes back to
+        the queue at its place (:meth:`_transfer_unanswered`)."""
+        self.queue.transfer(agent_id, contact_id, to_agent, scope=scope)
+        legs = self._legs(contact_id)
+        first_sid = legs.get("agent_sid") or legs.get("agent_leg", "")
+        self._mark(contact_id, "kept")
+        conference = self._conference_sid(contact_id)
+        if first_sid.startswith("CA"):
+            self._participant(conference, first_sid, end_conference_on_exit=False)
+        self._participant(conference, self._other_side(contact_id, legs), hold=True)
+        # the bridge now awaits the second agent's leg
+        self.redis.hdel(LEGS + str(contact_id), *AGENT_MARKS)
+        self._mark(contact_id, "agent", str(to_agent))
+        self._mark(contact_id, "transfer", str(agent_id))
+        if first_sid.startswith("CA"):
+            self._hang_up(first_sid)
+        self._agent_out(contact_id, {**legs, "agent": str(agent_id)}, first_sid)
+        self._await_leg(contact_id)
+        job = f"connect-{contact_id}-{self._round(contact_id)}-to-{to_agent}"
+        self.run_job("connect", job, contact_id)
+
+    def _transfer_unanswered(self, contact_id: int, agent_id: int) -> None:
+        """The agent a call was transferred to did not answer: the contact goes back to
+        the queue at its place (as a hand-back), the caller to the hold loop."""
+        try:
+            self.queue.hand_back(agent_id, contact_id, "", kind="unanswered")
+        except Conflict:
+            return  # handled already (a repeated status callback)
+        self._back_in_line(contact_id, self._legs(contact_id))
+        self._forget(contact_id)
+
+    def _back_in_line(self, contact_id: int, legs: dict[str, str]) -> None:
+        contact, _, _ = self._load(contact_id)
+        if contact.kind == "live" and contact.call_sid:
+            self._to_hold(contact_id, contact.call_sid)
+        else:
+            self._send_goodbye(contact_id, legs)
+
+    def _other_side(self, contact_id: int, legs: dict[str, str]) -> str:
+        """The caller's call (a live caller) or the applicant's leg (a callback)."""
+        contact, _, _ = self._load(contact_id)
+        return contact.call_sid or "" if contact.kind == "live" else legs.get("applicant_leg", "")
+
+    def _conference_sid(self, contact_id: int) -> str:
+        found = self.client().conferences.list(
+            friendly_name=conference_name(contact_id), status="in-progress", limit=1
+        )
+        return str(found[0].sid) if found else ""
+
+    def _participant(self, conference: str, call_sid: str, **changes: bool) -> None:
+        """Update a participant (hold, endConferenceOnExit); gone already: nothing."""
+        if not conference or not call_sid.startswith("CA"):
+            return
+        try:
+            self.client().conferences(conference).participants(call_sid).update(**changes)
+        except TwilioRestException as exc:
+            if exc.code != 20404:  # not (or no longer) in the conference
+                raise
+
+    def _hang_up(self, call_sid: str) -> None:
+        try:
+            self.client().calls(call_sid).update(status="completed")
+        except TwilioRestException as exc:
+            if exc.code not in CALL_GONE:
+                raise
 
     def _keep_conference(self, contact_id: int, agent_sid: str) -> None:
         """The agent's participant no longer ends the conference when it leaves."""
@@ -252,6 +330,8 @@ class BridgeService:
         failpoints.hit("bridge.agent_leg.placed", self.redis)
         self.redis.hset(key, "agent_leg", str(leg.sid))
         log.info("contact %s: agent %s leg placed", contact_id, agent.id)
+        if "transfer" in self._legs(contact_id):
+            return  # a transfer: the caller is in the conference already, on hold
         if not self._redirect_caller(contact):
             self.caller_hung_up(contact_id)
 
@@ -337,7 +417,7 @@ class BridgeService:
             status=status,
             reason=cat.text(f"reason.{reason}"),
         )
-        if contact.kind == "callback":
+        if contact.kind == "callback" and "transfer" not in self._legs(contact_id):
             attempt = self._round(contact_id)
             self._await_leg(contact_id)
             self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
@@ -423,6 +503,12 @@ class BridgeService:
                 self.queue.leg_ended(agent_id, contact_id, call_sid)  # once per leg
             return
         self._mark(contact_id, f"{leg}_ended")
+        if leg == "agent" and "transfer" in legs and "agent_in" not in legs:
+            # the agent a call was transferred to never joined: back to the queue
+            if agent_id is not None or legs.get("agent", "").isdigit():
+                self._transfer_unanswered(contact_id, agent_id or int(legs["agent"]))
+            self._agent_out(contact_id, {**legs, "agent": str(agent_id or legs["agent"])}, call_sid)
+            return
         if leg == "applicant" and status in UNANSWERED:
             self._unanswered(contact_id, UNANSWERED[status])
         elif leg == "agent":
@@ -459,6 +545,12 @@ class BridgeService:
         if event == "participant-join" and agent_id is not None:
             self._mark(contact_id, "agent_in")
             self.queue.leg_bridged(agent_id, contact_id, call_sid)
+            if "transfer" in legs:  # the agent a call was transferred to: off hold
+                self._participant(
+                    self._conference_sid(contact_id),
+                    self._other_side(contact_id, legs),
+                    hold=False,
+                )
         elif event == "participant-leave":
             self._mark(contact_id, "agent_left")
             self._agent_out(contact_id, legs, call_sid)

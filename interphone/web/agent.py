@@ -32,10 +32,11 @@ from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 
 from ..caller_card import contact_card
+from ..digits import row_id
 from ..metrics import recorder_for
 from ..models import Agent, Site
 from ..queue.clock import to_ms
-from ..queue.exceptions import QueueError, UnknownVoicemail
+from ..queue.exceptions import QueueError, UnknownAgent, UnknownVoicemail
 from ..queue.service import OUTCOMES
 from .auth import role_required
 from .context import queue_error_response, runtime_of
@@ -120,6 +121,7 @@ def _panel_context() -> dict[str, Any]:
         "now_ms": to_ms(rt.clock.now()),
         "waiting": waiting,
         "outcomes": list(OUTCOMES),
+        "transfer_to": rt.queue.transfer_targets(_agent_id()) if call else [],
     }
 
 
@@ -217,6 +219,8 @@ def refused(exc: QueueError) -> Any:
     404; any other refusal outside an action, the app's JSON answer."""
     if isinstance(exc, UnknownVoicemail):
         return current_app.handle_http_exception(NotFound(_("Message inconnu.")))
+    if isinstance(exc, UnknownAgent):  # of another site, or none: a transfer's target
+        return current_app.handle_http_exception(NotFound(_("Agent inconnu.")))
     if request.method != "POST":
         return queue_error_response(exc)
     flash(queue_error_text(exc))
@@ -263,6 +267,18 @@ def finish(contact_id: int) -> Any:
 def hand_back(contact_id: int) -> Any:
     """Back to the queue at the caller's place, with a note for the next agent."""
     runtime_of(current_app).bridge.hand_back(_agent_id(), contact_id, request.form.get("note", ""))
+    return redirect(url_for("agent.screen"))
+
+
+@bp.post("/agent/call/<int:contact_id>/transfer")
+@login_required
+def transfer(contact_id: int) -> Any:
+    """Cold transfer to another available agent of the site."""
+    to_agent = row_id(request.form.get("to", ""))
+    if to_agent is None:
+        abort(404)
+    bridge = runtime_of(current_app).bridge
+    bridge.transfer(_agent_id(), contact_id, to_agent, scope=current_scope())
     return redirect(url_for("agent.screen"))
 
 
