@@ -21,6 +21,8 @@ from .voice.session import CallStore
 from .voice.voicemail import VoicemailView
 
 HISTORY = 5
+# the kinds of contact.transferred that hand the contact on (the card's earlier agents)
+HANDED_ON = ("queue", "agent", "warm", "unanswered")
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,11 @@ def _handbacks(s: Session, contact_id: int) -> list[HandBack]:
     rows = s.execute(
         select(Event.at, Event.data, Agent.name)
         .outerjoin(Agent, Agent.id == Event.agent_id)
-        .where(Event.contact_id == contact_id, Event.kind == "contact.transferred")
+        .where(
+            Event.contact_id == contact_id,
+            Event.kind == "contact.transferred",
+            Event.data["kind"].as_string().in_(HANDED_ON),
+        )
         .order_by(Event.id)
     ).all()
     return [HandBack(at, name, str((data or {}).get("note") or "")) for at, data, name in rows]

@@ -302,3 +302,98 @@ def test_a_transfer_to_an_agent_of_another_site_is_unknown(
     assert response.status_code == 404
     assert rt.store.agent(other.id)["state"] == "available"
     assert first_leg.status == "in-progress"
+
+
+# -- warm transfer: the agents talk first, the caller on hold --------------------------------
+def _consulting(devphone: DevPhone, rt: Runtime, screen: FlaskClient, second: FlaskClient):
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    _available(rt, second)
+    second_id = second.agent_id  # type: ignore[attr-defined]
+    _press(screen, f"/agent/call/{contact_id}/transfer", to=str(second_id), warm="1")
+    second_leg = devphone.answer(SECOND_PHONE)
+    caller.poll()
+    first_leg.poll()
+    return caller, first_leg, second_leg, contact_id
+
+
+def test_given_a_warm_transfer_the_agents_talk_the_caller_on_hold_then_completing_hands_over(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, second_leg, contact_id = _consulting(devphone, rt, screen, second_screen)
+    second_id = second_screen.agent_id  # type: ignore[attr-defined]
+    # the agents hear each other; the caller, on hold, hears neither and is not heard
+    assert devphone.hears(first_leg.sid) == {second_leg.sid}
+    assert devphone.hears(second_leg.sid) == {first_leg.sid}
+    assert devphone.hears(caller.sid) == set()
+    assert 'endConferenceOnExit="false"' in second_leg.documents[-1]
+    assert rt.store.agent(second_id)["state"] == "on_call"  # reserved
+    page = screen.get("/agent").get_data(as_text=True)
+    assert 'id="transfer-complete"' in page and 'id="transfer-cancel"' in page
+    _press(screen, f"/agent/call/{contact_id}/transfer/complete")
+    first_leg.poll()
+    caller.poll()
+    assert first_leg.status == "completed"
+    assert caller.status == "in-progress"
+    assert devphone.hears(caller.sid) == {second_leg.sid}  # off hold, with the second agent
+    assert devphone.hears(second_leg.sid) == {caller.sid}
+    assert _agent_state(rt, screen) == "wrap_up"
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).agent_id == second_id
+        kinds = [
+            e.data["kind"]
+            for e in s.scalars(select(Event).where(Event.kind == "contact.transferred"))
+        ]
+    assert kinds == ["warm_started", "warm"]
+    # the second agent's leaving now ends the call: the caller hears the goodbye
+    second_leg.hang_up()
+    caller.poll()
+    assert caller.status == "completed"
+    assert caller.transcript().rstrip().endswith("The call has ended. Thank you, goodbye.")
+    assert _agent_state(rt, second_screen) == "wrap_up"
+
+
+def test_a_cancelled_warm_transfer_frees_the_receiver_and_the_caller_talks_to_the_first_again(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, second_leg, contact_id = _consulting(devphone, rt, screen, second_screen)
+    _press(screen, f"/agent/call/{contact_id}/transfer/cancel")
+    second_leg.poll()
+    caller.poll()
+    assert second_leg.status == "completed"
+    assert caller.status == "in-progress" and first_leg.status == "in-progress"
+    assert devphone.hears(caller.sid) == {first_leg.sid}  # off hold
+    assert _agent_state(rt, second_screen) == "available"
+    assert _agent_state(rt, screen) == "on_call"
+    assert rt.store.contact(contact_id)["agent"] == str(screen.agent_id)  # type: ignore[attr-defined]
+    page = screen.get("/agent").get_data(as_text=True)
+    assert 'id="transfer-complete"' not in page
+    # the first agent ends the call as usual
+    first_leg.hang_up()
+    caller.poll()
+    assert caller.status == "completed"
+
+
+def test_a_warm_transfer_whose_receiving_agent_hangs_up_takes_the_caller_off_hold(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    caller, first_leg, second_leg, contact_id = _consulting(devphone, rt, screen, second_screen)
+    second_leg.hang_up()
+    caller.poll()
+    first_leg.poll()
+    assert caller.status == "in-progress" and first_leg.status == "in-progress"
+    assert devphone.hears(caller.sid) == {first_leg.sid}
+    assert _agent_state(rt, second_screen) == "available"
+    page = _press(screen, f"/agent/call/{contact_id}/transfer/complete")
+    assert "Aucun transfert de cet appel n&#39;est en cours." in page

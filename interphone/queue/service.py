@@ -40,6 +40,13 @@ from .store import NORMAL, URGENT, Offer, RedisQueue
 
 log = logging.getLogger(__name__)
 
+# transfer.lua's mode -> the kind of its contact.transferred event
+TRANSFER_KINDS = {
+    "cold": "agent",
+    "consult": "warm_started",
+    "complete": "warm",
+    "cancel": "warm_cancelled",
+}
 TRANSFER_NOTE_MAX = 500  # characters of the note a hand-back leaves the next agent
 OUTCOMES = {
     # outcome code -> does the callback go back in line for another attempt?
@@ -694,43 +701,62 @@ class QueueService:
                 )
 
     def transfer(
-        self, agent_id: int, contact_id: int, to_agent: int, *, scope: Scope = EVERYWHERE
-    ) -> None:
+        self,
+        agent_id: int,
+        contact_id: int,
+        to_agent: int,
+        *,
+        mode: str = "cold",
+        scope: Scope = EVERYWHERE,
+    ) -> str:
         """The agent on the call hands it to another agent of the contact's site (and of
-        ``scope``: any other is unknown, a 404), who must be available and is reserved
-        for it at once (on the call, never offered anything else). The first agent's
-        outcome is ``transferred``: they wrap up once their leg ends.
-        ``contact.transferred`` (kind ``agent``, data ``to``)."""
+        ``scope``: any other is unknown, a 404). ``cold`` and ``consult`` (a warm
+        transfer's start: the two agents talk first) need the receiving agent
+        available, and reserve them at once (on the call, never offered anything
+        else). ``cold`` and ``complete`` (the warm transfer completed) make them the
+        contact's agent; the first agent's outcome is ``transferred``, they wrap up once
+        their leg ends. ``cancel`` lets the receiving agent go (free once their leg
+        ends). Each is a ``contact.transferred`` (kind ``agent``, ``warm_started``,
+        ``warm``, ``warm_cancelled``; data ``to``). Returns the receiving agent's state."""
         with self.sessions() as s:
             target = self._agent(s, to_agent, scope)
             contact = s.get(Contact, contact_id)
             if contact is None or contact.site_id != target.site_id:
                 raise UnknownAgent(f"unknown agent {to_agent}", agent_id=to_agent)
-        result = self.store.transfer(
-            agent_id, contact_id, to_agent, wrap_up_s=self.settings.wrap_up_s
+        result, receiver = self.store.transfer(
+            agent_id, contact_id, to_agent, wrap_up_s=self.settings.wrap_up_s, mode=mode
         )
+        kind = TRANSFER_KINDS[mode]
         with transaction(self.sessions) as s:
-            self._set_contact(s, contact_id, result.contact_version, agent_id=to_agent)
+            if result.contact_version:
+                self._set_contact(s, contact_id, result.contact_version, agent_id=to_agent)
+            data: dict[str, Any] = {"kind": kind, "to": to_agent}
+            if result.contact_version:
+                data["outcome"] = "transferred"
             self._event_raw(
-                s,
-                "contact.transferred",
-                contact_id=contact_id,
-                agent_id=agent_id,
-                data={"kind": "agent", "to": to_agent, "outcome": "transferred"},
+                s, "contact.transferred", contact_id=contact_id, agent_id=agent_id, data=data
             )
-            self._event_raw(
-                s,
-                "agent.presence",
-                agent_id=to_agent,
-                data=_move("on_call", "available", reason="transfer"),
-            )
-            if result.agent_state != result.agent_before:  # else kept on the call
+            if mode in ("cold", "consult"):
+                self._event_raw(
+                    s,
+                    "agent.presence",
+                    agent_id=to_agent,
+                    data=_move("on_call", "available", reason="transfer"),
+                )
+            elif mode == "cancel" and receiver == "available":
+                self._event_raw(
+                    s, "agent.presence", agent_id=to_agent, data=_move("available", "on_call")
+                )
+            if result.contact_version and result.agent_state != result.agent_before:
                 self._event_raw(
                     s,
                     "agent.presence",
                     agent_id=agent_id,
                     data=_move(result.agent_state, result.agent_before or "on_call"),
                 )
+        if receiver == "available":
+            self.trigger(self._site_of(contact_id))
+        return receiver
 
     def transfer_targets(self, agent_id: int) -> list[tuple[int, str]]:
         """The agents a call of ``agent_id`` can be transferred to: the available

@@ -383,14 +383,23 @@ class RedisQueue:
         )
 
     def transfer(
-        self, agent_id: int, contact_id: int, to_agent: int, *, wrap_up_s: float
-    ) -> Finish:
-        """Agent ``agent_id`` hands their call to ``to_agent``, who is reserved for it."""
+        self, agent_id: int, contact_id: int, to_agent: int, *, wrap_up_s: float, mode: str
+    ) -> tuple[Finish, str]:
+        """Agent ``agent_id`` hands their call to ``to_agent`` (``transfer.lua``'s modes:
+        cold, consult, complete, cancel). Returns the first agent's side and the
+        receiving agent's state after."""
         now = self.now_ms()
         raw = self._run(
-            "transfer", agent_id, member(contact_id), to_agent, now, now + int(wrap_up_s * 1000)
+            "transfer",
+            agent_id,
+            member(contact_id),
+            to_agent,
+            now,
+            now + int(wrap_up_s * 1000),
+            mode,
         )
-        return Finish("on_call", 0, int(raw[0]), int(raw[1]), as_text(raw[2]), 0, as_text(raw[3]))
+        first = Finish("on_call", 0, int(raw[0]), int(raw[1]), as_text(raw[2]), 0, as_text(raw[3]))
+        return first, as_text(raw[5])
 
     # -- the agent's leg -------------------------------------------------------------
     def leg_placed(self, agent_id: int, contact_id: int) -> int:
@@ -471,6 +480,7 @@ _CONFLICTS = {
     "NOT_WAITING": "the contact is not waiting in line",
     "OTHER_SITE": "the agent works for another site",
     "AGENT_NOT_FREE": "the agent is not available",
+    "NO_TRANSFER": "no transfer of this call to this agent is under way",
     "UNKNOWN": "unknown contact",
 }
 

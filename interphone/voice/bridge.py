@@ -232,6 +232,116 @@ class BridgeService:
         job = f"connect-{contact_id}-{self._round(contact_id)}-to-{to_agent}"
         self.run_job("connect", job, contact_id)
 
+    # -- warm transfer: the two agents talk first, the caller on hold -------------------
+    def consult(
+        self, agent_id: int, contact_id: int, to_agent: int, *, scope: Scope = EVERYWHERE
+    ) -> None:
+        """A warm transfer starts: the receiving agent is reserved (as for a cold one)
+        and their leg placed into the conference without ending it when they leave
+        (``endConferenceOnExit`` off until :meth:`complete_transfer`); the caller is put
+        on hold meanwhile, the first agent stays."""
+        self.queue.transfer(agent_id, contact_id, to_agent, mode="consult", scope=scope)
+        legs = self._legs(contact_id)
+        self._participant(
+            self._conference_sid(contact_id), self._other_side(contact_id, legs), hold=True
+        )
+        self._mark(contact_id, "consult_agent", str(to_agent))
+        self._mark(contact_id, "consult_leg", "placing")
+        with self.sessions() as s:
+            agent = s.get(Agent, to_agent)
+            contact = s.get(Contact, contact_id)
+            site = s.get(Site, contact.site_id) if contact else None
+        assert agent is not None and site is not None
+        if not self.queue.leg_placed(to_agent, contact_id):
+            return
+        leg = self.client().calls.create(
+            to=agent.phone or f"client:{agent.client_identity}",
+            from_=_sender(site),
+            url=f"{self.base}/voice/agent/consult?c={contact_id}",
+            status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=consult&a={to_agent}",
+            status_callback_event=["completed"],
+            timeout=RING_TIMEOUT_S,
+        )
+        self._mark(contact_id, "consult_leg", str(leg.sid))
+
+    def consulting(self, contact_id: int) -> int | None:
+        """The agent a warm transfer of this call is under way to, if any."""
+        value = self._legs(contact_id).get("consult_agent", "")
+        return int(value) if value.isdigit() else None
+
+    def consult_joined(self, contact_id: int, call_sid: str) -> str:
+        """The receiving agent answered their consult leg: the conference to join."""
+        self._mark(contact_id, "consult_sid", call_sid)
+        return conference_name(contact_id)
+
+    def complete_transfer(self, agent_id: int, contact_id: int) -> None:
+        """The warm transfer completed: the receiving agent is the call's agent (their
+        leaving now ends the conference), the caller is taken off hold, the first
+        agent leaves (their ``endConferenceOnExit`` off first) and wraps up."""
+        legs = self._legs(contact_id)
+        to_agent = self.consulting(contact_id)
+        if to_agent is None:
+            raise Conflict("no transfer under way", reason="NO_TRANSFER")
+        self.queue.transfer(agent_id, contact_id, to_agent, mode="complete")
+        first_sid = legs.get("agent_sid") or legs.get("agent_leg", "")
+        second_sid = legs.get("consult_sid", "")
+        conference = self._conference_sid(contact_id)
+        self._mark(contact_id, "kept")
+        if first_sid.startswith("CA"):
+            self._participant(conference, first_sid, end_conference_on_exit=False)
+        self._participant(conference, second_sid, end_conference_on_exit=True)
+        self._participant(conference, self._other_side(contact_id, legs), hold=False)
+        key = LEGS + str(contact_id)
+        self.redis.hdel(key, *AGENT_MARKS, "consult_agent", "consult_leg", "consult_sid")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(
+            key,
+            mapping={
+                "agent": str(to_agent),
+                "agent_leg": legs.get("consult_leg", ""),
+                "agent_sid": second_sid,
+                "agent_seen": "1",
+                "agent_in": "1",
+                "transfer": str(agent_id),
+            },
+        )
+        pipe.execute()
+        if first_sid.startswith("CA"):
+            self._hang_up(first_sid)
+        self._agent_out(contact_id, {**legs, "agent": str(agent_id)}, first_sid)
+        self._check_leg_later(contact_id)
+
+    def cancel_transfer(self, agent_id: int, contact_id: int) -> None:
+        """The warm transfer cancelled: the receiving agent leaves (and is free), the
+        caller is taken off hold, the first agent keeps the call."""
+        to_agent = self.consulting(contact_id)
+        if to_agent is None:
+            raise Conflict("no transfer under way", reason="NO_TRANSFER")
+        self.queue.transfer(agent_id, contact_id, to_agent, mode="cancel")
+        self._consult_over(contact_id, self._legs(contact_id), hang_up=True)
+
+    def _consult_over(self, contact_id: int, legs: dict[str, str], *, hang_up: bool) -> None:
+        second = legs.get("consult_sid") or legs.get("consult_leg", "")
+        self.redis.hdel(LEGS + str(contact_id), "consult_agent", "consult_sid")
+        self._participant(
+            self._conference_sid(contact_id), self._other_side(contact_id, legs), hold=False
+        )
+        if hang_up and second.startswith("CA"):
+            self._hang_up(second)
+
+    def _consult_ended(self, contact_id: int, legs: dict[str, str], call_sid: str) -> None:
+        """The receiving agent's consult leg ended before the transfer completed (they
+        hung up, did not answer): the transfer is cancelled, they are free."""
+        to_agent = int(legs["consult_agent"])
+        try:
+            first = self._agent_of(contact_id, legs)
+            if first is not None:
+                self.queue.transfer(first, contact_id, to_agent, mode="cancel")
+        except Conflict:
+            pass  # the first agent's call is over meanwhile
+        self._consult_over(contact_id, legs, hang_up=False)
+        self.queue.leg_ended(to_agent, contact_id, call_sid)
+
     def _transfer_unanswered(self, contact_id: int, agent_id: int) -> None:
         """The agent a call was transferred to did not answer: the contact goes back to
         the queue at its place (as a hand-back), the caller to the hold loop."""
@@ -499,8 +609,14 @@ class BridgeService:
         legs = self._legs(contact_id)
         ours = {legs.get(f"{leg}_leg", ""), legs.get(f"{leg}_sid", "")}
         if call_sid and call_sid not in ours and legs.get(f"{leg}_leg") != "placing":
-            if leg == "agent" and agent_id is not None:
+            if leg in ("agent", "consult") and agent_id is not None:
                 self.queue.leg_ended(agent_id, contact_id, call_sid)  # once per leg
+            return
+        if leg == "consult":
+            if "consult_agent" in legs:
+                self._consult_ended(contact_id, legs, call_sid)
+            elif agent_id is not None:
+                self.queue.leg_ended(agent_id, contact_id, call_sid)
             return
         self._mark(contact_id, f"{leg}_ended")
         if leg == "agent" and "transfer" in legs and "agent_in" not in legs:
@@ -533,6 +649,13 @@ class BridgeService:
             self._mark(contact_id, "conference_ended")
             if "agent_in" in legs:
                 self._agent_out(contact_id, legs, agent_sid)
+            return
+        if call_sid and call_sid == legs.get("consult_sid") and "consult_agent" in legs:
+            to_agent = int(legs["consult_agent"])
+            if event == "participant-join":
+                self.queue.leg_bridged(to_agent, contact_id, call_sid)
+            elif event == "participant-leave":
+                self._consult_ended(contact_id, legs, call_sid)
             return
         if not call_sid or call_sid != agent_sid:
             # the caller, the applicant, a supervisor: not the agent's leg. The caller or

@@ -330,7 +330,14 @@ CONFERENCE_PATH = "/voice/conference"  # the conference's status callback
 CONFERENCE_EVENTS = "start end join leave"
 
 
-def _conference(response: VoiceResponse, name: str, contact_id: int, *, agent: bool) -> None:
+def _conference(
+    response: VoiceResponse,
+    name: str,
+    contact_id: int,
+    *,
+    agent: bool,
+    end_on_exit: bool | None = None,
+) -> None:
     """Into the contact's conference. It ends when the agent leaves it; the caller's and
     the applicant's TwiML then go on after the <Dial> (a goodbye). Every participant
     names the status callback: Twilio takes the conference's from the participant that
@@ -340,7 +347,7 @@ def _conference(response: VoiceResponse, name: str, contact_id: int, *, agent: b
     dial.conference(
         name,
         start_conference_on_enter=agent,
-        end_conference_on_exit=agent,
+        end_conference_on_exit=agent if end_on_exit is None else end_on_exit,
         beep=False,
         status_callback=f"{base}{request.script_root}{CONFERENCE_PATH}?c={contact_id}",
         status_callback_event=CONFERENCE_EVENTS,
@@ -385,6 +392,20 @@ def agent_join() -> Response:
     return _xml(str(response))
 
 
+@bp.post("/voice/agent/consult")
+@twilio_signed
+def agent_consult() -> Response:
+    """The agent a warm transfer goes to answered: into the conference, where the
+    first agent talks to them (the caller on hold); their leaving does not end it."""
+    contact_id = _contact_id()
+    if contact_id is None:
+        return _goodbye()
+    room = _runtime().bridge.consult_joined(contact_id, _call_sid() or "")
+    response = VoiceResponse()
+    _conference(response, room, contact_id, agent=True, end_on_exit=False)
+    return _xml(str(response))
+
+
 @bp.post("/voice/applicant/join")
 @twilio_signed
 def applicant_join() -> Response:
@@ -408,7 +429,7 @@ def applicant_join() -> Response:
 def leg_status() -> Response:
     contact_id = _contact_id()
     leg = request.args.get("leg", "")
-    if contact_id is None or leg not in ("agent", "applicant"):
+    if contact_id is None or leg not in ("agent", "applicant", "consult"):
         return _bad_request()
     agent_id = row_id(request.args.get("a", ""))
     _runtime().bridge.leg_ended(contact_id, leg, _field("CallStatus"), _call_sid() or "", agent_id)

@@ -122,6 +122,7 @@ def _panel_context() -> dict[str, Any]:
         "waiting": waiting,
         "outcomes": list(OUTCOMES),
         "transfer_to": rt.queue.transfer_targets(_agent_id()) if call else [],
+        "consulting": rt.bridge.consulting(call) if call else None,
     }
 
 
@@ -273,12 +274,29 @@ def hand_back(contact_id: int) -> Any:
 @bp.post("/agent/call/<int:contact_id>/transfer")
 @login_required
 def transfer(contact_id: int) -> Any:
-    """Cold transfer to another available agent of the site."""
+    """To another available agent of the site: at once (cold), or talking first (warm)."""
     to_agent = row_id(request.form.get("to", ""))
     if to_agent is None:
         abort(404)
     bridge = runtime_of(current_app).bridge
-    bridge.transfer(_agent_id(), contact_id, to_agent, scope=current_scope())
+    start = bridge.consult if request.form.get("warm") else bridge.transfer
+    start(_agent_id(), contact_id, to_agent, scope=current_scope())
+    return redirect(url_for("agent.screen"))
+
+
+@bp.post("/agent/call/<int:contact_id>/transfer/complete")
+@login_required
+def transfer_complete(contact_id: int) -> Any:
+    """The warm transfer under way completed: the first agent leaves the call."""
+    runtime_of(current_app).bridge.complete_transfer(_agent_id(), contact_id)
+    return redirect(url_for("agent.screen"))
+
+
+@bp.post("/agent/call/<int:contact_id>/transfer/cancel")
+@login_required
+def transfer_cancel(contact_id: int) -> Any:
+    """The warm transfer under way cancelled: the receiving agent leaves the call."""
+    runtime_of(current_app).bridge.cancel_transfer(_agent_id(), contact_id)
     return redirect(url_for("agent.screen"))
 
 

@@ -59,6 +59,7 @@ CONFLICTS = {
     "ON_CALL": _l("L'agent est en communication : terminez d'abord l'appel."),
     "OUTCOME_DUE": _l("L'appel est terminé : indiquez d'abord son résultat."),
     "OTHER_LEG": _l("L'agent est encore en ligne sur un autre appel."),
+    "NO_TRANSFER": _l("Aucun transfert de cet appel n'est en cours."),
     "NOT_WAITING": _l("Ce contact n'attend plus dans la file."),
     "OTHER_SITE": _l("Cet agent travaille pour un autre site."),
     "AGENT_NOT_FREE": _l("Cet agent n'est pas disponible."),
