@@ -397,3 +397,31 @@ def test_a_warm_transfer_whose_receiving_agent_hangs_up_takes_the_caller_off_hol
     assert _agent_state(rt, second_screen) == "available"
     page = _press(screen, f"/agent/call/{contact_id}/transfer/complete")
     assert "Aucun transfert de cet appel n&#39;est en cours." in page
+
+
+def test_a_callback_transferred_cold_keeps_the_applicant_on_the_line_and_calls_nobody_again(
+    devphone: DevPhone,
+    voice_runtime: Runtime,
+    screen: FlaskClient,
+    second_screen: FlaskClient,
+) -> None:
+    rt = voice_runtime
+    legs._callback(devphone)
+    contact_id = _accept_offer(rt, screen)
+    first_leg = devphone.answer(AGENT_PHONE)
+    applicant = devphone.answer(legs.CALLER)
+    _available(rt, second_screen)
+    _press(
+        screen,
+        f"/agent/call/{contact_id}/transfer",
+        to=str(second_screen.agent_id),  # type: ignore[attr-defined]
+    )
+    first_leg.poll()
+    applicant.poll()
+    assert first_leg.status == "completed"
+    assert applicant.status == "in-progress"
+    assert devphone.hears(applicant.sid) == set()  # on hold
+    second_leg = devphone.answer(SECOND_PHONE)
+    applicant.poll()
+    assert devphone.ringing(legs.CALLER) == []  # the applicant is not called a second time
+    assert devphone.hears(applicant.sid) == {second_leg.sid}

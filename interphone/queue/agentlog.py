@@ -47,7 +47,10 @@ KINDS: tuple[str, ...] = (
     "contact.completed",
     "contact.abandoned",
     "contact.cancelled",
-    # handed back to the queue (data.kind "queue") by the agent on the call, with a note
+    # handed on by the agent on the call (not a move of theirs; data.kind): back to the
+    # queue with a note ("queue"), to another agent ("agent"; warm: "warm_started",
+    # "warm", "warm_cancelled"), back to the queue when that agent did not answer
+    # ("unanswered"); the receiving agent's move is an agent.presence (reason transfer)
     "contact.transferred",
     "callback.retry",
     "callback.unreachable",
