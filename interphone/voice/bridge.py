@@ -184,8 +184,7 @@ class BridgeService:
         legs = self._legs(contact_id)
         self._mark(contact_id, "kept")  # nobody is sent the goodbye for the agent leaving
         agent_sid = legs.get("agent_sid") or legs.get("agent_leg", "")
-        if agent_sid.startswith("CA"):
-            self._keep_conference(contact_id, agent_sid)
+        self._participant(self._conference_sid(contact_id), agent_sid, end_conference_on_exit=False)
         contact, _, _ = self._load(contact_id)
         if contact.kind == "live" and contact.call_sid:
             self._to_hold(contact_id, contact.call_sid)
@@ -385,22 +384,6 @@ class BridgeService:
             self.client().calls(call_sid).update(status="completed")
         except TwilioRestException as exc:
             if exc.code not in CALL_GONE:
-                raise
-
-    def _keep_conference(self, contact_id: int, agent_sid: str) -> None:
-        """The agent's participant no longer ends the conference when it leaves."""
-        client = self.client()
-        found = client.conferences.list(
-            friendly_name=conference_name(contact_id), status="in-progress", limit=1
-        )
-        if not found:
-            return
-        try:
-            client.conferences(found[0].sid).participants(agent_sid).update(
-                end_conference_on_exit=False
-            )
-        except TwilioRestException as exc:
-            if exc.code != 20404:  # not (or no longer) in the conference
                 raise
 
     def _to_hold(self, contact_id: int, call_sid: str) -> None:
