@@ -390,3 +390,21 @@ def test_given_twilio_unreachable_then_listening_in_says_so_and_changes_nothing(
         agent_leg.sid,
         supervisor.sid,
     }
+
+
+def test_a_supervisor_who_takes_calls_listens_in_only_once_out_of_the_queue(
+    app: Any, devphone: DevPhone, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    chief = _signed_in(app, rt, "chef@example.org", phone=SUPERVISOR_PHONE)
+    agent = _agent(rt)
+    contact_id, caller, agent_leg = _on_a_call(devphone, rt, agent)
+    rt.queue.set_presence(chief.agent_id, "available")  # the supervisor staffs the line too
+    page = _listen(chief, agent.id, "monitor")
+    assert "mettez-vous en pause pour écouter un appel" in page
+    assert rt.supervision.listening(chief.agent_id) is None
+    assert not devphone.ringing(SUPERVISOR_PHONE)
+    rt.queue.set_presence(chief.agent_id, "paused", "break")
+    _listen(chief, agent.id, "monitor")
+    supervisor = devphone.answer(SUPERVISOR_PHONE)
+    assert supervisor.sid in devphone.in_conference(conference_name(contact_id))

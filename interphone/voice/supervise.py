@@ -86,6 +86,10 @@ class Listening:
     mode: str
 
 
+# a supervisor who also takes calls listens only while out of the queue's pool
+OUT_OF_QUEUE = ("offline", "paused")
+
+
 class SupervisionService:
     def __init__(
         self,
@@ -129,6 +133,9 @@ class SupervisionService:
             _telephony(),
         ):
             supervisor, agent = self._people(supervisor_id, agent_id, scope)
+            if self.store.agent(supervisor_id).get("state", "offline") not in OUT_OF_QUEUE:
+                # the queue could ring the same handset in the middle of the supervision
+                raise Conflict("the supervisor takes calls", reason="SUPERVISOR_IN_QUEUE")
             contact_id, agent_leg = self._agents_call(agent)
             current = self.listening(supervisor_id)
             if current is not None and current.contact_id == contact_id:

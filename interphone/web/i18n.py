@@ -76,6 +76,9 @@ CONFLICTS = {
     ),
     "NOT_LISTENING": _l("Vous n'écoutez pas l'appel de cet agent."),
     "OWN_CALL": _l("Vous ne pouvez pas écouter votre propre appel."),
+    "SUPERVISOR_IN_QUEUE": _l(
+        "Vous recevez des appels de la file : mettez-vous en pause pour écouter un appel."
+    ),
     "TELEPHONY_UNAVAILABLE": _l(
         "Le service téléphonique ne répond pas : réessayez dans un instant."
     ),
