@@ -55,9 +55,11 @@ KINDS: tuple[str, ...] = (
     "callback.retry",
     "callback.unreachable",
     # an agent's leg: put through (not a move), ended (a move: wrap-up, the outcome due,
-    # or free)
+    # or free), unanswered (a move: free, or paused after too many misses; the contact
+    # back in line)
     "agent.bridged",
     "agent.leg_ended",
+    "agent.leg_missed",
     # a supervisor listening to the agent's call (no move of the agent's own state)
     "supervisor.monitor",
     "supervisor.coach",

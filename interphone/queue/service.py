@@ -826,6 +826,46 @@ class QueueService:
             self.trigger(self._agent_site(agent_id))
         return end.what
 
+    def leg_missed(self, agent_id: int, contact_id: int, call_sid: str, status: str) -> bool:
+        """The agent's leg for an accepted call ended unanswered (``status``: busy,
+        no_answer): nobody spoke to the contact, so it goes back to its place in line and
+        the agent is free, counting a missed offer (paused after
+        ``MISSED_OFFERS_PAUSE`` in a row), no outcome due: ``agent.leg_missed``. False
+        when nothing changed (the contact or the agent had moved on, another leg)."""
+        result = self.store.leg_missed(
+            agent_id, contact_id, call_sid, missed_limit=self.settings.missed_offers_pause
+        )
+        if not result.contact_version:
+            return False
+        paused = result.agent_state == "paused"
+        with transaction(self.sessions) as s:
+            self._set_contact(
+                s, contact_id, result.contact_version, state="waiting", agent_id=None
+            )
+            if paused:
+                s.execute(
+                    update(Agent)
+                    .where(Agent.id == agent_id, Agent.version < result.agent_version)
+                    .values(
+                        presence="paused",
+                        presence_reason="missed_offers",
+                        version=result.agent_version,
+                    )
+                )
+            self._event_raw(
+                s,
+                "agent.leg_missed",
+                contact_id=contact_id,
+                agent_id=agent_id,
+                data=_move(
+                    result.agent_state,
+                    result.agent_before,
+                    reason="missed_offers" if paused else status,
+                ),
+            )
+        self.trigger(self._site_of(contact_id))
+        return True
+
     def _agent_site(self, agent_id: int) -> str:
         return self.store.agent(agent_id).get("site", "")
 

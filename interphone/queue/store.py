@@ -7,8 +7,10 @@ contact twice nor give one agent two offers. This module knows nothing of SQL; t
 Keys (all under ``ip:``):
 
 - ``contact:<cid>`` hash: site, kind, lang, cls, arrived, score, state, agent, attempts,
-  not_before, deadline, v (version, bumped by every change)
-- ``agent:<aid>`` hash: site, langs, state, since, offer, call, missed, reason, v, and the
+  not_before, deadline, v (version, bumped by every change), missed_legs (agent legs of
+  its accepted calls that went unanswered)
+- ``agent:<aid>`` hash: site, langs, state, since, offer, call, missed (offers missed in a
+  row; missed_before: that count when the current call was accepted), reason, v, and the
   agent's live leg: leg (the contact it is for), leg_sid (its CallSid once known),
   bridged (the contact, once put through); done (a contact whose outcome was given while
   its leg was live), gone (the contact whose caller hung up before being put through)
@@ -56,6 +58,7 @@ _SCRIPTS = (
     "leg_bridged",
     "leg_ended",
     "transfer",
+    "leg_missed",
 )
 
 
@@ -144,6 +147,16 @@ class LegEnd(NamedTuple):
     # repeated, late or foreign end)
     what: str
     agent_version: int
+    agent_before: str
+
+
+class LegMissed(NamedTuple):
+    """An agent's leg that ended unanswered, its contact back in line
+    (``contact_version`` 0: nothing changed)."""
+
+    contact_version: int
+    agent_version: int
+    agent_state: str  # "available", or "paused" after too many misses in a row
     agent_before: str
 
 
@@ -418,6 +431,14 @@ class RedisQueue:
             "leg_ended", agent_id, member(contact_id), call_sid, now, now + int(wrap_up_s * 1000)
         )
         return LegEnd(as_text(raw[0]), int(raw[1]), as_text(raw[2]))
+
+    def leg_missed(
+        self, agent_id: int, contact_id: int, call_sid: str, *, missed_limit: int
+    ) -> LegMissed:
+        raw = self._run(
+            "leg_missed", agent_id, member(contact_id), call_sid, self.now_ms(), missed_limit
+        )
+        return LegMissed(int(raw[0]), int(raw[1]), as_text(raw[2]), as_text(raw[3]))
 
     def sweep(self, missed_limit: int) -> list[SweepRecord]:
         raw = [as_text(x) for x in self._run("sweep", self.now_ms(), missed_limit)]

@@ -253,6 +253,14 @@ def replay(
             rec.outcome = CLOSING[kind]
             if aid is not None and holding.get(aid) == cid:
                 holding[aid] = None
+        elif kind == "agent.leg_missed" and rec is not None and aid is not None:
+            # the agent's leg went unanswered: the contact back at its place, the agent free
+            if state.get(cid) == "on_call":
+                state[cid] = "waiting"
+                ready[cid] = 0
+            if holding.get(aid) == cid:
+                holding[aid] = None
+            agent_to(aid, str((data or {}).get("state") or "available"), ms)
         elif kind == "agent.presence" and aid is not None:
             new = str((data or {}).get("state", ""))
             if new in ("offline", "paused", "available", "wrap_up"):

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -65,6 +65,17 @@ RING_TIMEOUT_S = 30  # how long Twilio rings a leg before giving up (then: its s
 # Twilio's answers to redirecting a call that has ended: "call is not in-progress"
 # (400, code 21220), or no such call any more (404, code 20404)
 CALL_GONE = (21220, 20404)
+# Opens the agent's leg of one round of a bridge. KEYS[1]: the bridge's hash; ARGV: the
+# round, the hash's lifetime (s). Marks of another round (a callback's earlier attempt, an
+# agent's leg that went unanswered, or late webhooks of theirs) are cleared first. Returns
+# 1 when this round's leg is still to be placed, 0 when a job placed it already.
+_OPEN_ROUND = """
+if redis.call('HGET', KEYS[1], 'round') ~= ARGV[1] then redis.call('DEL', KEYS[1]) end
+local fresh = redis.call('HSETNX', KEYS[1], 'agent_leg', 'placing')
+redis.call('HSET', KEYS[1], 'round', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return fresh
+"""
 UNANSWERED = {
     "busy": "busy",
     "no-answer": "no_answer",
@@ -142,6 +153,18 @@ class BridgeService:
         self.run_job = run_job  # (job name, job id, contact id)
         self.leg_timeout_s = leg_timeout_s
         self.prompts = prompts  # the sites' own texts, when they have some
+        self._open_round = connection.register_script(_OPEN_ROUND)
+
+    def _round(self, contact_id: int) -> str:
+        """Which bridge of the contact this is: each accept starts one, and a contact is
+        accepted again after a callback's unanswered attempt (``attempts``), a hand-back
+        to the queue (``handbacks``) or an agent's leg that went unanswered
+        (``missed_legs``). Names the jobs and the marks, so each bridge's jobs run once."""
+        held = self.queue.store.contact(contact_id)
+        attempts, handbacks = held.get("attempts") or "0", held.get("handbacks") or "0"
+        missed = held.get("missed_legs") or "0"
+        base = f"{attempts}-{handbacks}"
+        return base if missed == "0" else f"{base}.{missed}"
 
     def _await_leg(self, contact_id: int) -> None:
         """From now on a leg of this bridge is expected to show signs of life."""
@@ -152,7 +175,8 @@ class BridgeService:
         ``agent_ended`` / ``applicant_ended``: that leg's final status came;
         ``agent_sid``: the agent's CallSid (from their answer); ``agent_in`` /
         ``agent_left``: the agent's participant joined / left the conference;
-        ``conference_ended``: the conference's end came."""
+        ``conference_ended``: the conference's end came. ``round``: the bridge's round
+        (:meth:`_round`) these marks are of; ``connect`` clears those of another."""
         key = LEGS + str(contact_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, what, value)
@@ -164,12 +188,6 @@ class BridgeService:
         self._await_leg(contact_id)  # first: a lost job, or a failed SQL write, is noticed
         self.queue.accept(agent_id, contact_id)
         self.run_job("connect", f"connect-{contact_id}-{self._round(contact_id)}", contact_id)
-
-    def _round(self, contact_id: int) -> str:
-        """Which bridge of the contact this is: its attempt (a callback's) and how many
-        times it was handed back to the queue, so that each bridge's jobs run once."""
-        held = self.queue.store.contact(contact_id)
-        return f"{held.get('attempts', '0')}-{held.get('handbacks', '0')}"
 
     def hand_back(self, agent_id: int, contact_id: int, note: str) -> None:
         """The agent hands the caller back to the queue at their place, with a note
@@ -402,10 +420,9 @@ class BridgeService:
         if agent is None or contact.state != "on_call":
             return  # the caller left, or the call was given back, before this job ran
         key = LEGS + str(contact_id)
-        if not self.redis.hsetnx(key, "agent_leg", "placing"):
+        if not self._open_round(keys=[key], args=[self._round(contact_id), 4 * 3600]):
             return  # this job already ran: never a second agent leg
         self.redis.hset(key, "agent", str(agent.id))
-        self.redis.expire(key, 4 * 3600)
         if not self.queue.leg_placed(agent.id, contact_id):
             return  # finished or given back meanwhile, or the agent is on another call
         self._await_leg(contact_id)
@@ -511,9 +528,9 @@ class BridgeService:
             reason=cat.text(f"reason.{reason}"),
         )
         if contact.kind == "callback" and "transfer" not in self._legs(contact_id):
-            attempt = self._round(contact_id)
             self._await_leg(contact_id)
-            self.run_job("call_applicant", f"applicant-{contact_id}-{attempt}", contact_id)
+            job_id = f"applicant-{contact_id}-{self._round(contact_id)}"
+            self.run_job("call_applicant", job_id, contact_id)
         return AgentLeg(whisper, lang, conference_name(contact_id))
 
     @_in_site_words
@@ -586,7 +603,8 @@ class BridgeService:
         agent_id: int | None = None,
     ) -> None:
         """A leg's final status: an applicant who did not answer goes back in line; the
-        agent's leg (of ``agent_id``) ending ends the agent's call
+        agent's leg (of ``agent_id``) ending unanswered sends the contact back in line
+        (:meth:`_agent_missed`), else ends the agent's call
         (:meth:`QueueService.leg_ended`). A leg of an earlier bridge of the contact (its
         agent's, or its applicant's, before a hand-back) leaves this bridge's marks alone."""
         legs = self._legs(contact_id)
@@ -600,6 +618,9 @@ class BridgeService:
                 self._consult_ended(contact_id, legs, call_sid)
             elif agent_id is not None:
                 self.queue.leg_ended(agent_id, contact_id, call_sid)
+            return
+        unanswered = leg == "agent" and not legs.keys() & {"agent_seen", "transfer"}
+        if unanswered and self._agent_missed(contact_id, status, call_sid, agent_id):
             return
         self._mark(contact_id, f"{leg}_ended")
         if leg == "agent" and "transfer" in legs and "agent_in" not in legs:
@@ -619,6 +640,47 @@ class BridgeService:
                 # answered, but never entered the conference: nothing ends it for the
                 # side waiting there (endConferenceOnExit acts only on leaving it)
                 self._send_goodbye(contact_id, legs)
+
+    def _agent_missed(
+        self, contact_id: int, status: str, call_sid: str, agent_id: int | None
+    ) -> bool:
+        """The agent's leg ended without their answer (no answer, busy, failed) while
+        the contact was still theirs: nobody spoke to the contact, so, as for an offer
+        that timed out, it goes back to its place in line and the agent is free, a miss
+        counted, no outcome due (:meth:`QueueService.leg_missed`); a live caller left
+        waiting in the conference goes back to the hold loop. For a callback nobody else
+        was called (the applicant's leg waits for the agent's answer). False when the
+        contact or the agent had moved on (the caller gone, say)."""
+        if agent_id is None:
+            agent_id = self._agent_of(contact_id, self._legs(contact_id))
+        if agent_id is None:
+            return False
+        reason = UNANSWERED.get(status, "no_answer")
+        if not self.queue.leg_missed(agent_id, contact_id, call_sid, reason):
+            return False
+        self.redis.zrem(PENDING, str(contact_id))
+        self.redis.zrem(AGENT_LEGS, str(contact_id))
+        log.info("contact %s: agent %s did not answer; back in line", contact_id, agent_id)
+        contact, _, _ = self._load(contact_id)
+        if contact.kind == "live" and contact.call_sid:
+            self._back_on_hold(contact)
+        return True
+
+    def _back_on_hold(self, contact: Contact) -> None:
+        """A live caller whose agent never answered leaves the conference for the hold
+        loop (its announcements, ``*`` for a callback). A fresh sequence number: the
+        loop's turn is not an answer stored for an earlier one."""
+        url = f"{self.base}/voice/queue?n=back{self._round(contact.id)}"
+        try:
+            self.client().calls(contact.call_sid).update(url=url, method="POST")
+        except TwilioRestException as exc:
+            if exc.code in CALL_GONE:  # they hung up meanwhile: nobody waits any more
+                self.queue.abandon(contact.id)
+                return
+            log.warning("contact %s: the caller not sent back on hold", contact.id)
+        except (TwilioException, OSError):
+            # they wait in the conference: the next agent's accept redirects them there
+            log.warning("contact %s: the caller not sent back on hold", contact.id)
 
     def conference_event(self, contact_id: int, event: str, call_sid: str) -> None:
         """The conference's status callback. Only the agent's participant (their

@@ -4,6 +4,8 @@ if not holds_offer(aid, cid) then return redis.error_reply('NO_OFFER') end
 redis.call('ZREM', P .. 'offers', cid)
 redis.call('HSET', ckey(cid), 'state', 'on_call', 'deadline', '')
 local cv = bump(ckey(cid))
+-- the misses in a row end here, unless the agent's leg goes unanswered (leg_missed.lua)
+local missed = redis.call('HGET', akey(aid), 'missed') or '0'
 redis.call('HSET', akey(aid), 'state', 'on_call', 'since', fmt(now), 'missed', '0',
-  'offer', '', 'call', cid)
+  'missed_before', missed, 'offer', '', 'call', cid)
 return {cv, bump(akey(aid))}
