@@ -356,3 +356,19 @@ def test_an_agents_leg_whose_end_never_reached_the_app_is_found_ended_by_the_swe
     assert _agent_state(rt, screen) == "wrap_up"
     assert rt.redis.zscore(AGENT_LEGS, str(contact_id)) is None
     assert rt.bridge.recover_legs() == 0  # once
+
+
+def test_the_sweep_keeps_an_agent_alone_in_a_conference_not_started_yet_on_the_call(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    rt = voice_runtime
+    _callback(devphone)
+    contact_id = _accept_offer(rt, screen)
+    agent_leg = devphone.answer(AGENT_PHONE)  # alone: the conference is 'init'
+    assert agent_leg.conference and devphone.ringing(CALLER)
+    rt.redis.zadd(AGENT_LEGS, {str(contact_id): 0})  # its check is due
+    assert rt.bridge.recover_legs() == 0
+    agent = rt.store.agent(screen.agent_id)  # type: ignore[attr-defined]
+    assert (agent["state"], agent["leg"]) == ("on_call", member(contact_id))
+    assert rt.redis.zscore(AGENT_LEGS, str(contact_id)) is not None  # checked again later
+    assert _events(rt, "agent.leg_ended") == 0

@@ -839,20 +839,24 @@ class BridgeService:
         return ended
 
     def _in_conference(self, contact_id: int, call_sid: str) -> bool:
-        """Whether the call ``call_sid`` is a participant of the contact's conference."""
+        """Whether the call ``call_sid`` is a participant of the contact's conference.
+        The conference is ``init`` while the agent is alone in it (Twilio starts it
+        with a second participant, the caller or the applicant), ``in-progress`` after."""
         client = self.client()
-        found = client.conferences.list(
-            friendly_name=conference_name(contact_id), status="in-progress", limit=1
-        )
-        if not found:
-            return False
-        try:
-            client.conferences(found[0].sid).participants(call_sid).fetch()
-        except TwilioRestException as exc:
-            if exc.code == 20404:  # not (or no longer) a participant
-                return False
-            raise
-        return True
+        for status in ("in-progress", "init"):
+            found = client.conferences.list(
+                friendly_name=conference_name(contact_id), status=status, limit=1
+            )
+            if not found:
+                continue
+            try:
+                client.conferences(found[0].sid).participants(call_sid).fetch()
+            except TwilioRestException as exc:
+                if exc.code == 20404:  # not (or no longer) a participant
+                    return False
+                raise
+            return True
+        return False
 
     def _recover(self, contact_id: int) -> bool:
         self.queue.resync(contact_id)  # an accept whose SQL write failed is written now
