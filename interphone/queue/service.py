@@ -793,6 +793,10 @@ class QueueService:
             return False
         return True
 
+    def leg_sid(self, agent_id: int, contact_id: int, call_sid: str) -> bool:
+        """The agent's leg was placed as ``call_sid``: from now on only its end ends it."""
+        return self.store.leg_sid(agent_id, contact_id, call_sid)
+
     def leg_bridged(self, agent_id: int, contact_id: int, call_sid: str) -> bool:
         """The agent's leg answered and is put through: ``agent.bridged``, once per leg."""
         if not self.store.leg_bridged(agent_id, contact_id, call_sid):

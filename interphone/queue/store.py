@@ -59,6 +59,7 @@ _SCRIPTS = (
     "leg_ended",
     "transfer",
     "leg_missed",
+    "leg_sid",
 )
 
 
@@ -418,6 +419,10 @@ class RedisQueue:
     def leg_placed(self, agent_id: int, contact_id: int) -> int:
         """Record the agent's leg for this call before it is placed (0: recorded already)."""
         return int(self._run("leg_placed", agent_id, member(contact_id)))
+
+    def leg_sid(self, agent_id: int, contact_id: int, call_sid: str) -> bool:
+        """The agent's leg was placed as ``call_sid``; False when nothing changed."""
+        return bool(int(self._run("leg_sid", agent_id, member(contact_id), call_sid)))
 
     def leg_bridged(self, agent_id: int, contact_id: int, call_sid: str) -> int:
         """The agent's leg answered and is put through; 0 when nothing changed."""

@@ -428,16 +428,20 @@ class BridgeService:
         self._await_leg(contact_id)
         failpoints.hit("bridge.agent_leg.recorded", self.redis)
         to = agent.phone or f"client:{agent.client_identity}"
+        round_ = self._round(contact_id)
         leg = self.client().calls.create(
             to=to,
             from_=_sender(site),
             url=f"{self.base}/voice/agent/join?c={contact_id}",
             # the agent named: a callback back in line forgets them (and this bridge)
-            status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=agent&a={agent.id}",
+            status_callback=(
+                f"{self.base}/voice/leg?c={contact_id}&leg=agent&a={agent.id}&r={round_}"
+            ),
             status_callback_event=["completed"],
             timeout=RING_TIMEOUT_S,
         )
         failpoints.hit("bridge.agent_leg.placed", self.redis)
+        self.queue.leg_sid(agent.id, contact_id, str(leg.sid))
         self.redis.hset(key, "agent_leg", str(leg.sid))
         log.info("contact %s: agent %s leg placed", contact_id, agent.id)
         if "transfer" in self._legs(contact_id):
@@ -474,7 +478,9 @@ class BridgeService:
             to=contact.phone,
             from_=_sender(site),
             url=f"{self.base}/voice/applicant/join?c={contact_id}",
-            status_callback=f"{self.base}/voice/leg?c={contact_id}&leg=applicant",
+            status_callback=(
+                f"{self.base}/voice/leg?c={contact_id}&leg=applicant&r={self._round(contact_id)}"
+            ),
             status_callback_event=["completed"],
             machine_detection="Enable",
             timeout=RING_TIMEOUT_S,
@@ -601,15 +607,17 @@ class BridgeService:
         status: str,
         call_sid: str = "",
         agent_id: int | None = None,
+        round_: str = "",
     ) -> None:
         """A leg's final status: an applicant who did not answer goes back in line; the
         agent's leg (of ``agent_id``) ending unanswered sends the contact back in line
         (:meth:`_agent_missed`), else ends the agent's call
-        (:meth:`QueueService.leg_ended`). A leg of an earlier bridge of the contact (its
-        agent's, or its applicant's, before a hand-back) leaves this bridge's marks alone."""
+        (:meth:`QueueService.leg_ended`). The end of another leg (of an earlier round
+        ``round_`` of the bridge, before a hand-back, or placed before the current one
+        by the recovery) leaves this bridge's marks alone; an agent's is the queue's to
+        ignore or act on, once per leg."""
         legs = self._legs(contact_id)
-        ours = {legs.get(f"{leg}_leg", ""), legs.get(f"{leg}_sid", "")}
-        if call_sid and call_sid not in ours and legs.get(f"{leg}_leg") != "placing":
+        if not self._current_leg(legs, leg, call_sid, round_):
             if leg in ("agent", "consult") and agent_id is not None:
                 self.queue.leg_ended(agent_id, contact_id, call_sid)  # once per leg
             return
@@ -640,6 +648,19 @@ class BridgeService:
                 # answered, but never entered the conference: nothing ends it for the
                 # side waiting there (endConferenceOnExit acts only on leaving it)
                 self._send_goodbye(contact_id, legs)
+
+    @staticmethod
+    def _current_leg(legs: dict[str, str], leg: str, call_sid: str, round_: str) -> bool:
+        """Whether a leg's end (its CallSid, the round named in its status callback) is
+        the end of this round's current ``leg``, as far as the marks tell."""
+        if round_ and legs.get("round", round_) != round_:
+            return False
+        if not call_sid:
+            return True
+        if call_sid in legs.get(f"{leg}_former", "").split(","):
+            return False
+        ours = {legs.get(f"{leg}_leg", ""), legs.get(f"{leg}_sid", "")}
+        return call_sid in ours or legs.get(f"{leg}_leg") == "placing"
 
     def _agent_missed(
         self, contact_id: int, status: str, call_sid: str, agent_id: int | None
@@ -874,7 +895,7 @@ class BridgeService:
             return False
         if "agent_seen" not in seen:
             log.warning("contact %s: the agent's leg never answered back; placing it", contact_id)
-            self.redis.hdel(LEGS + str(contact_id), "agent_leg")
+            self._replace_leg(contact_id, "agent")
             self.connect(contact_id)
         elif contact.kind == "live" and "caller_seen" not in seen:
             log.warning("contact %s: the caller never reached the conference", contact_id)
@@ -883,11 +904,22 @@ class BridgeService:
                 self.caller_hung_up(contact_id)
         elif contact.kind == "callback" and not seen & {"applicant_seen", "applicant_ended"}:
             log.warning("contact %s: the applicant's leg never answered back", contact_id)
-            self.redis.hdel(LEGS + str(contact_id), "applicant_leg")
+            self._replace_leg(contact_id, "applicant")
             self.call_applicant(contact_id)
         else:
             return False  # every side is there
         return True
+
+    def _replace_leg(self, contact_id: int, leg: str) -> None:
+        """The ``leg`` (agent, applicant) is to be placed again: the one placed before,
+        if Twilio placed it, is kept in ``<leg>_former`` so that its end, however late,
+        ends nothing."""
+        key = LEGS + str(contact_id)
+        placed = as_text(self.redis.hget(key, f"{leg}_leg"))
+        if placed.startswith("CA"):
+            former = as_text(self.redis.hget(key, f"{leg}_former"))
+            self.redis.hset(key, f"{leg}_former", f"{former},{placed}".strip(","))
+        self.redis.hdel(key, f"{leg}_leg")
 
     def _load(self, contact_id: int) -> tuple[Contact, Agent | None, Site]:
         with self.sessions() as s:

@@ -432,7 +432,9 @@ def leg_status() -> Response:
     if contact_id is None or leg not in ("agent", "applicant", "consult"):
         return _bad_request()
     agent_id = row_id(request.args.get("a", ""))
-    _runtime().bridge.leg_ended(contact_id, leg, _field("CallStatus"), _call_sid() or "", agent_id)
+    round_ = request.args.get("r", "")[:24]  # the bridge's round the leg was placed in
+    bridge = _runtime().bridge
+    bridge.leg_ended(contact_id, leg, _field("CallStatus"), _call_sid() or "", agent_id, round_)
     return Response(status=204)
 
 
