@@ -13,11 +13,16 @@ and the agent screen).
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
+from twilio.http import HttpClient
+from twilio.rest import Client
 
 from interphone.accounts import add_user
 from interphone.devtools.devphone.phone import DevPhone, SimCall, TwimlError
@@ -372,3 +377,39 @@ def test_the_sweep_keeps_an_agent_alone_in_a_conference_not_started_yet_on_the_c
     assert (agent["state"], agent["leg"]) == ("on_call", member(contact_id))
     assert rt.redis.zscore(AGENT_LEGS, str(contact_id)) is not None  # checked again later
     assert _events(rt, "agent.leg_ended") == 0
+
+
+def test_an_applicant_not_answering_after_the_agent_hung_up_is_answered_without_an_error(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
+) -> None:
+    rt = voice_runtime
+    _callback(devphone)
+    contact_id = _accept_offer(rt, screen)
+    agent_leg = devphone.answer(AGENT_PHONE)
+    agent_leg.hang_up()  # their call is over: Twilio refuses to end it again (21220)
+    devphone.refuse(CALLER)  # the status callback is answered, not a 500
+    contact = rt.store.contact(contact_id)
+    assert (contact["state"], contact["attempts"]) == ("waiting", "1")
+    assert _agent_state(rt, screen) == "wrap_up"
+
+
+class _Unreachable(HttpClient):
+    """Twilio's API as a network without it answers: every request fails to connect."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise requests.ConnectionError("connection refused")
+
+
+def test_a_goodbye_twilio_cannot_be_reached_for_is_logged_never_an_error_to_twilio(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, caplog: Any
+) -> None:
+    rt = voice_runtime
+    caller, agent_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    agent_leg.hang_up()
+    unreachable = _Unreachable(logging.getLogger(__name__), False)
+    rt.bridge.client = lambda: Client("AC" + "0" * 32, "token", http_client=unreachable)
+    # the caller's join comes late, after the agent left: they are sent the goodbye
+    url = f"{rt.settings.public_base_url}/voice/conference?c={contact_id}"
+    form = {**ACCOUNT, "StatusCallbackEvent": "participant-join", "CallSid": caller.sid}
+    assert devphone.post(url, form) == ""  # answered (204), not a 500
+    assert "the other side not sent the goodbye" in caplog.text

@@ -794,6 +794,8 @@ class BridgeService:
         except TwilioRestException as exc:
             if exc.code not in CALL_GONE:
                 log.warning("contact %s: the other side not sent the goodbye", contact_id)
+        except (TwilioException, OSError):  # Twilio unreachable: never an error to Twilio
+            log.warning("contact %s: the other side not sent the goodbye", contact_id)
 
     def _unanswered(self, contact_id: int, outcome: str) -> None:
         _, agent, _ = self._load(contact_id)
@@ -803,10 +805,15 @@ class BridgeService:
             self.queue.finish(agent.id, contact_id, outcome)
         except Conflict:
             return  # already finished (a repeated status callback)
-        raw = self.redis.hget(LEGS + str(contact_id), "agent_leg")
-        agent_leg = raw.decode() if isinstance(raw, bytes) else raw
-        if agent_leg and agent_leg != "placing":
-            self.client().calls(agent_leg).update(status="completed")
+        agent_leg = as_text(self.redis.hget(LEGS + str(contact_id), "agent_leg"))
+        if agent_leg.startswith("CA"):
+            try:
+                self.client().calls(agent_leg).update(status="completed")
+            except TwilioRestException as exc:
+                if exc.code not in CALL_GONE:  # else the agent had hung up already
+                    log.warning("contact %s: the agent's leg not hung up", contact_id)
+            except (TwilioException, OSError):  # Twilio unreachable: the agent hangs up
+                log.warning("contact %s: the agent's leg not hung up", contact_id)
         self.redis.delete(LEGS + str(contact_id))
 
     # -- recovery ------------------------------------------------------------------------
