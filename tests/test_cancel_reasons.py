@@ -172,3 +172,13 @@ def test_given_other_without_its_text_then_the_form_says_so_in_the_supervisors_l
     page = _cancel_from_the_dashboard(supervisor, cid, code="other", reason="")
     assert "précisez « Autre motif »" in page
     assert voice_runtime.queue.ticket(cid).state == "waiting"
+
+
+def test_the_applicants_sms_code_is_refused_from_the_supervisors_form(
+    supervisor, voice_runtime: Runtime
+) -> None:
+    cid = voice_runtime.queue.enqueue_live(SITE, language="fr").contact_id
+    page = _cancel_from_the_dashboard(supervisor, cid, code="sms", reason="par SMS")
+    assert "choisissez un motif de la liste" in page
+    assert voice_runtime.queue.ticket(cid).state == "waiting"
+    assert voice_runtime.queue.cancellation(cid) is None

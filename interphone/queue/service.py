@@ -67,6 +67,7 @@ SYSTEM_REASONS = frozenset({SMS_CANCELLATION})
 # -> is a caller still on hold then offered a callback on their number? Not for a
 # duplicate: the caller has another request open already. "other" needs a typed reason.
 CANCEL_REASONS = {"duplicate": False, "closing": True, "other": True, "sms": True}
+SMS_ACTOR = "sms"  # the actor of a cancellation the applicant sent by SMS (code "sms")
 LANGUAGE_MAX = 8
 REASON_MAX = 200
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -896,7 +897,8 @@ class QueueService:
         one of :data:`CANCEL_REASONS` (``code``) and a typed ``reason``, which ``other``
         needs. The contact's outcome is the typed reason, else the code."""
         reason = (reason or "").strip()
-        if code not in CANCEL_REASONS:
+        # "sms" is the applicant's own cancellation (their SMS), never a staff member's
+        if code not in CANCEL_REASONS or (code == "sms" and actor != SMS_ACTOR):
             raise InvalidInput(
                 f"the reason code must be one of {', '.join(CANCEL_REASONS)}",
                 reason="CANCEL_REASON",

@@ -16,7 +16,7 @@ from .. import failpoints
 from ..models import Contact, Site
 from ..privacy import InvalidPhoneNumber, mask_phone, to_e164
 from ..prompts import REFERENCE, available, catalogue
-from ..queue.service import SMS_CANCELLATION, QueueService
+from ..queue.service import SMS_ACTOR, SMS_CANCELLATION, QueueService
 from ..redis_text import as_text
 
 if TYPE_CHECKING:
@@ -124,6 +124,6 @@ class SmsService:
             return cat.text("sms_help")
         if contact is None:
             return cat.text("sms_nothing")
-        self.queue.cancel(contact.id, SMS_CANCELLATION, code="sms", actor="sms")
+        self.queue.cancel(contact.id, SMS_CANCELLATION, code="sms", actor=SMS_ACTOR)
         log.info("callback %s cancelled by SMS from %s", contact.id, mask_phone(phone))
         return cat.text("sms_cancelled", reference=contact.reference)
