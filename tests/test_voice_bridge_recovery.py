@@ -71,7 +71,8 @@ def test_agent_leg_that_rang_out_is_not_placed_again_nor_the_applicant_called(
     agent, contact_id = _offered_callback(devphone, rt)
     rt.bridge.accept(agent.id, contact_id)
     devphone.refuse(AGENT_PHONE, "no-answer")
-    _time_passes(rt, contact_id)
+    assert rt.store.contact(contact_id)["state"] == "waiting"  # back in line instead
+    rt.redis.zadd(PENDING, {str(contact_id): 0})  # an entry of the bridge, long overdue
     assert rt.bridge.recover_legs() == 0
     assert len(placed_calls(rt.redis)) == 1 and devphone.ringing(CALLER) == []
 
