@@ -5,6 +5,9 @@ give. A live caller left alone in the conference goes back to the hold loop."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -15,14 +18,20 @@ from interphone.queue.store import member
 from interphone.runtime import Runtime
 
 from .conftest import SITE
-from .test_voice_agent_legs import (  # noqa: F401 (the screen fixture)
+from .test_voice_agent_legs import (
     AGENT_PHONE,
     _accept_offer,
     _agent_state,
     _callback,
     _waiting_caller,
-    screen,
+    agent_screen,
 )
+
+
+@pytest.fixture
+def screen(app: Any, voice_runtime: Runtime) -> FlaskClient:
+    """The agent's screen, signed in, the agent available."""
+    return agent_screen(app, voice_runtime)
 
 
 def _leg_missed_events(rt: Runtime) -> list[Event]:
@@ -30,7 +39,7 @@ def _leg_missed_events(rt: Runtime) -> list[Event]:
         return list(s.scalars(select(Event).where(Event.kind == "agent.leg_missed")))
 
 
-def test_given_a_live_caller_accepted_when_the_agent_does_not_answer_then_the_caller_is_back_on_hold_at_their_place(
+def test_given_the_agents_leg_unanswered_then_the_live_caller_is_back_on_hold_at_their_place(
     devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, clock: ManualClock
 ) -> None:
     rt = voice_runtime
@@ -85,7 +94,7 @@ def test_an_agent_missing_their_leg_too_many_times_in_a_row_is_paused_as_for_mis
     ]
 
 
-def test_given_a_callback_accepted_when_the_agent_does_not_answer_then_it_is_back_in_line_without_an_attempt_counted(
+def test_given_the_agents_leg_unanswered_then_the_callback_is_back_in_line_no_attempt_counted(
     devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, clock: ManualClock
 ) -> None:
     rt = voice_runtime

@@ -52,6 +52,11 @@ def _token(html: str) -> str:
 @pytest.fixture
 def screen(app, voice_runtime: Runtime) -> FlaskClient:
     """The agent's screen, signed in, the agent available."""
+    return agent_screen(app, voice_runtime)
+
+
+def agent_screen(app, voice_runtime: Runtime) -> FlaskClient:
+    """The agent's screen, signed in, the agent available (the ``screen`` fixture)."""
     agent = add_user(
         voice_runtime.sessions,
         EMAIL,

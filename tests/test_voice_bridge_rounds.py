@@ -4,6 +4,9 @@ end of an earlier agent leg never ends the current one."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from flask.testing import FlaskClient
 
 from interphone.devtools.devphone.phone import DevPhone
@@ -12,17 +15,23 @@ from interphone.queue.store import member
 from interphone.runtime import Runtime
 from interphone.voice.bridge import PENDING
 
-from .test_voice_agent_legs import (  # noqa: F401 (the screen fixture)
+from .test_voice_agent_legs import (
     AGENT_PHONE,
     CALLER,
     _accept_offer,
     _callback,
     _waiting_caller,
-    screen,
+    agent_screen,
 )
 
 
-def test_given_a_callback_retried_after_no_answer_then_the_first_attempts_marks_do_not_hang_up_the_applicant(
+@pytest.fixture
+def screen(app: Any, voice_runtime: Runtime) -> FlaskClient:
+    """The agent's screen, signed in, the agent available."""
+    return agent_screen(app, voice_runtime)
+
+
+def test_given_a_callback_retried_then_the_first_attempts_marks_do_not_hang_up_the_applicant(
     devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, clock: ManualClock
 ) -> None:
     rt = voice_runtime

@@ -844,9 +844,7 @@ class QueueService:
             return False
         paused = result.agent_state == "paused"
         with transaction(self.sessions) as s:
-            self._set_contact(
-                s, contact_id, result.contact_version, state="waiting", agent_id=None
-            )
+            self._set_contact(s, contact_id, result.contact_version, state="waiting", agent_id=None)
             if paused:
                 s.execute(
                     update(Agent)
