@@ -178,9 +178,9 @@ class BridgeService:
         ``conference_ended``: the conference's end came. ``round``: the bridge's round
         (:meth:`_round`) these marks are of; ``connect`` clears those of another.
         ``kept``: the conference outlives the agent's leg, so its other side is not sent
-        the goodbye when that leg ends; set by whoever keeps it going without the agent
-        (a transfer to another agent, a supervisor staying in the call). Nothing in this
-        module sets it: it is only read here."""
+        the goodbye when that leg ends; set by whoever keeps it going without the agent:
+        a hand-back or a transfer (:meth:`hand_back`, :meth:`transfer`,
+        :meth:`complete_transfer`); a supervisor staying in the call would set it too."""
         key = LEGS + str(contact_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, what, value)
