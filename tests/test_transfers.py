@@ -127,6 +127,33 @@ def test_a_handed_back_caller_is_offered_to_the_next_agent_whose_card_shows_the_
     assert caller.status == "completed"
 
 
+def test_each_hand_back_of_one_call_sends_the_caller_to_a_fresh_turn_of_the_hold_loop(
+    devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient, second_screen: FlaskClient
+) -> None:
+    """Twilio's webhooks are answered once per URL and call (a retry gets the stored
+    answer): a second hand-back to the same hold URL would replay the first one's."""
+    rt = voice_runtime
+    posted: list[str] = []
+    devphone.on_post = lambda path, status: posted.append(path)
+    caller, first_leg, contact_id = _bridged_live_call(devphone, rt, screen)
+    backs = []
+    for hands, next_screen, next_phone in (
+        (screen, second_screen, SECOND_PHONE),
+        (second_screen, screen, AGENT_PHONE),
+    ):
+        _press(hands, f"/agent/call/{contact_id}/hand-back", note=NOTE)
+        start = len(posted)
+        caller.poll()
+        backs.append(next(p for p in posted[start:] if p.startswith("/voice/queue")))
+        assert caller.waiting_for == "/voice/queue"
+        _press(next_screen, "/agent/presence", state="available")
+        assert _accept_offer(rt, next_screen) == contact_id
+        devphone.answer(next_phone)
+        caller.poll()
+        assert caller.conference
+    assert len(set(backs)) == 2, backs
+
+
 def test_a_hand_back_without_a_note_is_refused_and_the_call_goes_on(
     devphone: DevPhone, voice_runtime: Runtime, screen: FlaskClient
 ) -> None:

@@ -409,14 +409,21 @@ class BridgeService:
                 raise
 
     def _to_hold(self, contact_id: int, call_sid: str) -> None:
-        """A live caller back to the hold loop (``/voice/queue``)."""
+        """A live caller leaves the conference for the hold loop (its announcements, ``*``
+        for a callback). A fresh sequence number each time (the bridge's round): the
+        loop's turn is not an answer stored for an earlier hand-back or missed leg."""
+        url = f"{self.base}/voice/queue?n=back{self._round(contact_id)}"
         try:
-            self.client().calls(call_sid).update(url=f"{self.base}/voice/queue", method="POST")
+            self.client().calls(call_sid).update(url=url, method="POST")
         except TwilioRestException as exc:
-            if exc.code not in CALL_GONE:
-                raise
-            log.info("contact %s: the caller's call has ended (%s)", contact_id, exc.code)
-            self.queue.abandon(contact_id)
+            if exc.code in CALL_GONE:  # they hung up meanwhile: nobody waits any more
+                log.info("contact %s: the caller's call has ended (%s)", contact_id, exc.code)
+                self.queue.abandon(contact_id)
+                return
+            log.warning("contact %s: the caller not sent back on hold", contact_id)
+        except (TwilioException, OSError):
+            # they wait in the conference: the next agent's accept redirects them there
+            log.warning("contact %s: the caller not sent back on hold", contact_id)
 
     # -- jobs --------------------------------------------------------------------------
     def connect(self, contact_id: int) -> None:
@@ -688,24 +695,8 @@ class BridgeService:
         log.info("contact %s: agent %s did not answer; back in line", contact_id, agent_id)
         contact, _, _ = self._load(contact_id)
         if contact.kind == "live" and contact.call_sid:
-            self._back_on_hold(contact)
+            self._to_hold(contact_id, contact.call_sid)
         return True
-
-    def _back_on_hold(self, contact: Contact) -> None:
-        """A live caller whose agent never answered leaves the conference for the hold
-        loop (its announcements, ``*`` for a callback). A fresh sequence number: the
-        loop's turn is not an answer stored for an earlier one."""
-        url = f"{self.base}/voice/queue?n=back{self._round(contact.id)}"
-        try:
-            self.client().calls(contact.call_sid).update(url=url, method="POST")
-        except TwilioRestException as exc:
-            if exc.code in CALL_GONE:  # they hung up meanwhile: nobody waits any more
-                self.queue.abandon(contact.id)
-                return
-            log.warning("contact %s: the caller not sent back on hold", contact.id)
-        except (TwilioException, OSError):
-            # they wait in the conference: the next agent's accept redirects them there
-            log.warning("contact %s: the caller not sent back on hold", contact.id)
 
     def conference_event(self, contact_id: int, event: str, call_sid: str) -> None:
         """The conference's status callback. Only the agent's participant (their
