@@ -20,6 +20,7 @@ from interphone.voice.speech.wsreader import NoThread
 
 from .fixtures.speech import support
 from .fixtures.speech.support import StreamServer, fixture, hiss, media_messages, raw_connect
+from .topology import wait_until
 
 TEXT, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x0, 0x8, 0x9, 0xA
 
@@ -224,6 +225,11 @@ def test_a_stream_beyond_the_maximum_on_the_real_socket_gets_error_and_the_first
         first = support.TwilioStream(url)
         first.start(sid(7), "confirm", "yes_no")
         first.speak(hiss(0.2))
+        # admitted once its start message is read, in the stream's own thread: a loaded
+        # machine could read the second's first, and the cap would refuse the first
+        wait_until(
+            lambda: server.streams.describe()["active_streams"] == 1, 10, "the first admitted"
+        )
         second = support.TwilioStream(url)
         second.start(sid(8), "confirm", "yes_no")
         second.wait_closed()  # refused at once: the IVR falls back
