@@ -83,6 +83,16 @@ local function agent_after_call(aid, now, wrap_until)
   end
   return {'available', agent_set(aid, 'available', now)}
 end
+-- Agent aid is done with contact cid (an outcome given, the call handed over). Their leg
+-- still live, they stay on the call and the wrap-up starts when it ends (leg_ended.lua);
+-- otherwise as agent_after_call. Returns {agent_state, agent_v}.
+local function agent_done_with(aid, cid, now, wrap_until)
+  if redis.call('HGET', akey(aid), 'leg') == cid then
+    redis.call('HSET', akey(aid), 'call', '', 'done', cid)
+    return {'on_call', bump(akey(aid))}
+  end
+  return agent_after_call(aid, now, wrap_until)
+end
 -- True when agent aid holds the open offer of contact cid.
 local function holds_offer(aid, cid)
   local a = redis.call('HMGET', akey(aid), 'state', 'offer')

@@ -37,15 +37,8 @@ if state ~= 'waiting' then
     redis.call('ZREMRANGEBYSCORE', skey(c[3], 'done'), '-inf', now - 3600000)
   end
 end
-local av, astate
 local before = redis.call('HGET', akey(aid), 'state') or ''
-if redis.call('HGET', akey(aid), 'leg') == cid then
-  -- the agent's leg is still live: the outcome is kept, the agent stays on the call and
-  -- the wrap-up starts when the leg ends (leg_ended.lua)
-  redis.call('HSET', akey(aid), 'call', '', 'done', cid)
-  av, astate = bump(akey(aid)), 'on_call'
-else
-  local after = agent_after_call(aid, now, wrap_until)
-  astate, av = after[1], after[2]
-end
+-- the agent's leg still live: the outcome is kept, the agent stays on the call
+local after = agent_done_with(aid, cid, now, wrap_until)
+local astate, av = after[1], after[2]
 return {state, attempts, cv, av, astate, fmt(retry_at), before}

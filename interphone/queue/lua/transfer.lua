@@ -40,12 +40,6 @@ end
 redis.call('HSET', ckey(cid), 'agent', bid)
 local cv = bump(ckey(cid))
 local before = redis.call('HGET', akey(aid), 'state') or ''
-local av, astate
-if redis.call('HGET', akey(aid), 'leg') == cid then
-  redis.call('HSET', akey(aid), 'call', '', 'done', cid)
-  av, astate = bump(akey(aid)), 'on_call'
-else
-  local after = agent_after_call(aid, now, wrap_until)
-  astate, av = after[1], after[2]
-end
+local after = agent_done_with(aid, cid, now, wrap_until)
+local astate, av = after[1], after[2]
 return {cv, av, astate, before, bv, 'on_call'}
