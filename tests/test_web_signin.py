@@ -223,3 +223,37 @@ def test_with_redis_down_sign_in_still_checks_the_password(
         with pytest.raises(WrongCredentials):
             sign_in.attempt(EMAIL, "a wrong guess", "192.0.2.1")
     down.close()
+
+
+def _sign_out(client: Any) -> None:
+    page = client.get("/agent").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    assert client.post("/logout", data={"csrf_token": token.group(1)}).status_code == 302
+
+
+def test_an_agent_who_signs_out_leaves_the_queue_and_is_offered_nothing_more(
+    app: Flask, agent: Any, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    client = app.test_client()
+    _sign_in(client, EMAIL, PASSWORD)
+    rt.queue.set_presence(agent.id, "available")
+    _sign_out(client)
+    assert rt.store.agent(agent.id)["state"] == "offline"
+    rt.queue.enqueue_live(SITE, language="fr", call_sid="CA" + "1" * 32)
+    assert rt.queue.dispatch(SITE) == []  # nobody left to see an offer
+
+
+def test_an_agent_who_signs_out_on_a_call_stays_on_it(
+    app: Flask, agent: Any, voice_runtime: Runtime
+) -> None:
+    rt = voice_runtime
+    client = app.test_client()
+    _sign_in(client, EMAIL, PASSWORD)
+    rt.queue.set_presence(agent.id, "available")
+    rt.queue.enqueue_live(SITE, language="fr", call_sid="CA" + "2" * 32)
+    [offer] = rt.queue.dispatch(SITE)
+    rt.queue.accept(agent.id, offer.contact_id)
+    _sign_out(client)
+    assert rt.store.agent(agent.id)["state"] == "on_call"  # the call ends with its outcome

@@ -35,7 +35,14 @@ from ..privacy import InvalidPhoneNumber, mask_phone, normalize_file_number, to_
 from ..scope import EVERYWHERE, Scope
 from .clock import Clock, from_ms, to_ms
 from .estimate import wait_for_position
-from .exceptions import Conflict, InvalidInput, UnknownAgent, UnknownContact, UnknownSite
+from .exceptions import (
+    Conflict,
+    InvalidInput,
+    QueueError,
+    UnknownAgent,
+    UnknownContact,
+    UnknownSite,
+)
 from .store import NORMAL, URGENT, Offer, RedisQueue
 
 log = logging.getLogger(__name__)
@@ -508,6 +515,20 @@ class QueueService:
         if state == "available" or returned is not None:
             self.trigger(site.code)
         return state
+
+    def sign_out(self, agent_id: int) -> bool:
+        """An agent who signs out leaves the queue (offline, an open offer withdrawn):
+        nobody is left to see the next offer, which would ring for nothing until it
+        timed out. A call not over yet (on the line, an outcome due) stays as it is.
+        True when the agent went offline here."""
+        if self.store.agent(agent_id).get("state", "offline") == "offline":
+            return False
+        try:
+            self.set_presence(agent_id, "offline", actor=f"agent:{agent_id}")
+        except QueueError as exc:
+            log.info("agent %s signed out and stays in the queue (%s)", agent_id, exc.message)
+            return False
+        return True
 
     # -- dispatch ----------------------------------------------------------------------
     def dispatch(self, site: str) -> list[Offer]:

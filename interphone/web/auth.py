@@ -130,6 +130,8 @@ def _login_page(target: str | None) -> str:
 @login_required
 def logout() -> Any:
     """Sign out here and in every other copy of this session."""
-    end_sessions(runtime_of(current_app).sessions, current_user.agent_id)
+    runtime = runtime_of(current_app)
+    end_sessions(runtime.sessions, current_user.agent_id)
+    runtime.queue.sign_out(current_user.agent_id)
     logout_user()
     return redirect(url_for("auth.login"))
