@@ -27,12 +27,12 @@ the caller, the applicant) is not the agent's leg.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,25 +86,6 @@ UNANSWERED = {
 
 def conference_name(contact_id: int) -> str:
     return f"contact-{contact_id}"
-
-
-Joined = TypeVar("Joined")
-
-
-def _in_site_words(joined: Callable[..., Joined]) -> Callable[..., Joined]:
-    """A leg's webhook says the prompts in the words of the contact's site, if it has
-    its own (:mod:`interphone.voice.prompt_texts`)."""
-
-    @functools.wraps(joined)
-    def wrapper(self: BridgeService, contact_id: int, *args: Any) -> Joined:
-        if self.prompts is None:
-            return joined(self, contact_id, *args)
-        with self.sessions() as s:
-            contact = s.get(Contact, contact_id)
-        with self.prompts.applied(contact.site_id if contact else None):
-            return joined(self, contact_id, *args)
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -501,69 +482,69 @@ class BridgeService:
         log.info("contact %s: calling %s", contact_id, mask_phone(contact.phone))
 
     # -- webhooks ----------------------------------------------------------------------
-    @_in_site_words
     def agent_joined(self, contact_id: int, call_sid: str = "") -> AgentLeg:
         """The agent answered (their leg ``call_sid``): whisper the context; for a
         callback, now call the applicant. A caller gone meanwhile: the agent hears so."""
-        contact, agent, _ = self._load(contact_id)
-        self._mark(contact_id, "agent_seen")
-        if call_sid:
-            self._mark(contact_id, "agent_sid", call_sid)
-        lang = REFERENCE
-        cat = catalogue(lang)
-        if contact.state != "on_call" or agent is None:  # the caller left meanwhile
-            return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
-        self.queue.leg_bridged(agent.id, contact_id, call_sid)
-        self._check_leg_later(contact_id)
-        with self.sessions() as s:
-            case = (  # a file number its caller did not prove is not read out
-                s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
-                if contact.file_number and contact.file_verified
-                else None
+        contact, agent, site = self._load(contact_id)
+        with self._words(site.id):
+            self._mark(contact_id, "agent_seen")
+            if call_sid:
+                self._mark(contact_id, "agent_sid", call_sid)
+            lang = REFERENCE
+            cat = catalogue(lang)
+            if contact.state != "on_call" or agent is None:  # the caller left meanwhile
+                return AgentLeg(cat.text("whisper_gone"), lang, conference_name(contact_id), True)
+            self.queue.leg_bridged(agent.id, contact_id, call_sid)
+            self._check_leg_later(contact_id)
+            with self.sessions() as s:
+                case = (  # a file number its caller did not prove is not read out
+                    s.query(Case).filter(Case.file_number == contact.file_number).one_or_none()
+                    if contact.file_number and contact.file_verified
+                    else None
+                )
+            if case is not None:
+                status = cat.text(
+                    "whisper_case",
+                    file_number=" ".join(case.file_number),
+                    status_name=cat.text(f"status_name.{case.status}"),
+                )
+            elif contact.file_number and not contact.file_verified:
+                status = cat.text("whisper_unverified")
+            else:
+                status = cat.text("whisper_no_case")
+            reason = (
+                contact.reason
+                if contact.reason in ("file_question", "permit_expiry", "other", "voicemail")
+                else "none"
             )
-        if case is not None:
-            status = cat.text(
-                "whisper_case",
-                file_number=" ".join(case.file_number),
-                status_name=cat.text(f"status_name.{case.status}"),
+            language = contact.language if contact.language in available() else REFERENCE
+            whisper = cat.text(
+                "whisper",
+                kind=cat.text(f"kind.{contact.kind}"),
+                language=cat.text(f"language.{language}"),
+                status=status,
+                reason=cat.text(f"reason.{reason}"),
             )
-        elif contact.file_number and not contact.file_verified:
-            status = cat.text("whisper_unverified")
-        else:
-            status = cat.text("whisper_no_case")
-        reason = (
-            contact.reason
-            if contact.reason in ("file_question", "permit_expiry", "other", "voicemail")
-            else "none"
-        )
-        language = contact.language if contact.language in available() else REFERENCE
-        whisper = cat.text(
-            "whisper",
-            kind=cat.text(f"kind.{contact.kind}"),
-            language=cat.text(f"language.{language}"),
-            status=status,
-            reason=cat.text(f"reason.{reason}"),
-        )
-        if contact.kind == "callback" and "transfer" not in self._legs(contact_id):
-            self._await_leg(contact_id)
-            job_id = f"applicant-{contact_id}-{self._round(contact_id)}"
-            self.run_job("call_applicant", job_id, contact_id)
-        return AgentLeg(whisper, lang, conference_name(contact_id))
+            if contact.kind == "callback" and "transfer" not in self._legs(contact_id):
+                self._await_leg(contact_id)
+                job_id = f"applicant-{contact_id}-{self._round(contact_id)}"
+                self.run_job("call_applicant", job_id, contact_id)
+            return AgentLeg(whisper, lang, conference_name(contact_id))
 
-    @_in_site_words
     def caller_joined(self, contact_id: int) -> CallerLeg:
         """The live caller reached the conference (their redirect followed). Their agent
         answered and has hung up already: the conference is over, they hear the goodbye
         rather than wait in an empty one."""
         self._mark(contact_id, "caller_seen")
-        contact, _, _ = self._load(contact_id)
-        lang = contact.language if contact.language in available() else REFERENCE
-        return CallerLeg(
-            lang,
-            conference_name(contact_id),
-            catalogue(lang).text("bridge_goodbye"),
-            self._agent_gone(self._legs(contact_id)),
-        )
+        contact, _, site = self._load(contact_id)
+        with self._words(site.id):
+            lang = contact.language if contact.language in available() else REFERENCE
+            return CallerLeg(
+                lang,
+                conference_name(contact_id),
+                catalogue(lang).text("bridge_goodbye"),
+                self._agent_gone(self._legs(contact_id)),
+            )
 
     @staticmethod
     def _agent_gone(legs: dict[str, str]) -> bool:
@@ -595,21 +576,21 @@ class BridgeService:
         log.info("contact %s: the caller hung up before being put through", contact_id)
         return True
 
-    @_in_site_words
     def applicant_joined(self, contact_id: int, answered_by: str) -> ApplicantLeg:
-        contact, _, _ = self._load(contact_id)
-        self._mark(contact_id, "applicant_seen")
-        lang = contact.language if contact.language in available() else REFERENCE
-        if answered_by.startswith("machine") or answered_by == "fax":
-            self._unanswered(contact_id, "voicemail")
-            return ApplicantLeg("", lang, conference_name(contact_id), hang_up=True)
-        cat = catalogue(lang)
-        return ApplicantLeg(
-            cat.text("applicant_greeting"),
-            lang,
-            conference_name(contact_id),
-            goodbye=cat.text("bridge_goodbye"),
-        )
+        contact, _, site = self._load(contact_id)
+        with self._words(site.id):
+            self._mark(contact_id, "applicant_seen")
+            lang = contact.language if contact.language in available() else REFERENCE
+            if answered_by.startswith("machine") or answered_by == "fax":
+                self._unanswered(contact_id, "voicemail")
+                return ApplicantLeg("", lang, conference_name(contact_id), hang_up=True)
+            cat = catalogue(lang)
+            return ApplicantLeg(
+                cat.text("applicant_greeting"),
+                lang,
+                conference_name(contact_id),
+                goodbye=cat.text("bridge_goodbye"),
+            )
 
     def leg_ended(
         self,
@@ -738,6 +719,11 @@ class BridgeService:
         elif event == "participant-leave":
             self._mark(contact_id, "agent_left")
             self._agent_out(contact_id, legs, call_sid)
+
+    def _words(self, site_id: int) -> AbstractContextManager[None]:
+        """A leg's prompts in the words of the contact's site, if it has its own
+        (:mod:`interphone.voice.prompt_texts`)."""
+        return nullcontext() if self.prompts is None else self.prompts.applied(site_id)
 
     def _legs(self, contact_id: int) -> dict[str, str]:
         raw = self.redis.hgetall(LEGS + str(contact_id))
